@@ -1,0 +1,171 @@
+"""Model sizes and deployment profiles, read from the YAML files beside this module.
+
+Every command gets model facts (config name, checkpoint file, download address, checksum) and
+deployment knobs (runtime, precision, engine shapes) from here, so they are named once.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import yaml
+
+from sam2_triton.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent
+MODELS_FILE = CONFIG_DIR / "models.yaml"
+PROFILES_FILE = CONFIG_DIR / "profiles.yaml"
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+RUNTIMES = ("onnxruntime", "tensorrt")
+DEVICES = ("cpu", "gpu")
+NETWORKS = ("image_encoder", "mask_decoder", "memory_encoder", "memory_attention")
+
+# Axis ranges are [min, opt, max].
+AxisRange = Tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One official SAM 2 checkpoint and the `sam2` config that builds it."""
+
+    name: str
+    family: str  # "sam2.1" or "sam2.0"
+    config: str  # Hydra config name inside the installed `sam2` package
+    checkpoint: str  # official file name
+    url: str
+    sha256: str
+    size: int  # bytes
+    aliases: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeploymentProfile:
+    """How the networks run (runtime, device, precision) and the shapes they accept."""
+
+    name: str
+    description: str
+    runtime: str
+    device: str
+    precision: str
+    engine_shapes: Dict[str, Dict[str, AxisRange]] = field(default_factory=dict)
+
+    def axis_range(self, network: str, axis: str) -> AxisRange:
+        try:
+            return self.engine_shapes[network][axis]
+        except KeyError:
+            raise ConfigError(
+                f"profile {self.name!r} has no engine shape for axis {axis!r} of {network!r}"
+            ) from None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+@functools.lru_cache(maxsize=None)
+def load_models(path: Path = MODELS_FILE) -> Dict[str, ModelSpec]:
+    """All model sizes by canonical name."""
+    entries = _read_yaml(path).get("models") or {}
+    specs = {}
+    for name, entry in entries.items():
+        try:
+            specs[name] = ModelSpec(
+                name=name,
+                family=str(entry["family"]),
+                config=str(entry["config"]),
+                checkpoint=str(entry["checkpoint"]),
+                url=str(entry["url"]),
+                sha256=str(entry["sha256"]).lower(),
+                size=int(entry["size"]),
+                aliases=tuple(entry.get("aliases") or ()),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: model {name!r} is malformed ({exc!r})") from exc
+    return specs
+
+
+def model_names() -> List[str]:
+    return list(load_models())
+
+
+def get_model(name: str) -> ModelSpec:
+    """Look a size up by canonical name or alias (case-insensitive)."""
+    wanted = name.strip().lower()
+    for spec in load_models().values():
+        if wanted == spec.name or wanted in (a.lower() for a in spec.aliases):
+            return spec
+    raise ConfigError(
+        f"unknown model size {name!r}; choose one of: {', '.join(model_names())}"
+    )
+
+
+def _axis_ranges(network: str, axes: dict, path: Path) -> Dict[str, AxisRange]:
+    ranges = {}
+    for axis, value in (axes or {}).items():
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 3
+            or not all(isinstance(v, int) for v in value)
+            or not 0 <= value[0] <= value[1] <= value[2]
+        ):
+            raise ConfigError(
+                f"{path}: engine shape {network}.{axis} must be [min, opt, max] integers "
+                f"with 0 <= min <= opt <= max, got {value!r}"
+            )
+        ranges[axis] = tuple(value)
+    return ranges
+
+
+@functools.lru_cache(maxsize=None)
+def load_profiles(path: Path = PROFILES_FILE) -> Dict[str, DeploymentProfile]:
+    """All deployment profiles by name."""
+    data = _read_yaml(path)
+    shapes = {
+        network: _axis_ranges(network, axes, path)
+        for network, axes in (data.get("engine_shapes") or {}).items()
+    }
+    unknown = set(shapes) - set(NETWORKS)
+    if unknown:
+        raise ConfigError(f"{path}: engine_shapes names unknown networks {sorted(unknown)}")
+    profiles = {}
+    for name, entry in (data.get("profiles") or {}).items():
+        entry = entry or {}
+        runtime = entry.get("runtime")
+        device = entry.get("device")
+        precision = entry.get("precision")
+        if runtime not in RUNTIMES or device not in DEVICES or precision not in PRECISIONS:
+            raise ConfigError(
+                f"{path}: profile {name!r} needs runtime in {RUNTIMES}, device in {DEVICES}, "
+                f"precision in {PRECISIONS}; got {runtime!r}, {device!r}, {precision!r}"
+            )
+        if runtime == "tensorrt" and device != "gpu":
+            raise ConfigError(f"{path}: profile {name!r}: TensorRT runs on gpu only")
+        profiles[name] = DeploymentProfile(
+            name=name,
+            description=" ".join(str(entry.get("description", "")).split()),
+            runtime=runtime,
+            device=device,
+            precision=precision,
+            engine_shapes=shapes,
+        )
+    return profiles
+
+
+def get_profile(name: str) -> DeploymentProfile:
+    profiles = load_profiles()
+    if name not in profiles:
+        raise ConfigError(
+            f"unknown deployment profile {name!r}; choose one of: {', '.join(profiles)}"
+        )
+    return profiles[name]

@@ -1,0 +1,74 @@
+"""Shared fixtures: a checkpoint written by the tests, the model loaded from it, its export.
+
+No weights can be downloaded in CI, so the tests write an official-format checkpoint
+(`{"model": state_dict}`) from a randomly initialised model whose every parameter is then
+perturbed (so zero-initialised biases and unit norms cannot hide a mistake), load it back
+through the real loading code, and export from the loaded model.
+
+`SAM2_TRITON_TEST_MODELS` chooses the sizes the fidelity tests run on: a comma-separated
+list of names from configs/models.yaml, or "all". Default: tiny.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from sam2_triton.configs import ModelSpec, get_model, model_names
+
+TEST_MODELS_ENV = "SAM2_TRITON_TEST_MODELS"
+
+
+def selected_model_names():
+    value = os.environ.get(TEST_MODELS_ENV, "tiny").strip()
+    if value == "all":
+        return model_names()
+    return [get_model(name).name for name in value.split(",") if name.strip()]
+
+
+@dataclass
+class ExportedModel:
+    spec: ModelSpec
+    checkpoint: Path
+    model: torch.nn.Module  # the official SAM2Base, loaded from `checkpoint`
+    directory: Path  # graphs + metadata.json
+
+
+def write_test_checkpoint(spec: ModelSpec, path: Path, seed: int = 0) -> Path:
+    from sam2_triton.export.checkpoints import build_sam2_model, write_checkpoint
+
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        model = build_sam2_model(spec, random_weights=True, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.02)
+    return write_checkpoint(model, path)
+
+
+@pytest.fixture(scope="session", params=selected_model_names())
+def exported(request, tmp_path_factory) -> ExportedModel:
+    from sam2_triton.export.checkpoints import build_sam2_model, sha256_file
+    from sam2_triton.export.onnx_export import export_model
+
+    spec = get_model(request.param)
+    root = tmp_path_factory.mktemp(spec.name)
+    checkpoint = write_test_checkpoint(spec, root / spec.checkpoint)
+    model = build_sam2_model(spec, checkpoint=checkpoint)
+    directory = root / "export"
+    export_model(
+        model,
+        spec,
+        directory,
+        checkpoint={"file": checkpoint.name, "sha256": sha256_file(checkpoint), "random_weights": False},
+    )
+    return ExportedModel(spec=spec, checkpoint=checkpoint, model=model, directory=directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> ModelSpec:
+    return get_model("tiny")
