@@ -50,14 +50,29 @@ def write_test_checkpoint(spec: ModelSpec, path: Path, seed: int = 0) -> Path:
     return write_checkpoint(model, path)
 
 
+@pytest.fixture(scope="session")
+def test_checkpoint(tmp_path_factory):
+    """`test_checkpoint(name)`: path of a checkpoint written for that size (once per session)."""
+    written = {}
+
+    def checkpoint_for(name: str) -> Path:
+        spec = get_model(name)
+        if spec.name not in written:
+            root = tmp_path_factory.mktemp(f"checkpoint-{spec.name}")
+            written[spec.name] = write_test_checkpoint(spec, root / spec.checkpoint)
+        return written[spec.name]
+
+    return checkpoint_for
+
+
 @pytest.fixture(scope="session", params=selected_model_names())
-def exported(request, tmp_path_factory) -> ExportedModel:
+def exported(request, tmp_path_factory, test_checkpoint) -> ExportedModel:
     from sam2_triton.export.checkpoints import build_sam2_model, sha256_file
     from sam2_triton.export.onnx_export import export_model
 
     spec = get_model(request.param)
     root = tmp_path_factory.mktemp(spec.name)
-    checkpoint = write_test_checkpoint(spec, root / spec.checkpoint)
+    checkpoint = test_checkpoint(spec.name)
     model = build_sam2_model(spec, checkpoint=checkpoint)
     directory = root / "export"
     export_model(
@@ -68,7 +83,3 @@ def exported(request, tmp_path_factory) -> ExportedModel:
     )
     return ExportedModel(spec=spec, checkpoint=checkpoint, model=model, directory=directory)
 
-
-@pytest.fixture(scope="session")
-def tiny_spec() -> ModelSpec:
-    return get_model("tiny")

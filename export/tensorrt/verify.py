@@ -1,0 +1,160 @@
+"""Compare TensorRT engines with ONNX Runtime (CPU, fp32) on random valid inputs.
+
+For each network and each of the profile's min / opt / max shapes, both run the same inputs and
+the error of every output is reported: relative L2 error ||trt - onnx|| / ||onnx|| and the
+largest absolute difference. Buffers live in torch CUDA tensors (torch is installed wherever
+engines are built).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List
+
+import numpy as np
+
+from sam2_triton.configs import NETWORKS, DeploymentProfile
+from sam2_triton.errors import ExportError
+from sam2_triton.export.contract import CONTRACTS
+from sam2_triton.export.sample_inputs import random_inputs
+from sam2_triton.export.tensorrt.builder import plan_path
+from sam2_triton.export.tensorrt.profiles import sizes_at
+from sam2_triton.export.tensorrt.runtime import import_tensorrt, require_gpu
+
+# Largest relative L2 error accepted per precision (ONNX Runtime fp32 is the reference).
+DEFAULT_TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 3e-2, "bf16": 6e-2}
+SHAPE_POINTS = ("min", "opt", "max")
+# At the "max" point, batch-like axes are capped: the ONNX Runtime reference runs on the CPU and
+# memory attention at full batch x full memory needs tens of GiB there. Every other axis (points,
+# memory frames, pointers, mask size) is checked at its maximum.
+BATCH_AXES = ("batch", "num_images", "num_prompts")
+MAX_POINT_BATCH = 2
+
+
+@dataclass
+class OutputError:
+    network: str
+    shape_point: str
+    output: str
+    relative_error: float
+    max_abs_error: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.relative_error)) and self.relative_error <= self.tolerance
+
+
+def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
+    reference = reference.astype(np.float64)
+    diff = actual.astype(np.float64) - reference
+    return float(np.linalg.norm(diff) / max(np.linalg.norm(reference), 1e-30))
+
+
+class EngineRunner:
+    """Runs one TensorRT plan on CUDA device 0 (TensorRT 10 tensor-address API)."""
+
+    def __init__(self, plan: os.PathLike) -> None:
+        import torch
+
+        self.trt = import_tensorrt()
+        self.torch = torch
+        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+        runtime = self.trt.Runtime(self.logger)
+        self.engine = runtime.deserialize_cuda_engine(Path(plan).read_bytes())
+        if self.engine is None:
+            raise ExportError(f"TensorRT could not load {plan} (built with another version or GPU?)")
+        self.context = self.engine.create_execution_context()
+
+    def run(self, inputs: Dict[str, np.ndarray], output_names: Iterable[str]) -> Dict[str, np.ndarray]:
+        torch, trt = self.torch, self.trt
+        keep = []
+        for name, array in inputs.items():
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).cuda()
+            keep.append(tensor)
+            self.context.set_input_shape(name, tuple(array.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        outputs = {}
+        for name in output_names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            tensor = torch.empty(shape, dtype=_TORCH_DTYPES[dtype.name](torch), device="cuda")
+            outputs[name] = tensor
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise ExportError("TensorRT execution failed; see the TensorRT log above")
+        stream.synchronize()
+        return {name: t.float().cpu().numpy() for name, t in outputs.items()}
+
+
+_TORCH_DTYPES = {
+    "float32": lambda torch: torch.float32,
+    "float16": lambda torch: torch.float16,
+    "int32": lambda torch: torch.int32,
+    "int64": lambda torch: torch.int64,
+    "bool": lambda torch: torch.bool,
+}
+
+
+def verify_engines(
+    export_dir: os.PathLike,
+    engine_dir: os.PathLike,
+    profile: DeploymentProfile,
+    *,
+    networks: Iterable[str] = NETWORKS,
+    tolerance: float = None,
+    seed: int = 0,
+) -> List[OutputError]:
+    """Errors of every output of every engine at the profile's min / opt / max shapes."""
+    from sam2_triton.python_backend.onnx_networks import OnnxNetworks
+
+    require_gpu()
+    tolerance = DEFAULT_TOLERANCE[profile.precision] if tolerance is None else tolerance
+    networks = list(networks)
+    reference = OnnxNetworks(export_dir, networks=networks)
+    rng = np.random.default_rng(seed)
+    report = []
+    for network in networks:
+        contract = CONTRACTS[network]
+        plan = plan_path(engine_dir, network)
+        if not plan.is_file():
+            raise ExportError(f"{plan} not found: build the engines first")
+        runner = EngineRunner(plan)
+        for which, point in enumerate(SHAPE_POINTS):
+            sizes = sizes_at(contract, profile, which)
+            if point == "max":
+                sizes = {
+                    a: min(v, MAX_POINT_BATCH) if a in BATCH_AXES else v for a, v in sizes.items()
+                }
+            inputs = random_inputs(contract, sizes, rng)
+            expected = reference.run(network, **inputs)
+            actual = runner.run(inputs, contract.output_names)
+            for name in contract.output_names:
+                report.append(
+                    OutputError(
+                        network, point, name,
+                        relative_error(actual[name], expected[name]),
+                        float(np.max(np.abs(actual[name].astype(np.float64) - expected[name]))),
+                        tolerance,
+                    )
+                )
+    return report
+
+
+def write_report(report: List[OutputError], path: os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump([dict(asdict(e), ok=e.ok) for e in report], f, indent=1)
+
+
+def format_report(report: List[OutputError]) -> str:
+    lines = [f"{'network':18} {'shapes':6} {'output':22} {'rel. L2':>10} {'max abs':>10}  ok"]
+    for e in report:
+        lines.append(
+            f"{e.network:18} {e.shape_point:6} {e.output:22} {e.relative_error:10.2e} "
+            f"{e.max_abs_error:10.2e}  {'yes' if e.ok else 'NO'}"
+        )
+    return "\n".join(lines)

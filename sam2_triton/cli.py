@@ -1,0 +1,206 @@
+"""`sam2-triton`: download checkpoints, export graphs, lint them, build and verify engines.
+
+Every sub-command reads model sizes and deployment profiles from configs/ and reports problems
+as one line (`sam2-triton: error: ...`, exit status 2) rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+from sam2_triton.errors import Sam2TritonError
+
+DEFAULT_ARTIFACTS = Path("artifacts")
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny", help="model size (configs/models.yaml)")
+
+
+def _export_dir(args) -> Path:
+    from sam2_triton.configs import get_model
+
+    return Path(args.output) if args.output else DEFAULT_ARTIFACTS / get_model(args.model).name
+
+
+def cmd_download(args) -> int:
+    from sam2_triton.configs import get_model
+    from sam2_triton.export.checkpoints import download_checkpoint
+
+    path = download_checkpoint(get_model(args.model), args.checkpoint_dir, force=args.force)
+    print(f"{path} verified")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from sam2_triton.configs import get_model
+    from sam2_triton.errors import CheckpointError
+    from sam2_triton.export.checkpoints import (
+        RANDOM_WEIGHTS_WARNING,
+        build_sam2_model,
+        checkpoint_path,
+        sha256_file,
+    )
+    from sam2_triton.export.onnx_export import export_model
+
+    spec = get_model(args.model)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else checkpoint_path(spec, args.checkpoint_dir)
+    random_weights = args.random_weights or (
+        args.random_weights_if_missing and not args.checkpoint and not checkpoint.exists()
+    )
+    if random_weights:
+        print(f"sam2-triton: WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_sam2_model(spec, random_weights=True, seed=args.seed)
+        weights = {"random_weights": True, "seed": args.seed}
+    else:
+        if not checkpoint.exists():
+            raise CheckpointError(
+                f"checkpoint {checkpoint} not found: run `sam2-triton download --model {spec.name}`, "
+                f"or place the file from {spec.url} there (SHA-256 {spec.sha256}), or pass "
+                "--random-weights to export meaningless weights"
+            )
+        model = build_sam2_model(spec, checkpoint=checkpoint)
+        digest = sha256_file(checkpoint)
+        weights = {
+            "file": checkpoint.name,
+            "sha256": digest,
+            "official": digest == spec.sha256,
+            "random_weights": False,
+        }
+        if digest != spec.sha256:
+            print(
+                f"sam2-triton: note: {checkpoint} is not the official {spec.checkpoint} "
+                "(checksum differs); exporting it as given",
+                file=sys.stderr,
+            )
+    output = _export_dir(args)
+    metadata = export_model(model, spec, output, checkpoint=weights)
+    print(f"exported {spec.name} to {output} ({metadata.name} + 4 graphs)")
+    return 0
+
+
+def cmd_lint(args) -> int:
+    from sam2_triton.export.contract import CONTRACTS
+    from sam2_triton.export.lint import lint_file
+
+    paths = []
+    for target in args.paths or [str(DEFAULT_ARTIFACTS / "tiny")]:
+        target = Path(target)
+        paths += [target / c.file for c in CONTRACTS.values()] if target.is_dir() else [target]
+    failed = 0
+    for path in paths:
+        if not path.is_file():
+            raise Sam2TritonError(f"{path} not found: export the model first")
+        issues = lint_file(path)
+        print(f"{path}: {'ok' if not issues else f'{len(issues)} problem(s)'}")
+        for issue in issues:
+            print(f"  {issue}")
+        failed += bool(issues)
+    return 1 if failed else 0
+
+
+def cmd_build_engines(args) -> int:
+    from sam2_triton.configs import get_profile
+    from sam2_triton.export.tensorrt.builder import build_engines
+
+    profile = get_profile(args.profile)
+    export_dir = Path(args.model_dir)
+    engine_dir = Path(args.engine_dir) if args.engine_dir else export_dir / "engines" / profile.name
+    plans = build_engines(
+        export_dir, engine_dir, profile, networks=args.networks, workspace_gib=args.workspace_gib
+    )
+    for plan in plans:
+        print(plan)
+    return 0
+
+
+def cmd_verify_engines(args) -> int:
+    from sam2_triton.configs import get_profile
+    from sam2_triton.export.tensorrt.verify import format_report, verify_engines, write_report
+
+    profile = get_profile(args.profile)
+    export_dir = Path(args.model_dir)
+    engine_dir = Path(args.engine_dir) if args.engine_dir else export_dir / "engines" / profile.name
+    report = verify_engines(
+        export_dir, engine_dir, profile, networks=args.networks, tolerance=args.tolerance
+    )
+    print(format_report(report))
+    write_report(report, engine_dir / "verify.json")
+    return 0 if all(e.ok for e in report) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sam2_triton.configs import NETWORKS
+
+    parser = argparse.ArgumentParser(prog="sam2-triton", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("download", help="download an official checkpoint and verify its SHA-256")
+    _add_model(p)
+    p.add_argument("--checkpoint-dir", help="default: $SAM2_TRITON_CHECKPOINTS or ./checkpoints")
+    p.add_argument("--force", action="store_true", help="download again even if present")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("export", help="export the four ONNX graphs and metadata.json")
+    _add_model(p)
+    p.add_argument("--checkpoint", help="checkpoint file (default: <checkpoint-dir>/<official name>)")
+    p.add_argument("--checkpoint-dir", help="default: $SAM2_TRITON_CHECKPOINTS or ./checkpoints")
+    p.add_argument("--output", help="export directory (default: artifacts/<model>)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--random-weights", action="store_true",
+        help="export randomly initialised weights (masks are meaningless)",
+    )
+    weights.add_argument(
+        "--random-weights-if-missing", action="store_true",
+        help="use the checkpoint when present, else random weights (with a warning)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for --random-weights")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("lint", help="check exported graphs against TensorRT's ONNX operator table")
+    p.add_argument("paths", nargs="*", help="export directories or .onnx files (default: artifacts/tiny)")
+    p.set_defaults(func=cmd_lint)
+
+    for name, func, helptext in (
+        ("build-engines", cmd_build_engines, "build TensorRT plans (needs TensorRT and a GPU)"),
+        ("verify-engines", cmd_verify_engines, "compare TensorRT plans with ONNX Runtime"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--model-dir", default=str(DEFAULT_ARTIFACTS / "tiny"), help="export directory")
+        p.add_argument("--profile", default="gpu-fp16", help="deployment profile (configs/profiles.yaml)")
+        p.add_argument("--engine-dir", help="default: <model-dir>/engines/<profile>")
+        p.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS)
+        if name == "build-engines":
+            p.add_argument("--workspace-gib", type=float, default=8.0)
+        else:
+            p.add_argument("--tolerance", type=float, help="max relative L2 error (default per precision)")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return args.func(args)
+    except Sam2TritonError as exc:
+        print(f"sam2-triton: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
