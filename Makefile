@@ -1,0 +1,85 @@
+# sam2-triton: set up, export, test. Everything runs inside the virtual environment $(VENV).
+#
+#   make install          create $(VENV) and install everything (torch, sam2, ONNX, Triton, client)
+#   make run              the main job: export tiny and lint it (random weights if no checkpoint)
+#   make test             the test suite (what CI runs)
+#
+# Variables: MODEL (size, default tiny), PROFILE (deployment profile), PYTHON (interpreter
+# used to create the venv).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CLI := $(VENV)/bin/sam2-triton
+
+MODEL ?= tiny
+PROFILE ?= gpu-fp16
+ARTIFACTS ?= artifacts
+MODELS := tiny small base_plus large sam2_tiny sam2_small sam2_base_plus sam2_large
+
+# The registry's torch/torchvision builds (CUDA builds, which also run on CPU-only machines).
+TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
+SAM2_SPEC ?= sam2==1.1.0
+
+.PHONY: install system-deps run export export-all download lint test fidelity-all \
+        engines verify-engines clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install $(TORCH_SPEC)
+	# sam2 is a source distribution: build it against the torch above (no build isolation),
+	# without its optional CUDA extension unless SAM2_BUILD_CUDA=1 is set.
+	SAM2_BUILD_CUDA=$${SAM2_BUILD_CUDA:-0} $(PIP) install --no-build-isolation $(SAM2_SPEC)
+	$(PIP) install -e ".[dev]"
+	$(MAKE) system-deps
+	touch $@
+
+# perf_analyzer (shipped in tritonclient[all]) needs libb64 from Debian; libcudart comes with
+# the nvidia-cuda-runtime-cu12 wheel that torch installs.
+system-deps:
+	@if ldconfig -p | grep -q libb64.so.0d; then echo "libb64 present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libb64-0d; \
+	else echo "NOTE: install libb64-0d (Debian/Ubuntu) for perf_analyzer"; fi
+
+# The main job: export the tiny model (the official checkpoint when present in ./checkpoints,
+# random weights with a warning otherwise) and check the graphs against TensorRT's parser.
+run: install
+	$(CLI) export --model $(MODEL) --random-weights-if-missing --output $(ARTIFACTS)/$(MODEL)
+	$(CLI) lint $(ARTIFACTS)/$(MODEL)
+
+download: install
+	$(CLI) download --model $(MODEL)
+
+# Export from ./checkpoints/<official file>; fails with instructions when it is missing.
+export: install
+	$(CLI) export --model $(MODEL) --output $(ARTIFACTS)/$(MODEL) $(EXPORT_FLAGS)
+
+export-all: install
+	for m in $(MODELS); do \
+	  $(CLI) export --model $$m --output $(ARTIFACTS)/$$m $(EXPORT_FLAGS) || exit 1; done
+	$(CLI) lint $(addprefix $(ARTIFACTS)/,$(MODELS))
+
+lint: install
+	$(CLI) lint $(ARTIFACTS)/$(MODEL)
+
+test: install
+	$(PY) -m pytest
+
+# Fidelity and lint for every size (about an hour on 2 CPU cores).
+fidelity-all: install
+	SAM2_TRITON_TEST_MODELS=all $(PY) -m pytest tests/test_fidelity.py tests/test_lint.py
+
+# GPU machines with TensorRT (pip install -e ".[tensorrt]").
+engines: install
+	$(CLI) build-engines --model-dir $(ARTIFACTS)/$(MODEL) --profile $(PROFILE)
+
+verify-engines: install
+	$(CLI) verify-engines --model-dir $(ARTIFACTS)/$(MODEL) --profile $(PROFILE)
+
+clean:
+	rm -rf $(ARTIFACTS) .pytest_cache
