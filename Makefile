@@ -23,7 +23,7 @@ TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
 SAM2_SPEC ?= sam2==1.1.0
 
 .PHONY: install system-deps run export export-all download lint test fidelity-all \
-        engines verify-engines clean
+        bench-networks engines verify-engines clean
 
 install: $(VENV)/.installed
 
@@ -73,6 +73,11 @@ test: install
 # Fidelity and lint for every size (about an hour on 2 CPU cores).
 fidelity-all: install
 	SAM2_TRITON_TEST_MODELS=all $(PY) -m pytest tests/test_fidelity.py tests/test_lint.py
+
+# Latency of each network: ONNX Runtime vs the official PyTorch modules (run `make run` first).
+bench-networks: install
+	$(PY) -m sam2_triton.benchmarks.networks --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
+	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights}
 
 # GPU machines with TensorRT (pip install -e ".[tensorrt]").
 engines: install

@@ -116,3 +116,19 @@ def test_runner_rejects_inputs_outside_the_contract(exported):
         validate_inputs(contract, dict(good, object_score_logits=np.zeros((3, 1), np.float32)))
     with pytest.raises(InputError, match="missing inputs \\['mask_logits'\\]"):
         validate_inputs(contract, {k: v for k, v in good.items() if k != "mask_logits"})
+
+
+def test_contract_document_matches_code():
+    """export/README.md documents every tensor of every graph with the shape in contract.py."""
+    from pathlib import Path
+
+    import sam2_triton.export as export_package
+
+    doc = (Path(export_package.__file__).parent / "README.md").read_text()
+    for contract in CONTRACTS.values():
+        assert f"### {contract.name}" in doc
+        for direction, tensors in (("in", contract.inputs), ("out", contract.outputs)):
+            for spec in tensors:
+                shape = "[" + ", ".join(str(d) for d in spec.shape) + "]"
+                assert f"| {direction} `{spec.name}`" in doc, spec.name
+                assert f"`{shape}`" in doc, (spec.name, shape)

@@ -1,0 +1,1 @@
+"""Measurements of the exported pipeline against the official PyTorch reference."""

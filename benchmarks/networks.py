@@ -1,0 +1,104 @@
+"""Latency of each exported network in ONNX Runtime against the same network in PyTorch.
+
+Both run in this process, on the same inputs and the same machine (CPU unless the PyTorch side is
+given --device cuda). The PyTorch side is the official `sam2` modules in eager mode, wrapped as in
+`export/networks/` (the fidelity tests show the two compute the same values).
+
+    python -m sam2_triton.benchmarks.networks --export-dir artifacts/tiny --model tiny \
+        [--checkpoint F | --random-weights] [--repeat 10]
+
+Weights do not change the speed; --random-weights is accepted for that reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import warnings
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+
+from sam2_triton.configs import NETWORKS, get_model
+from sam2_triton.export.checkpoints import build_sam2_model
+from sam2_triton.export.contract import CONTRACTS
+from sam2_triton.export.networks import NETWORK_CLASSES
+from sam2_triton.export.sample_inputs import random_inputs
+from sam2_triton.python_backend.onnx_networks import OnnxNetworks
+
+# One typical call per network: one image; one prompt of two clicks; one object; a full memory bank.
+TYPICAL_SIZES: Dict[str, Dict[str, int]] = {
+    "image_encoder": {"batch": 1},
+    "mask_decoder": {"num_images": 1, "num_prompts": 1, "num_points": 2},
+    "memory_encoder": {"batch": 1, "mask_height": 256, "mask_width": 256},
+    "memory_attention": {"batch": 1, "num_memories": 7, "num_pointers": 16},
+}
+
+
+def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 2) -> List[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def summarize(times: List[float]) -> Dict[str, float]:
+    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--export-dir", required=True)
+    parser.add_argument("--model", default="tiny")
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint")
+    weights.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    spec = get_model(args.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_sam2_model(
+            spec, checkpoint=args.checkpoint, random_weights=args.random_weights
+        )
+    onnx_networks = OnnxNetworks(args.export_dir, networks=args.networks)
+    rng = np.random.default_rng(0)
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "model": spec.name,
+        "networks": {},
+    }
+    print(f"{'network':18} {'ONNX Runtime p50/p95 ms':>24} {'PyTorch p50/p95 ms':>22}")
+    for name in args.networks:
+        inputs = random_inputs(CONTRACTS[name], TYPICAL_SIZES[name], rng)
+        net = NETWORK_CLASSES[name](model).eval()
+        tensors = [torch.from_numpy(inputs[n]) for n in CONTRACTS[name].input_names]
+
+        def run_torch():
+            with torch.inference_mode():
+                net(*tensors)
+
+        ort_times = summarize(time_calls(lambda: onnx_networks.run(name, **inputs), args.repeat))
+        torch_times = summarize(time_calls(run_torch, args.repeat))
+        results["networks"][name] = {"onnxruntime": ort_times, "pytorch": torch_times}
+        print(
+            f"{name:18} {ort_times['p50_ms']:11.1f} / {ort_times['p95_ms']:8.1f}"
+            f" {torch_times['p50_ms']:11.1f} / {torch_times['p95_ms']:8.1f}"
+        )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
