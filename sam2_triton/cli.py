@@ -106,13 +106,20 @@ def cmd_lint(args) -> int:
     return 1 if failed else 0
 
 
-def cmd_build_engines(args) -> int:
+def _engine_locations(args):
+    """(deployment profile, export directory, engine directory) named by the arguments."""
     from sam2_triton.configs import get_profile
-    from sam2_triton.export.tensorrt.builder import build_engines
 
     profile = get_profile(args.profile)
     export_dir = Path(args.model_dir)
     engine_dir = Path(args.engine_dir) if args.engine_dir else export_dir / "engines" / profile.name
+    return profile, export_dir, engine_dir
+
+
+def cmd_build_engines(args) -> int:
+    from sam2_triton.export.tensorrt.builder import build_engines
+
+    profile, export_dir, engine_dir = _engine_locations(args)
     plans = build_engines(
         export_dir, engine_dir, profile, networks=args.networks, workspace_gib=args.workspace_gib
     )
@@ -122,12 +129,9 @@ def cmd_build_engines(args) -> int:
 
 
 def cmd_verify_engines(args) -> int:
-    from sam2_triton.configs import get_profile
     from sam2_triton.export.tensorrt.verify import format_report, verify_engines, write_report
 
-    profile = get_profile(args.profile)
-    export_dir = Path(args.model_dir)
-    engine_dir = Path(args.engine_dir) if args.engine_dir else export_dir / "engines" / profile.name
+    profile, export_dir, engine_dir = _engine_locations(args)
     report = verify_engines(
         export_dir, engine_dir, profile, networks=args.networks, tolerance=args.tolerance
     )
