@@ -98,8 +98,11 @@ class MemoryAttentionNet(nn.Module):
             pointer_pos = self.obj_ptr_tpos_proj(
                 get_1d_sine_pe(object_pointer_positions, dim=self.tpos_dim)
             )
-        else:  # SAM 2.0: pointers carry no temporal encoding
-            pointer_pos = object_pointer_positions.new_zeros(batch, num_pointers, self.mem_dim)
+        else:
+            # SAM 2.0: pointers carry no temporal encoding. Zeros shaped by the positions input
+            # keep it in the graph, so every size has the same I/O contract.
+            pointer_pos = torch.zeros_like(object_pointer_positions).unsqueeze(-1)
+            pointer_pos = pointer_pos.expand(-1, -1, self.mem_dim)
         pointer_pos = pointer_pos.unsqueeze(2).expand(-1, -1, split, -1)
         pointer_pos = pointer_pos.reshape(batch, num_pointers * split, self.mem_dim)
 

@@ -16,7 +16,8 @@ class MemoryEncoderNet(nn.Module):
     Equals `SAM2Base._encode_new_memory` (eval mode) on the high-res mask SAM 2 derives from
     the decoder's low-res logits (bilinear, align_corners=False); a 1024x1024 input passes the
     resize unchanged. Binarization applies per object where is_mask_from_points is 1. The
-    memory position encoding is a constant of the memory-attention graph.
+    memory position encoding is a constant of the memory-attention graph. SAM 2.0 models accept
+    object_score_logits and ignore it (they have no no-object embedding).
     """
 
     def __init__(self, sam2_model: nn.Module) -> None:
@@ -57,4 +58,8 @@ class MemoryEncoderNet(nn.Module):
         if self.no_obj_embed_spatial is not None:
             absent = 1.0 - (object_score_logits > 0).float()  # [B,1]
             features = features + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+        else:
+            # SAM 2.0 has no no-object embedding. Adding zeros shaped by the input keeps
+            # object_score_logits in the graph, so every size has the same I/O contract.
+            features = features + torch.zeros_like(object_score_logits)[..., None, None]
         return features
