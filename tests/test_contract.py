@@ -82,6 +82,11 @@ def test_layer_names_map_to_nodes():
     assert layer_matches_nodes("/norm1/LayerNormalization", nodes)
     assert layer_matches_nodes("/self_rotary/Mul_2", nodes)
     assert not layer_matches_nodes("/q_proj/MatMul", nodes)
+    # TensorRT 10 records the node in the layer metadata, which wins over the name
+    assert layer_matches_nodes("ONNXTRT_helper_7", nodes, "[ONNX Layer: /self_rotary/Mul]")
+    assert not layer_matches_nodes("/self_rotary/Mul", nodes, "[ONNX Layer: /q_proj/MatMul]")
+    assert layer_matches_nodes("x", {"/f/Mul"}, "[ONNX Layer: /f/Mul | Local Function: g]")
+    assert layer_matches_nodes("/a/Add_1_57", {"/a/Add_1"})  # node "/a/Add_1", layer 57
 
 
 @pytest.mark.parametrize("profile", ["gpu-fp16", "gpu-fp32"])

@@ -23,7 +23,7 @@ from sam2_triton.export.checkpoints import sha256_file
 from sam2_triton.export.contract import CONTRACTS
 from sam2_triton.export.metadata import load_metadata
 from sam2_triton.export.tensorrt.profiles import profile_shapes
-from sam2_triton.export.tensorrt.runtime import import_tensorrt, require_gpu
+from sam2_triton.export.tensorrt.runtime import import_tensorrt, require_gpu, tensorrt_logger
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,28 @@ def plan_metadata_path(engine_dir: os.PathLike, network: str) -> Path:
     return Path(engine_dir) / f"{network}.plan.json"
 
 
-def layer_matches_nodes(layer_name: str, node_names: Iterable[str]) -> bool:
-    """True if TensorRT layer `layer_name` was made from one of `node_names`.
+_ONNX_LAYER_METADATA = re.compile(r"\[ONNX Layer: (.*?)(?: \| .*)?\]$")
 
-    The ONNX parser names each layer after its node and makes names unique by appending
-    `_<n>`, so a node's layers are named `node` or `node_<n>`.
+
+def layer_matches_nodes(layer_name: str, node_names: Iterable[str], layer_metadata: str = "") -> bool:
+    """True if the TensorRT layer was made from one of the ONNX nodes `node_names`.
+
+    TensorRT 10's parser records the node in the layer's metadata ("[ONNX Layer: <node>]"),
+    which is exact. Without it, the layer name is used: the parser names a node's first layer
+    after the node and further layers `<node>_<n>`, so trailing `_<n>` are stripped one at a time.
     """
     nodes = node_names if isinstance(node_names, (set, frozenset)) else set(node_names)
-    if layer_name in nodes:
-        return True
-    base = re.sub(r"(_\d+)+$", "", layer_name)
-    return base in nodes
+    match = _ONNX_LAYER_METADATA.match(layer_metadata or "")
+    if match:
+        return match.group(1) in nodes
+    name = layer_name
+    while True:
+        if name in nodes:
+            return True
+        stripped = re.sub(r"_\d+$", "", name)
+        if stripped == name:
+            return False
+        name = stripped
 
 
 def build_engines(
@@ -96,7 +107,7 @@ def _build_one(
 
     if not onnx_path.is_file():
         raise ExportError(f"{onnx_path} not found: export the model first")
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = tensorrt_logger()
     builder = trt.Builder(logger)
     flags = 0
     if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # required before TRT 10
@@ -131,7 +142,9 @@ def _build_one(
 
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        log.warning("timing cache %s is unusable (other GPU or TensorRT?); starting anew", cache_path)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
     log.info("building %s (%s, %d layers pinned to fp32)", network, precision, pinned)
     started = time.perf_counter()
@@ -142,7 +155,9 @@ def _build_one(
     target = plan_path(engine_dir, network)
     with open(target, "wb") as f:
         f.write(serialized)
-    cache_path.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+    timing_cache = config.get_timing_cache()
+    if timing_cache is not None:
+        cache_path.write_bytes(bytes(memoryview(timing_cache.serialize())))
 
     major, minor = torch.cuda.get_device_capability(0)
     info = {
@@ -167,14 +182,18 @@ def _build_one(
 
 
 def _pin_fp32_layers(trt, net, fp32_nodes: set) -> int:
-    """Run the layers made from `fp32_nodes` in fp32; returns how many were pinned."""
+    """Run the layers made from `fp32_nodes` in fp32; returns how many were pinned.
+
+    Uses the weak-typing precision API (layer.precision, OBEY_PRECISION_CONSTRAINTS), deprecated
+    since TensorRT 10.12 and removed in 11: hence the `tensorrt<11` pin of the extra.
+    """
     floating = {trt.float32, trt.float16}
     if hasattr(trt, "bfloat16"):
         floating.add(trt.bfloat16)
     pinned = 0
     for i in range(net.num_layers):
         layer = net.get_layer(i)
-        if not layer_matches_nodes(layer.name, fp32_nodes):
+        if not layer_matches_nodes(layer.name, fp32_nodes, getattr(layer, "metadata", "")):
             continue
         outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
         if not outputs or any(o.dtype not in floating for o in outputs):

@@ -21,6 +21,18 @@ def import_tensorrt():
     return trt
 
 
+_LOGGER = None
+
+
+def tensorrt_logger():
+    """The one TensorRT logger of this process (TensorRT keeps a single global logger)."""
+    global _LOGGER
+    if _LOGGER is None:
+        trt = import_tensorrt()
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
+
+
 def require_gpu() -> str:
     """Name of CUDA device 0, or TensorRTUnavailableError where no NVIDIA GPU is usable."""
     import torch

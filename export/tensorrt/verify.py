@@ -22,7 +22,7 @@ from sam2_triton.export.contract import CONTRACTS
 from sam2_triton.export.sample_inputs import random_inputs
 from sam2_triton.export.tensorrt.builder import plan_path
 from sam2_triton.export.tensorrt.profiles import sizes_at
-from sam2_triton.export.tensorrt.runtime import import_tensorrt, require_gpu
+from sam2_triton.export.tensorrt.runtime import import_tensorrt, require_gpu, tensorrt_logger
 
 # Largest relative L2 error accepted per precision (ONNX Runtime fp32 is the reference).
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "fp16": 3e-2, "bf16": 6e-2}
@@ -62,8 +62,7 @@ class EngineRunner:
 
         self.trt = import_tensorrt()
         self.torch = torch
-        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
-        runtime = self.trt.Runtime(self.logger)
+        runtime = self.trt.Runtime(tensorrt_logger())
         self.engine = runtime.deserialize_cuda_engine(Path(plan).read_bytes())
         if self.engine is None:
             raise ExportError(f"TensorRT could not load {plan} (built with another version or GPU?)")
@@ -75,16 +74,21 @@ class EngineRunner:
         for name, array in inputs.items():
             tensor = torch.from_numpy(np.ascontiguousarray(array)).cuda()
             keep.append(tensor)
-            self.context.set_input_shape(name, tuple(array.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
+            if not self.context.set_input_shape(name, tuple(array.shape)):
+                raise ExportError(f"{name}: shape {array.shape} is outside the engine's profile")
+            if not self.context.set_tensor_address(name, tensor.data_ptr()):
+                raise ExportError(f"TensorRT rejected the buffer of {name}")
         outputs = {}
         for name in output_names:
             shape = tuple(self.context.get_tensor_shape(name))
+            if -1 in shape:
+                raise ExportError(f"TensorRT could not infer the shape of output {name}")
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
             tensor = torch.empty(shape, dtype=_TORCH_DTYPES[dtype.name](torch), device="cuda")
             outputs[name] = tensor
             self.context.set_tensor_address(name, tensor.data_ptr())
-        stream = torch.cuda.current_stream()
+        stream = torch.cuda.Stream()  # TensorRT warns on the legacy default stream
+        stream.wait_stream(torch.cuda.current_stream())  # the input copies above
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise ExportError("TensorRT execution failed; see the TensorRT log above")
         stream.synchronize()
