@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
@@ -110,7 +110,7 @@ def verify_engines(
     profile: DeploymentProfile,
     *,
     networks: Iterable[str] = NETWORKS,
-    tolerance: float = None,
+    tolerance: Optional[float] = None,
     seed: int = 0,
 ) -> List[OutputError]:
     """Errors of every output of every engine at the profile's min / opt / max shapes."""
