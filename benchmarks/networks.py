@@ -16,7 +16,6 @@ import argparse
 import json
 import platform
 import time
-import warnings
 from typing import Callable, Dict, List
 
 import numpy as np
@@ -66,11 +65,7 @@ def main() -> None:
     args = parser.parse_args()
 
     spec = get_model(args.model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = build_sam2_model(
-            spec, checkpoint=args.checkpoint, random_weights=args.random_weights
-        )
+    model = build_sam2_model(spec, checkpoint=args.checkpoint, random_weights=args.random_weights)
     onnx_networks = OnnxNetworks(args.export_dir, networks=args.networks)
     rng = np.random.default_rng(0)
     results = {

@@ -244,7 +244,6 @@ def build_sam2_model(
         model.load_state_dict(state, strict=True)
     else:
         warnings.warn(RANDOM_WEIGHTS_WARNING, stacklevel=2)
-        log.warning(RANDOM_WEIGHTS_WARNING)
     return model.to(device).eval()
 
 
