@@ -20,7 +20,13 @@ MODELS_FILE = CONFIG_DIR / "models.yaml"
 PROFILES_FILE = CONFIG_DIR / "profiles.yaml"
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
-RUNTIMES = ("onnxruntime", "tensorrt")
+RUNTIMES = ("onnxruntime", "tensorrt", "torch")
+# How network models are served: runtime -> Triton backends that can run it.
+TRITON_BACKENDS = {
+    "onnxruntime": ("python", "onnxruntime"),
+    "tensorrt": ("tensorrt_plan",),
+    "torch": ("python",),
+}
 DEVICES = ("cpu", "gpu")
 NETWORKS = ("image_encoder", "mask_decoder", "memory_encoder", "memory_attention")
 
@@ -51,6 +57,7 @@ class DeploymentProfile:
     runtime: str
     device: str
     precision: str
+    triton_backend: str = "python"
     engine_shapes: Dict[str, Dict[str, AxisRange]] = field(default_factory=dict)
 
     def axis_range(self, network: str, axis: str) -> AxisRange:
@@ -151,12 +158,19 @@ def load_profiles(path: Path = PROFILES_FILE) -> Dict[str, DeploymentProfile]:
             )
         if runtime == "tensorrt" and device != "gpu":
             raise ConfigError(f"{path}: profile {name!r}: TensorRT runs on gpu only")
+        backend = entry.get("triton_backend", TRITON_BACKENDS[runtime][0])
+        if backend not in TRITON_BACKENDS[runtime]:
+            raise ConfigError(
+                f"{path}: profile {name!r}: runtime {runtime!r} is served by triton_backend "
+                f"{' or '.join(TRITON_BACKENDS[runtime])}, not {backend!r}"
+            )
         profiles[name] = DeploymentProfile(
             name=name,
             description=" ".join(str(entry.get("description", "")).split()),
             runtime=runtime,
             device=device,
             precision=precision,
+            triton_backend=backend,
             engine_shapes=shapes,
         )
     return profiles
@@ -169,3 +183,57 @@ def get_profile(name: str) -> DeploymentProfile:
             f"unknown deployment profile {name!r}; choose one of: {', '.join(profiles)}"
         )
     return profiles[name]
+
+
+SERVING_FILE = CONFIG_DIR / "serving.yaml"
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may carry; anything beyond is rejected with INVALID_ARG."""
+
+    max_image_bytes: int
+    max_image_pixels: int
+    point_margin: float  # fraction of the image size a point may lie outside it
+    max_prompts: int  # prompts (objects) per request
+    max_points: int  # model points per prompt: clicks + 2 per box
+
+    @classmethod
+    def for_profile(cls, profile: "DeploymentProfile", path: Path = None) -> "RequestLimits":
+        """Limits from serving.yaml, prompt counts from the profile's decoder engine shapes."""
+        settings = load_serving_settings(path or SERVING_FILE)
+        limits = settings.get("limits") or {}
+        try:
+            return cls(
+                max_image_bytes=int(limits["max_image_bytes"]),
+                max_image_pixels=int(limits["max_image_pixels"]),
+                point_margin=float(limits["point_margin"]),
+                max_prompts=profile.axis_range("mask_decoder", "num_prompts")[2],
+                max_points=profile.axis_range("mask_decoder", "num_points")[2],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path or SERVING_FILE}: limits are malformed ({exc!r})") from exc
+
+    def as_parameters(self) -> Dict[str, str]:
+        return {name: str(getattr(self, name)) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_parameters(cls, parameters: Dict[str, str]) -> "RequestLimits":
+        """Inverse of as_parameters (what a Triton model reads from its config)."""
+        try:
+            return cls(**{
+                name: (float if field.type == "float" else int)(parameters[name])
+                for name, field in cls.__dataclass_fields__.items()
+            })
+        except KeyError as exc:
+            raise ConfigError(f"model config lacks parameter {exc}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def load_serving_settings(path: Path = SERVING_FILE) -> dict:
+    """serving.yaml as a mapping (limits, embedding_cache, automatic_mask_generator)."""
+    data = _read_yaml(path)
+    for section in ("limits", "embedding_cache", "automatic_mask_generator"):
+        if not isinstance(data.get(section), dict):
+            raise ConfigError(f"{path}: section {section!r} is missing")
+    return data

@@ -17,10 +17,7 @@ import onnxruntime as ort
 from sam2_triton.errors import ExportError
 from sam2_triton.export.contract import CONTRACTS, GraphContract
 from sam2_triton.export.metadata import load_metadata
-
-
-class InputError(ValueError):
-    """A request tensor does not fit the graph's I/O contract."""
+from sam2_triton.python_backend.errors import InputError
 
 
 def validate_inputs(contract: GraphContract, inputs: Dict[str, np.ndarray]) -> Dict[str, int]:

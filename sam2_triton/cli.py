@@ -140,6 +140,51 @@ def cmd_verify_engines(args) -> int:
     return 0 if all(e.ok for e in report) else 1
 
 
+def cmd_build_repository(args) -> int:
+    from sam2_triton.configs import get_profile
+    from sam2_triton.serving.repository import build_repository
+
+    path = build_repository(
+        args.model_dir, args.output, get_profile(args.profile),
+        engine_dir=args.engine_dir, checkpoint=args.checkpoint, warmup=not args.no_warmup,
+    )
+    print(f"{path} (profile {args.profile})")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import signal
+    import time
+
+    from sam2_triton.serving.local_server import LocalTritonServer
+
+    server = LocalTritonServer(
+        args.repository, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, log_file=args.log_file, log_verbose=args.log_verbose,
+    )
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    server.start(timeout_s=args.timeout)
+    print(
+        f"serving {args.repository}: HTTP localhost:{args.http_port}, gRPC localhost:{args.grpc_port}, "
+        f"metrics localhost:{args.metrics_port} (log {server.log_file}); Ctrl-C stops",
+        flush=True,
+    )
+    try:
+        while not stop and server.is_running():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    crashed = not server.is_running()
+    tail = server.log_tail() if crashed else ""
+    code = server.stop()
+    if crashed:
+        print(f"sam2-triton: error: tritonserver exited ({code}):\n{tail}", file=sys.stderr)
+        return 1
+    print(f"server stopped (exit status {code})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sam2_triton.configs import NETWORKS
 
@@ -188,6 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--tolerance", type=float, help="max relative L2 error (default per precision)")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("build-repository", help="generate a ready-to-serve Triton model repository")
+    p.add_argument("--model-dir", default=str(DEFAULT_ARTIFACTS / "tiny"), help="export directory")
+    p.add_argument("--profile", default="cpu", help="deployment profile (configs/profiles.yaml)")
+    p.add_argument("--output", default="build/model_repository", help="repository to write")
+    p.add_argument("--engine-dir", help="TensorRT plans (default: <model-dir>/engines/<profile>)")
+    p.add_argument("--checkpoint", help="checkpoint, for profiles that run PyTorch at serving time")
+    p.add_argument("--no-warmup", action="store_true", help="leave out model_warmup (faster start)")
+    p.set_defaults(func=cmd_build_repository)
+
+    p = sub.add_parser("serve", help="run the Triton server carried by nvidia-pytriton on a repository")
+    p.add_argument("--repository", default="build/model_repository")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--log-file", help="server log (default: a temporary file)")
+    p.add_argument("--log-verbose", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for readiness")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -83,3 +83,58 @@ def exported(request, tmp_path_factory, test_checkpoint) -> ExportedModel:
     )
     return ExportedModel(spec=spec, checkpoint=checkpoint, model=model, directory=directory)
 
+
+
+# -- a real Triton server (the one carried by nvidia-pytriton) on the test export --------------
+
+# Limits of the served test repository: small enough that tests can exceed them cheaply.
+SERVED_MAX_IMAGE_PIXELS = 4_000_000
+SERVED_MAX_IMAGE_BYTES = 8 * 1024 * 1024
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServedModel:
+    exported: ExportedModel
+    repository: Path
+    http_url: str
+    grpc_url: str
+    server: object  # LocalTritonServer
+
+
+@pytest.fixture(scope="session")
+def served(exported, tmp_path_factory) -> ServedModel:
+    """The CPU-profile repository for the test export, served for the whole session."""
+    import dataclasses
+
+    from sam2_triton.configs import RequestLimits, get_profile
+    from sam2_triton.serving.local_server import LocalTritonServer
+    from sam2_triton.serving.repository import build_repository
+
+    profile = get_profile("cpu")
+    limits = dataclasses.replace(
+        RequestLimits.for_profile(profile),
+        max_image_pixels=SERVED_MAX_IMAGE_PIXELS,
+        max_image_bytes=SERVED_MAX_IMAGE_BYTES,
+    )
+    root = tmp_path_factory.mktemp("served")
+    repository = build_repository(
+        exported.directory, root / "model_repository", profile, warmup=False, limits=limits
+    )
+    server = LocalTritonServer(
+        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+        log_file=root / "tritonserver.log",
+    )
+    server.start(timeout_s=600)
+    try:
+        yield ServedModel(exported, repository, server.http_url, server.grpc_url, server)
+    finally:
+        code = server.stop()
+        print(f"\ntritonserver stopped with exit status {code}; log: {server.log_file}")

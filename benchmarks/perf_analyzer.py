@@ -1,0 +1,133 @@
+"""Drive the served `segment` ensemble with perf_analyzer, using real image bytes as input.
+
+    python -m sam2_triton.benchmarks.perf_analyzer --url localhost:8001 --protocol grpc \
+        --image photo.jpg --point 320,240 --csv perf.csv
+
+Writes perf_analyzer's `--input-data` JSON (the encoded image as base64 BYTES, one click as
+POINT_COORDS / POINT_LABELS) and runs the `perf_analyzer` binary that tritonclient[all] 2.51
+installs. That binary needs libb64 (Debian package libb64-0d) and libcudart.so.12 (the
+nvidia-cuda-runtime-cu12 wheel); this module puts the wheel's lib/ on LD_LIBRARY_PATH.
+Without an image it generates a synthetic 640x480 PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+def synthetic_image(width: int = 640, height: int = 480) -> bytes:
+    """A PNG with smooth gradients and a few solid shapes (something to segment)."""
+    from PIL import Image, ImageDraw
+
+    yy, xx = np.mgrid[0:height, 0:width]
+    pixels = np.stack([(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)),
+                       np.full_like(xx, 96)], axis=-1).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([width * 0.35, height * 0.3, width * 0.65, height * 0.7], fill=(230, 40, 40))
+    draw.rectangle([width * 0.05, height * 0.1, width * 0.25, height * 0.45], fill=(30, 200, 60))
+    draw.polygon([(width * 0.7, height * 0.9), (width * 0.95, height * 0.9), (width * 0.82, height * 0.55)],
+                 fill=(40, 60, 220))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_input_data(path: Path, image: bytes, point: Tuple[float, float]) -> Path:
+    """perf_analyzer --input-data JSON for `segment`: one image, one foreground click."""
+    data = {
+        "data": [{
+            # BYTES given as base64 of the raw tensor payload: 4-byte little-endian length
+            # prefix, then the element's bytes.
+            "IMAGE": {"b64": base64.b64encode(len(image).to_bytes(4, "little") + image).decode("ascii"),
+                      "shape": [1]},
+            "POINT_COORDS": {"content": [float(point[0]), float(point[1])], "shape": [1, 1, 2]},
+            "POINT_LABELS": {"content": [1], "shape": [1, 1]},
+        }]
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def perf_analyzer_binary() -> str:
+    found = shutil.which("perf_analyzer") or str(Path(sys.executable).parent / "perf_analyzer")
+    if not Path(found).is_file():
+        raise FileNotFoundError("perf_analyzer not found: pip install 'tritonclient[all]==2.51.0'")
+    return found
+
+
+def perf_analyzer_environment() -> dict:
+    env = dict(os.environ)
+    try:
+        import nvidia.cuda_runtime
+
+        lib = Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(lib), env.get("LD_LIBRARY_PATH", "")) if p)
+    except ImportError:
+        pass  # a system CUDA runtime may be on the library path already
+    return env
+
+
+def perf_analyzer_command(
+    url: str, protocol: str, input_data: Path, model: str = "segment", csv: Optional[Path] = None,
+    concurrency: int = 1, request_count: int = 10, extra: Sequence[str] = (),
+) -> List[str]:
+    command = [
+        perf_analyzer_binary(), "-m", model, "-u", url, "-i", protocol,
+        "--input-data", str(input_data),
+        "--concurrency-range", f"{concurrency}:{concurrency}",
+        "--measurement-mode", "count_windows",
+        "--measurement-request-count", str(request_count),
+        "--max-trials", "3", "--stability-percentage", "100",
+        "--percentile", "95",
+    ]
+    if csv is not None:
+        command += ["-f", str(csv)]
+    return command + list(extra)
+
+
+def run(
+    url: str, protocol: str = "grpc", image: Optional[bytes] = None, point: Tuple[float, float] = (320, 240),
+    csv: Optional[Path] = None, concurrency: int = 1, request_count: int = 10, timeout_s: float = 1800,
+) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="sam2-perf-") as tmp:
+        data = write_input_data(Path(tmp) / "input.json", image or synthetic_image(), point)
+        command = perf_analyzer_command(url, protocol, data, csv=csv, concurrency=concurrency,
+                                        request_count=request_count)
+        print("+", " ".join(command), flush=True)
+        return subprocess.run(command, env=perf_analyzer_environment(), capture_output=True, text=True,
+                              timeout=timeout_s)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="localhost:8001")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    parser.add_argument("--image", type=Path, help="image file (default: synthetic 640x480 PNG)")
+    parser.add_argument("--point", default="320,240", help="click x,y in pixels")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--request-count", type=int, default=10, help="requests per measurement window")
+    parser.add_argument("--csv", type=Path, help="write perf_analyzer's CSV report here")
+    args = parser.parse_args(argv)
+    x, y = (float(v) for v in args.point.split(","))
+    result = run(args.url, args.protocol, args.image.read_bytes() if args.image else None, (x, y),
+                 args.csv, args.concurrency, args.request_count)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

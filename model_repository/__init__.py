@@ -1,0 +1,1 @@
+"""Triton model templates (config.pbtxt.in) and Python-backend models; see serving/repository.py."""

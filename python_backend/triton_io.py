@@ -1,0 +1,154 @@
+"""Glue between Triton's Python backend and the plain functions of python_backend/.
+
+Only the `model.py` files import this module (it needs `triton_python_backend_utils`, which
+exists inside the Python-backend stub alone). It reads inputs and parameters, and turns
+`InputError` into a per-request INVALID_ARG response so that one bad request never fails the
+others of a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from sam2_triton.configs import RequestLimits
+from sam2_triton.python_backend.errors import InputError
+from sam2_triton.python_backend.images import check_raw_image, decode_image
+from sam2_triton.python_backend.prompts import DecoderPrompts, prepare_prompts
+
+log = logging.getLogger("sam2_triton.model")
+
+
+def model_parameters(args: Dict[str, str]) -> Dict[str, str]:
+    """`parameters` of the model's config.pbtxt as plain strings."""
+    config = json.loads(args["model_config"])
+    return {k: v["string_value"] for k, v in (config.get("parameters") or {}).items()}
+
+
+def optional_input(request, name: str) -> Optional[np.ndarray]:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def required_input(request, name: str) -> np.ndarray:
+    array = optional_input(request, name)
+    if array is None:
+        raise InputError(f"input {name} is required")
+    return array
+
+
+def scalar(request, name: str, default, kind: type):
+    """A [1]-shaped input as a Python scalar of `kind`, or `default` when absent."""
+    array = optional_input(request, name)
+    if array is None:
+        return default
+    if array.size != 1:
+        raise InputError(f"{name} must hold exactly one value, got shape {list(array.shape)}")
+    value = array.reshape(-1)[0]
+    if kind is str:
+        return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+    if kind is float and not np.isfinite(value):
+        raise InputError(f"{name} is {value}: must be finite")
+    return kind(value)
+
+
+def read_image(request, limits: RequestLimits) -> np.ndarray:
+    """Exactly one of IMAGE (encoded bytes [1]) and IMAGE_RAW (uint8 [H, W, 3]) -> RGB uint8."""
+    encoded = optional_input(request, "IMAGE")
+    raw = optional_input(request, "IMAGE_RAW")
+    if (encoded is None) == (raw is None):
+        raise InputError(
+            "send exactly one of IMAGE (encoded bytes) and IMAGE_RAW (uint8 [height, width, 3])"
+            if encoded is None
+            else "IMAGE and IMAGE_RAW were both sent: send one"
+        )
+    if raw is not None:
+        return check_raw_image(raw, limits.max_image_pixels)
+    if encoded.size != 1:
+        raise InputError(f"IMAGE must hold exactly one encoded image, got {encoded.size} elements")
+    data = encoded.reshape(-1)[0]
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    return decode_image(data, limits.max_image_bytes, limits.max_image_pixels)
+
+
+def has_prompts(request) -> bool:
+    return any(
+        pb_utils.get_input_tensor_by_name(request, name) is not None
+        for name in ("POINT_COORDS", "POINT_LABELS", "BOXES", "MASK_INPUT")
+    )
+
+
+def read_prompts(request, original_size: Sequence[int], limits: RequestLimits) -> DecoderPrompts:
+    return prepare_prompts(
+        (int(original_size[0]), int(original_size[1])),
+        limits,
+        point_coords=optional_input(request, "POINT_COORDS"),
+        point_labels=optional_input(request, "POINT_LABELS"),
+        boxes=optional_input(request, "BOXES"),
+        mask_input=optional_input(request, "MASK_INPUT"),
+    )
+
+
+def response(outputs: Dict[str, np.ndarray]):
+    return pb_utils.InferenceResponse(
+        output_tensors=[pb_utils.Tensor(name, array) for name, array in outputs.items()]
+    )
+
+
+def error_response(message: str, invalid_argument: bool = True):
+    code = pb_utils.TritonError.INVALID_ARG if invalid_argument else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
+def respond_each(requests: List, handle: Callable[[object], Dict[str, np.ndarray]], model: str) -> List:
+    """One response per request: outputs of `handle`, INVALID_ARG for InputError, INTERNAL
+    (logged with traceback) for anything else."""
+    responses = []
+    for request in requests:
+        try:
+            responses.append(response(handle(request)))
+        except InputError as exc:
+            responses.append(error_response(str(exc)))
+        except Exception as exc:  # a bug or a failed network call: report, keep serving
+            log.exception("%s: request failed", model)
+            responses.append(error_response(f"{model}: internal error: {type(exc).__name__}: {exc}", False))
+    return responses
+
+
+class NetworkCallError(RuntimeError):
+    """A BLS call to a network model failed."""
+
+
+def call_model(model_name: str, inputs: Dict[str, np.ndarray], outputs: Sequence[str]) -> Dict[str, np.ndarray]:
+    """BLS: run `model_name` on `inputs`, return the requested outputs as numpy arrays."""
+    request = pb_utils.InferenceRequest(
+        model_name=model_name,
+        inputs=[pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in inputs.items()],
+        requested_output_names=list(outputs),
+    )
+    result = request.exec()
+    if result.has_error():
+        raise NetworkCallError(f"{model_name}: {result.error().message()}")
+    return {name: pb_utils.get_output_tensor_by_name(result, name).as_numpy() for name in outputs}
+
+
+class BlsImageNetworks:
+    """`ImageNetworks` (python_backend/image_predictor.py) over BLS calls to the network models."""
+
+    ENCODER_OUTPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
+    DECODER_OUTPUTS = ("masks", "iou_scores")
+
+    def __init__(self, encoder_model: str = "image_encoder", decoder_model: str = "mask_decoder") -> None:
+        self.encoder_model = encoder_model
+        self.decoder_model = decoder_model
+
+    def encode(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+        return call_model(self.encoder_model, {"image": image}, self.ENCODER_OUTPUTS)
+
+    def decode(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return call_model(self.decoder_model, dict(inputs), self.DECODER_OUTPUTS)

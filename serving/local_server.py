@@ -1,0 +1,242 @@
+"""Run the Triton Inference Server carried by `nvidia-pytriton` on a model repository.
+
+`nvidia-pytriton` ships a complete `tritonserver` 2.51 binary with the Python backend and its
+shared libraries. Started directly (not through pytriton's Python API) it serves an ordinary
+model repository, which is what this module does: it lays out a backend directory, makes the
+Python-backend stubs use the running interpreter's environment, starts the server on the ports
+asked for, waits until it answers a readiness probe, and stops it on exit.
+
+On a GPU machine the production server is NVIDIA's `tritonserver` container instead
+(deploy/README.md); this launcher is for machines without it (development, CI, CPU serving).
+
+>>> with LocalTritonServer("build/model_repository", http_port=8000) as server:
+...     print(server.http_url)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from sam2_triton.errors import Sam2TritonError
+
+# Python-backend shared memory: one request can carry several 1024x1024 float tensors (16 MiB
+# of embeddings per image). Triton's default region (1 MiB, growing by 1 MiB) makes every
+# large request grow it step by step.
+SHM_DEFAULT_BYTES = 64 * 1024 * 1024
+SHM_GROWTH_BYTES = 64 * 1024 * 1024
+
+
+class ServerError(Sam2TritonError):
+    """The local Triton server could not be started or did not become ready."""
+
+
+def pytriton_server_dir() -> Path:
+    """`pytriton/tritonserver` of the installed nvidia-pytriton wheel."""
+    try:
+        import pytriton
+    except ImportError:
+        raise ServerError(
+            "nvidia-pytriton is not installed: `pip install nvidia-pytriton==0.7.0` "
+            "(it carries the tritonserver binary)"
+        ) from None
+    server_dir = Path(pytriton.__file__).resolve().parent / "tritonserver"
+    if not (server_dir / "bin" / "tritonserver").is_file():
+        raise ServerError(f"{server_dir}/bin/tritonserver not found in the nvidia-pytriton wheel")
+    return server_dir
+
+
+def prepare_backend_dir(root: Path, server_dir: Optional[Path] = None) -> Path:
+    """Lay out `root/python/` the way tritonserver expects a backend directory.
+
+    The wheel keeps the Python-backend stubs per Python version apart from the backend
+    library; the server looks for the stub beside `libtriton_python.so`.
+    """
+    server_dir = server_dir or pytriton_server_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
+    python_dir = root / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in (
+        server_dir / "backends" / "python" / "libtriton_python.so",
+        server_dir / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
+        target = python_dir / source.name
+        if not target.exists():
+            target.symlink_to(source)
+    return root
+
+
+def check_port_free(port: int) -> None:
+    """Raise ServerError if something already listens on `port` (its readiness answer would
+    be mistaken for ours)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            raise ServerError(f"port {port} is already in use: choose other ports") from None
+
+
+def server_environment(server_dir: Path) -> dict:
+    """Environment for tritonserver: its bundled libraries, and this interpreter's `bin/` first
+    on PATH.
+
+    The Python-backend stub embeds an isolated interpreter (PYTHONPATH is ignored) that finds
+    its prefix through the `python3` on PATH; with a virtual environment's `bin/` first it
+    picks up that environment's `pyvenv.cfg` and site-packages, editable installs included.
+    """
+    env = dict(os.environ)
+    libs = server_dir.parent.parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    env["PATH"] = os.pathsep.join(
+        p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p
+    )
+    return env
+
+
+class LocalTritonServer:
+    """A `tritonserver` process serving `repository`; a context manager.
+
+    Ports are chosen by the caller (0 is not allowed: Triton does not report what it bound).
+    `start()` returns once `/v2/health/ready` answers 200, or raises `ServerError` with the
+    tail of the server log.
+    """
+
+    def __init__(
+        self,
+        repository: os.PathLike,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        log_file: Optional[os.PathLike] = None,
+        log_verbose: int = 0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.metrics_port = metrics_port
+        self.log_verbose = log_verbose
+        self.extra_args = list(extra_args)
+        self._workdir = Path(tempfile.mkdtemp(prefix="sam2-triton-server-"))
+        self.log_file = Path(log_file) if log_file else self._workdir / "tritonserver.log"
+        self._process: Optional[subprocess.Popen] = None
+        self._log_handle = None
+
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.grpc_port}"
+
+    def command(self, server_dir: Path, backend_dir: Path) -> List[str]:
+        return [
+            str(server_dir / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backend_dir}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
+            f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
+            f"--log-verbose={self.log_verbose}",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--exit-timeout-secs=20",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout_s: float = 300.0) -> "LocalTritonServer":
+        if not self.repository.is_dir():
+            raise ServerError(f"model repository {self.repository} does not exist")
+        for port in (self.http_port, self.grpc_port, self.metrics_port):
+            check_port_free(port)
+        server_dir = pytriton_server_dir()
+        backend_dir = prepare_backend_dir(self._workdir / "backends", server_dir)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._log_handle = open(self.log_file, "ab")
+        self._process = subprocess.Popen(
+            self.command(server_dir, backend_dir),
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            env=server_environment(server_dir),
+            start_new_session=True,
+        )
+        try:
+            self.wait_until_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_until_ready(self, timeout_s: float) -> None:
+        url = f"http://localhost:{self.http_port}/v2/health/ready"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ServerError(
+                    f"tritonserver exited with status {self._process.returncode} while "
+                    f"starting:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.5)
+        raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no server log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout_s: float = 60.0) -> Optional[int]:
+        """SIGTERM to tritonserver (it unloads the models, which ends their stub processes);
+        SIGKILL to its whole process group after `timeout_s`."""
+        process, self._process = self._process, None
+        returncode = None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            returncode = process.returncode
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+        shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+        return returncode
+
+    def __enter__(self) -> "LocalTritonServer":
+        return self.start() if not self.is_running() else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
