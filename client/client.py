@@ -1,0 +1,214 @@
+"""`Sam2Client`: the served SAM 2 image models, named after `SAM2ImagePredictor`'s methods.
+
+>>> client = Sam2Client("localhost:8000")                      # or ("localhost:8001", "grpc")
+>>> result = client.segment("cat.jpg", point_coords=[[500, 375]], point_labels=[1])
+>>> result.masks.shape, result.scores.shape                     # ((3, H, W), (3,))
+>>> with client.session("cat.jpg") as session:                 # image encoded once
+...     first = session.predict(point_coords=[[500, 375]], point_labels=[1])
+...     second = session.predict(point_coords=[[500, 375], [1125, 625]], point_labels=[1, 0],
+...                              mask_input=first.low_res_masks[first.best_index()][None])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from sam2_triton.client import contract
+from sam2_triton.client.errors import Sam2ClientError
+from sam2_triton.client.images import ImageLike, image_tensor
+from sam2_triton.client.prompts import normalize_prompts
+from sam2_triton.client.results import GeneratedMask, ImageEmbeddings, Segmentation, generated_masks
+from sam2_triton.client.transport import DEFAULT_TIMEOUT_S, Transport
+
+
+def settings_tensors(settings: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """Automatic mask generator settings (keywords of `SAM2AutomaticMaskGenerator`) -> [1] tensors.
+
+    Settings set to None are left out (server default). Unknown names raise TypeError.
+    """
+    tensors = {}
+    for key, value in settings.items():
+        if key not in contract.GENERATOR_SETTINGS:
+            known = ", ".join(contract.GENERATOR_SETTINGS)
+            raise TypeError(f"unknown mask generator setting {key!r} (known: {known})")
+        if value is None:
+            continue
+        name, dtype = contract.GENERATOR_SETTINGS[key]
+        if np.issubdtype(dtype, np.integer) and float(value) != int(value):
+            raise ValueError(f"mask generator setting {key} must be a whole number, got {value!r}")
+        tensors[name] = np.array([value], dtype=dtype)
+    return tensors
+
+
+class Sam2Client:
+    """Client of the served SAM 2 image models at `url` ("host:port") over HTTP or gRPC.
+
+    `model_prefix` is put in front of every model name; `timeout_s` bounds each call (seconds).
+    Failures raise `Sam2ClientError` (one-line message, `.status` as the transport reports it).
+    One client per thread.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        protocol: str = "http",
+        model_prefix: str = "",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ):
+        self._transport = Transport(url, protocol, timeout_s)
+        self.url = url
+        self.protocol = protocol
+        self.model_prefix = model_prefix
+
+    def model_name(self, model: str) -> str:
+        """The served name of `model` (one of the names in `contract`)."""
+        return f"{self.model_prefix}{model}"
+
+    def _infer(
+        self, model: str, tensors: Mapping[str, np.ndarray], outputs: Tuple[str, ...]
+    ) -> Dict[str, np.ndarray]:
+        return self._transport.infer(self.model_name(model), tensors, outputs)
+
+    def segment(
+        self,
+        image: ImageLike,
+        point_coords: Optional[ArrayLike] = None,
+        point_labels: Optional[ArrayLike] = None,
+        box: Optional[ArrayLike] = None,
+        mask_input: Optional[ArrayLike] = None,
+        multimask_output: bool = True,
+    ) -> Segmentation:
+        """Encode `image` and decode the prompts in one call (the `segment` ensemble).
+
+        Prompts as `SAM2ImagePredictor.predict` (pixels, (x, y)); one prompt in gives
+        [K, H, W] masks, N prompts in give [N, K, H, W].
+        """
+        prompts = normalize_prompts(point_coords, point_labels, box, mask_input)
+        tensors = {**image_tensor(image), **prompts.tensors(multimask_output)}
+        outputs = self._infer(contract.SEGMENT, tensors, contract.MASK_OUTPUTS)
+        return Segmentation.from_outputs(outputs, prompts.batched)
+
+    def session(self, image: ImageLike) -> "InteractiveSession":
+        """Encode `image` once on the server (`segment_interactive`); prompt it with `predict`.
+
+        Close the session (or use it as a context manager) to free the server's cache entry.
+        """
+        outputs = self._infer(
+            contract.SEGMENT_INTERACTIVE,
+            image_tensor(image),
+            (contract.IMAGE_ID, contract.ORIGINAL_SIZE),
+        )
+        image_id = bytes(np.asarray(outputs[contract.IMAGE_ID]).reshape(-1)[0])
+        height, width = (int(v) for v in np.asarray(outputs[contract.ORIGINAL_SIZE]).reshape(-1))
+        return InteractiveSession(self, image_id, (height, width))
+
+    def encode(self, image: ImageLike) -> ImageEmbeddings:
+        """Image embeddings of `image` (`encode_image`), to decode prompts with `decode`."""
+        outputs = self._infer(
+            contract.ENCODE_IMAGE, image_tensor(image), contract.EMBEDDING_TENSORS
+        )
+        return ImageEmbeddings.from_outputs(outputs)
+
+    def decode(
+        self,
+        embeddings: ImageEmbeddings,
+        point_coords: Optional[ArrayLike] = None,
+        point_labels: Optional[ArrayLike] = None,
+        box: Optional[ArrayLike] = None,
+        mask_input: Optional[ArrayLike] = None,
+        multimask_output: bool = True,
+    ) -> Segmentation:
+        """Masks for prompts on an encoded image (`decode_masks`); prompts as in `segment`."""
+        prompts = normalize_prompts(point_coords, point_labels, box, mask_input)
+        tensors = {**embeddings.tensors(), **prompts.tensors(multimask_output)}
+        outputs = self._infer(contract.DECODE_MASKS, tensors, contract.MASK_OUTPUTS)
+        return Segmentation.from_outputs(outputs, prompts.batched)
+
+    def generate_masks(self, image: ImageLike, **settings: Any) -> List[GeneratedMask]:
+        """Masks of everything in `image` (`automatic_mask_generator`).
+
+        `settings`: points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+        stability_score_offset, box_nms_thresh, crop_n_layers, crop_nms_thresh,
+        crop_overlap_ratio, crop_n_points_downscale_factor (as `SAM2AutomaticMaskGenerator`).
+        """
+        tensors = {**image_tensor(image), **settings_tensors(settings)}
+        outputs = self._infer(
+            contract.AUTOMATIC_MASK_GENERATOR, tensors, contract.GENERATOR_OUTPUTS
+        )
+        return generated_masks(outputs)
+
+    def is_ready(self) -> bool:
+        """Whether the server is ready; Sam2ClientError if it cannot be reached."""
+        return self._transport.is_server_ready()
+
+    def models_ready(self) -> Dict[str, bool]:
+        """Readiness of each client-facing model, keyed by served name."""
+        names = [self.model_name(model) for model in contract.CLIENT_MODELS]
+        return {name: self._transport.is_model_ready(name) for name in names}
+
+    def close(self) -> None:
+        """Close the connections to the server."""
+        self._transport.close()
+
+    def __enter__(self) -> "Sam2Client":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class InteractiveSession:
+    """An image encoded once on the server, answered click by click with the decoder only.
+
+    `image_id`: the server's id for the cached embeddings; `original_size`: (h, w) pixels.
+    """
+
+    def __init__(self, client: Sam2Client, image_id: bytes, original_size: Tuple[int, int]):
+        self._client = client
+        self._image_id = image_id
+        self.original_size = original_size
+        self.closed = False
+
+    @property
+    def image_id(self) -> str:
+        return self._image_id.decode("utf-8", errors="replace")
+
+    def _id_tensor(self) -> Dict[str, np.ndarray]:
+        return {contract.IMAGE_ID: np.array([self._image_id], dtype=np.object_)}
+
+    def predict(
+        self,
+        point_coords: Optional[ArrayLike] = None,
+        point_labels: Optional[ArrayLike] = None,
+        box: Optional[ArrayLike] = None,
+        mask_input: Optional[ArrayLike] = None,
+        multimask_output: bool = True,
+    ) -> Segmentation:
+        """Masks for prompts on the session's image; prompts and shapes as `Sam2Client.segment`."""
+        if self.closed:
+            raise Sam2ClientError(f"session {self.image_id} is closed")
+        prompts = normalize_prompts(point_coords, point_labels, box, mask_input)
+        tensors = {**self._id_tensor(), **prompts.tensors(multimask_output)}
+        outputs = self._client._infer(contract.SEGMENT_INTERACTIVE, tensors, contract.MASK_OUTPUTS)
+        return Segmentation.from_outputs(outputs, prompts.batched)
+
+    def close(self) -> None:
+        """Drop the server's cached embeddings (RELEASE); later calls do nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        tensors = {**self._id_tensor(), contract.RELEASE: np.array([True], dtype=np.bool_)}
+        self._client._infer(contract.SEGMENT_INTERACTIVE, tensors, (contract.IMAGE_ID,))
+
+    def __enter__(self) -> "InteractiveSession":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            self.close()
+        except Sam2ClientError:
+            if exc_type is None:  # do not hide the error that ended the block
+                raise

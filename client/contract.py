@@ -1,0 +1,82 @@
+"""Names of the served models and their client-facing tensors (model_repository/README.md).
+
+Every model and tensor name the client sends or reads is written here once.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+# Models (a deployment may prefix every name, see `Sam2Client(model_prefix=...)`).
+SEGMENT = "segment"
+ENCODE_IMAGE = "encode_image"
+DECODE_MASKS = "decode_masks"
+SEGMENT_INTERACTIVE = "segment_interactive"
+AUTOMATIC_MASK_GENERATOR = "automatic_mask_generator"
+CLIENT_MODELS = (SEGMENT, ENCODE_IMAGE, DECODE_MASKS, SEGMENT_INTERACTIVE, AUTOMATIC_MASK_GENERATOR)
+
+# Image inputs (exactly one per request).
+IMAGE = "IMAGE"  # BYTES [1]: encoded JPEG / PNG / BMP / WebP
+IMAGE_RAW = "IMAGE_RAW"  # UINT8 [H, W, 3]: RGB pixels
+
+# Prompt inputs.
+POINT_COORDS = "POINT_COORDS"  # FP32 [N, P, 2], pixels (x, y)
+POINT_LABELS = "POINT_LABELS"  # INT32 [N, P]
+BOXES = "BOXES"  # FP32 [N, 4], pixels (x0, y0, x1, y1)
+MASK_INPUT = "MASK_INPUT"  # FP32 [N, 1, 256, 256], low-res logits
+MULTIMASK_OUTPUT = "MULTIMASK_OUTPUT"  # BOOL [1]
+
+# Mask outputs of segment, decode_masks, segment_interactive.
+MASKS = "MASKS"  # BOOL [N, K, H, W]
+SCORES = "SCORES"  # FP32 [N, K]
+LOW_RES_MASKS = "LOW_RES_MASKS"  # FP32 [N, K, 256, 256]
+MASK_OUTPUTS = (MASKS, SCORES, LOW_RES_MASKS)
+
+# encode_image outputs, decode_masks inputs.
+IMAGE_EMBED = "IMAGE_EMBED"  # FP32 [1, 256, 64, 64]
+HIGH_RES_FEATS_0 = "HIGH_RES_FEATS_0"  # FP32 [1, 32, 256, 256]
+HIGH_RES_FEATS_1 = "HIGH_RES_FEATS_1"  # FP32 [1, 64, 128, 128]
+ORIGINAL_SIZE = "ORIGINAL_SIZE"  # INT32 [2]: (h, w)
+EMBEDDING_TENSORS = (IMAGE_EMBED, HIGH_RES_FEATS_0, HIGH_RES_FEATS_1, ORIGINAL_SIZE)
+
+# segment_interactive.
+IMAGE_ID = "IMAGE_ID"  # BYTES [1], in and out
+RELEASE = "RELEASE"  # BOOL [1]
+
+# automatic_mask_generator outputs, one row per mask M.
+RLE_COUNTS = "RLE_COUNTS"  # BYTES [M]: COCO compressed RLE counts of an H x W mask
+GENERATED_BOXES = "BOXES"  # FP32 [M, 4]: (x, y, w, h)
+AREAS = "AREAS"  # INT64 [M]
+PREDICTED_IOUS = "PREDICTED_IOUS"  # FP32 [M]
+STABILITY_SCORES = "STABILITY_SCORES"  # FP32 [M]
+GENERATED_POINTS = "POINT_COORDS"  # FP32 [M, 2]
+CROP_BOXES = "CROP_BOXES"  # FP32 [M, 4]: (x, y, w, h)
+GENERATOR_OUTPUTS = (
+    RLE_COUNTS,
+    GENERATED_BOXES,
+    AREAS,
+    PREDICTED_IOUS,
+    STABILITY_SCORES,
+    GENERATED_POINTS,
+    CROP_BOXES,
+    ORIGINAL_SIZE,
+)
+
+# automatic_mask_generator settings: keyword (as SAM2AutomaticMaskGenerator) -> (input, dtype).
+# Each is sent as a [1] tensor; settings left out keep the server's defaults.
+GENERATOR_SETTINGS: Dict[str, tuple] = {
+    "points_per_side": ("POINTS_PER_SIDE", np.int32),
+    "points_per_batch": ("POINTS_PER_BATCH", np.int32),
+    "pred_iou_thresh": ("PRED_IOU_THRESH", np.float32),
+    "stability_score_thresh": ("STABILITY_SCORE_THRESH", np.float32),
+    "stability_score_offset": ("STABILITY_SCORE_OFFSET", np.float32),
+    "box_nms_thresh": ("BOX_NMS_THRESH", np.float32),
+    "crop_n_layers": ("CROP_N_LAYERS", np.int32),
+    "crop_nms_thresh": ("CROP_NMS_THRESH", np.float32),
+    "crop_overlap_ratio": ("CROP_OVERLAP_RATIO", np.float32),
+    "crop_n_points_downscale_factor": ("CROP_N_POINTS_DOWNSCALE_FACTOR", np.int32),
+}
+
+LOW_RES_SIZE = 256  # side of MASK_INPUT / LOW_RES_MASKS

@@ -1,0 +1,151 @@
+"""What the client returns: masks of prompts, image embeddings, automatically generated masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Dict, List, Mapping, Tuple, Union
+
+import numpy as np
+
+from sam2_triton.client import contract, rle
+from sam2_triton.client.rle import Rle
+
+
+@dataclass
+class Segmentation:
+    """Masks for one prompt (K masks) or N prompts, as `SAM2ImagePredictor.predict` returns.
+
+    One prompt: masks bool [K, H, W], scores float32 [K] (predicted IoU), low_res_masks
+    float32 [K, 256, 256] (logits). N prompts: the same with a leading N axis. K is 3 with
+    multimask output, else 1; H, W is the original image size.
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    low_res_masks: np.ndarray
+
+    @classmethod
+    def from_outputs(cls, outputs: Mapping[str, np.ndarray], batched: bool) -> "Segmentation":
+        """From MASKS [N, K, H, W], SCORES [N, K], LOW_RES_MASKS [N, K, 256, 256]; the N axis
+        is dropped when the request held one prompt given without it."""
+        masks = np.asarray(outputs[contract.MASKS], dtype=bool)
+        scores = np.asarray(outputs[contract.SCORES], dtype=np.float32)
+        low_res = np.asarray(outputs[contract.LOW_RES_MASKS], dtype=np.float32)
+        if not batched:
+            masks, scores, low_res = masks[0], scores[0], low_res[0]
+        return cls(masks=masks, scores=scores, low_res_masks=low_res)
+
+    @property
+    def batched(self) -> bool:
+        """Whether the results carry a prompt axis N."""
+        return self.scores.ndim == 2
+
+    def best_index(self) -> Union[int, np.ndarray]:
+        """Index of the highest-scoring mask: an int, or int64 [N] for N prompts."""
+        index = np.argmax(self.scores, axis=-1)
+        return index if self.batched else int(index)
+
+    def best(self) -> np.ndarray:
+        """The highest-scoring mask per prompt: bool [H, W], or [N, H, W] for N prompts."""
+        if not self.batched:
+            return self.masks[self.best_index()]
+        return self.masks[np.arange(self.masks.shape[0]), self.best_index()]
+
+
+@dataclass
+class ImageEmbeddings:
+    """Encoder output for one image, to decode prompts against without re-encoding it.
+
+    image_embed float32 [1, 256, 64, 64] (raw, before `no_mem_embed`), high_res_feats_0
+    float32 [1, 32, 256, 256], high_res_feats_1 float32 [1, 64, 128, 128], original_size (h, w).
+    """
+
+    image_embed: np.ndarray
+    high_res_feats_0: np.ndarray
+    high_res_feats_1: np.ndarray
+    original_size: Tuple[int, int]
+
+    @classmethod
+    def from_outputs(cls, outputs: Mapping[str, np.ndarray]) -> "ImageEmbeddings":
+        height, width = (
+            int(v) for v in np.asarray(outputs[contract.ORIGINAL_SIZE]).reshape(-1)[:2]
+        )
+        return cls(
+            image_embed=np.asarray(outputs[contract.IMAGE_EMBED], dtype=np.float32),
+            high_res_feats_0=np.asarray(outputs[contract.HIGH_RES_FEATS_0], dtype=np.float32),
+            high_res_feats_1=np.asarray(outputs[contract.HIGH_RES_FEATS_1], dtype=np.float32),
+            original_size=(height, width),
+        )
+
+    def tensors(self) -> Dict[str, np.ndarray]:
+        """The four `decode_masks` inputs that stand for the image."""
+        return {
+            contract.IMAGE_EMBED: np.ascontiguousarray(self.image_embed, dtype=np.float32),
+            contract.HIGH_RES_FEATS_0: np.ascontiguousarray(
+                self.high_res_feats_0, dtype=np.float32
+            ),
+            contract.HIGH_RES_FEATS_1: np.ascontiguousarray(
+                self.high_res_feats_1, dtype=np.float32
+            ),
+            contract.ORIGINAL_SIZE: np.asarray(self.original_size, dtype=np.int32),
+        }
+
+
+@dataclass
+class GeneratedMask:
+    """One mask of the automatic mask generator; fields as the reference's dict keys.
+
+    rle: {"size": [h, w], "counts": str}; bbox and crop_box: (x, y, w, h) pixels; area: pixels;
+    point_coords: [[x, y]], the grid point that produced the mask. `segmentation` (bool [H, W])
+    is decoded from `rle` on first access.
+    """
+
+    rle: Rle
+    bbox: List[float]
+    area: int
+    predicted_iou: float
+    stability_score: float
+    point_coords: List[List[float]]
+    crop_box: List[float]
+
+    @cached_property
+    def segmentation(self) -> np.ndarray:
+        return rle.decode(self.rle)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The reference's record: segmentation (bool [H, W]), area, bbox, predicted_iou,
+        point_coords, stability_score, crop_box."""
+        return {
+            "segmentation": self.segmentation,
+            "area": self.area,
+            "bbox": list(self.bbox),
+            "predicted_iou": self.predicted_iou,
+            "point_coords": [list(p) for p in self.point_coords],
+            "stability_score": self.stability_score,
+            "crop_box": list(self.crop_box),
+        }
+
+
+def generated_masks(outputs: Mapping[str, np.ndarray]) -> List[GeneratedMask]:
+    """`automatic_mask_generator` outputs (one row per mask) -> GeneratedMask list, same order."""
+    size = [int(v) for v in np.asarray(outputs[contract.ORIGINAL_SIZE]).reshape(-1)[:2]]
+    counts = np.asarray(outputs[contract.RLE_COUNTS]).reshape(-1)
+    boxes = np.asarray(outputs[contract.GENERATED_BOXES], dtype=np.float32).reshape(-1, 4)
+    areas = np.asarray(outputs[contract.AREAS]).reshape(-1)
+    ious = np.asarray(outputs[contract.PREDICTED_IOUS], dtype=np.float32).reshape(-1)
+    stability = np.asarray(outputs[contract.STABILITY_SCORES], dtype=np.float32).reshape(-1)
+    points = np.asarray(outputs[contract.GENERATED_POINTS], dtype=np.float32).reshape(-1, 2)
+    crops = np.asarray(outputs[contract.CROP_BOXES], dtype=np.float32).reshape(-1, 4)
+    return [
+        GeneratedMask(
+            rle=rle.from_counts(counts[i], size),
+            bbox=boxes[i].tolist(),
+            area=int(areas[i]),
+            predicted_iou=float(ious[i]),
+            stability_score=float(stability[i]),
+            point_coords=[points[i].tolist()],
+            crop_box=crops[i].tolist(),
+        )
+        for i in range(len(counts))
+    ]
