@@ -1,11 +1,14 @@
 # sam2-triton: set up, export, test. Everything runs inside the virtual environment $(VENV).
 #
 #   make install          create $(VENV) and install everything (torch, sam2, ONNX, Triton, client)
-#   make run              the main job: export tiny and lint it (random weights if no checkpoint)
+#   make run              the main job: export tiny, lint it, serve it with Triton and segment a
+#                         sample image through the client (random weights if no checkpoint)
+#   make serve            build the model repository and run Triton on it (Ctrl-C stops)
 #   make test             the test suite (what CI runs)
 #
-# Variables: MODEL (size, default tiny), PROFILE (deployment profile), PYTHON (interpreter
-# used to create the venv).
+# Variables: MODEL (size, default tiny), PROFILE (deployment profile of engines), SERVE_PROFILE
+# (profile of the served repository, default cpu), HTTP_PORT / GRPC_PORT / METRICS_PORT,
+# PYTHON (interpreter used to create the venv).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,6 +18,12 @@ CLI := $(VENV)/bin/sam2-triton
 
 MODEL ?= tiny
 PROFILE ?= gpu-fp16
+SERVE_PROFILE ?= cpu
+REPOSITORY ?= build/model_repository
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+PORTS := --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 ARTIFACTS ?= artifacts
 MODELS := tiny small base_plus large sam2_tiny sam2_small sam2_base_plus sam2_large
 
@@ -23,7 +32,7 @@ TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
 SAM2_SPEC ?= sam2==1.1.0
 
 .PHONY: install system-deps run export export-all download lint test fidelity-all \
-        bench-networks engines verify-engines clean
+        bench-networks bench-serving perf-analyzer repository serve engines verify-engines clean
 
 install: $(VENV)/.installed
 
@@ -47,10 +56,21 @@ system-deps:
 	else echo "NOTE: install libb64-0d (Debian/Ubuntu) for perf_analyzer"; fi
 
 # The main job: export the tiny model (the official checkpoint when present in ./checkpoints,
-# random weights with a warning otherwise) and check the graphs against TensorRT's parser.
+# random weights with a warning otherwise), check the graphs against TensorRT's parser, then
+# build the CPU repository, start Triton, segment a sample image through the client, write the
+# overlay into demo/, and stop the server.
 run: install
 	$(CLI) export --model $(MODEL) --random-weights-if-missing --output $(ARTIFACTS)/$(MODEL)
 	$(CLI) lint $(ARTIFACTS)/$(MODEL)
+	$(PY) -m sam2_triton.serving.demo --export-dir $(ARTIFACTS)/$(MODEL) --output demo $(PORTS)
+
+# A ready-to-serve repository for MODEL and SERVE_PROFILE (TensorRT profiles need `make engines`).
+repository: install
+	$(CLI) build-repository --model-dir $(ARTIFACTS)/$(MODEL) --profile $(SERVE_PROFILE) --output $(REPOSITORY)
+
+# Triton (the server carried by nvidia-pytriton) on that repository until Ctrl-C.
+serve: repository
+	$(CLI) serve --repository $(REPOSITORY) $(PORTS)
 
 download: install
 	$(CLI) download --model $(MODEL)
@@ -75,6 +95,16 @@ fidelity-all: install
 	SAM2_TRITON_TEST_MODELS=all $(PY) -m pytest tests/test_fidelity.py tests/test_lint.py
 
 # Latency of each network: ONNX Runtime vs the official PyTorch modules (run `make run` first).
+# Served pipeline vs the in-process SAM2ImagePredictor: one-shot and one further click.
+bench-serving: install
+	$(PY) -m sam2_triton.benchmarks.image_serving --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
+	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights} $(PORTS)
+
+# perf_analyzer against the `segment` ensemble of a running server (`make serve` in another shell).
+perf-analyzer: install
+	$(PY) -m sam2_triton.benchmarks.perf_analyzer --url localhost:$(GRPC_PORT) --protocol grpc \
+	  $${IMAGE:+--image $$IMAGE} --csv perf_analyzer_segment.csv
+
 bench-networks: install
 	$(PY) -m sam2_triton.benchmarks.networks --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
 	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights}
@@ -87,4 +117,4 @@ verify-engines: install
 	$(CLI) verify-engines --model-dir $(ARTIFACTS)/$(MODEL) --profile $(PROFILE)
 
 clean:
-	rm -rf $(ARTIFACTS) .pytest_cache
+	rm -rf $(ARTIFACTS) .pytest_cache build demo perf_analyzer_segment.csv

@@ -1,0 +1,99 @@
+"""Served image segmentation against the official SAM2ImagePredictor, in one run, same machine.
+
+    python -m sam2_triton.benchmarks.image_serving --export-dir artifacts/tiny --model tiny \
+        [--checkpoint F | --random-weights] [--image photo.jpg] [--repeat 10] [--protocol grpc]
+
+Measures latency p50 / p95 (milliseconds) of
+  - one-shot segmentation: reference `set_image` + `predict` (one click) in this process,
+    against the served `segment` ensemble given the encoded image bytes;
+  - one further click on an image already encoded: reference `predict`, against
+    `segment_interactive` with the cached IMAGE_ID.
+The server is the one carried by nvidia-pytriton, started here on a CPU-profile repository
+built from the export (warm-up requests are not timed). Weights do not change the speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sam2_triton.benchmarks.networks import summarize, time_calls
+from sam2_triton.benchmarks.perf_analyzer import synthetic_image
+from sam2_triton.client import Sam2Client
+from sam2_triton.configs import get_model, get_profile
+from sam2_triton.export.checkpoints import build_sam2_model
+from sam2_triton.serving.local_server import LocalTritonServer
+from sam2_triton.serving.repository import build_repository
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--export-dir", required=True)
+    parser.add_argument("--model", default="tiny")
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint")
+    weights.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--image", type=Path, help="image file (default: synthetic 1280x720 PNG)")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="grpc")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    image_bytes = args.image.read_bytes() if args.image else synthetic_image(1280, 720)
+    pixels = np.array(Image.open(io.BytesIO(image_bytes)).convert("RGB"))
+    height, width = pixels.shape[:2]
+    click = dict(point_coords=np.array([[width * 0.5, height * 0.5]], np.float32),
+                 point_labels=np.array([1], np.int32))
+
+    model = build_sam2_model(get_model(args.model), checkpoint=args.checkpoint,
+                             random_weights=args.random_weights)
+    reference = SAM2ImagePredictor(model)
+    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+               "model": args.model, "image": f"{width}x{height}", "protocol": args.protocol,
+               "repeat": args.repeat}
+
+    def reference_one_shot():
+        with torch.inference_mode():
+            reference.set_image(pixels)
+            reference.predict(**click)
+
+    results["reference_one_shot"] = summarize(time_calls(reference_one_shot, args.repeat, warmup=1))
+    results["reference_click"] = summarize(time_calls(lambda: reference.predict(**click), args.repeat * 3))
+
+    with tempfile.TemporaryDirectory(prefix="sam2-bench-") as tmp:
+        repository = build_repository(args.export_dir, Path(tmp) / "repository", get_profile("cpu"))
+        with LocalTritonServer(repository, args.http_port, args.grpc_port, args.metrics_port):
+            url = f"localhost:{args.grpc_port if args.protocol == 'grpc' else args.http_port}"
+            client = Sam2Client(url, args.protocol)
+            results["served_one_shot"] = summarize(
+                time_calls(lambda: client.segment(image_bytes, **click), args.repeat, warmup=1))
+            with client.session(image_bytes) as session:
+                results["served_click"] = summarize(
+                    time_calls(lambda: session.predict(**click), args.repeat * 3))
+
+    results["one_shot_ratio_p50"] = results["served_one_shot"]["p50_ms"] / results["reference_one_shot"]["p50_ms"]
+    results["click_ratio_p50"] = results["served_click"]["p50_ms"] / results["reference_click"]["p50_ms"]
+    print(f"{'':22s}{'p50 ms':>10s}{'p95 ms':>10s}")
+    for key in ("reference_one_shot", "served_one_shot", "reference_click", "served_click"):
+        print(f"{key:22s}{results[key]['p50_ms']:10.1f}{results[key]['p95_ms']:10.1f}")
+    print(f"served / reference p50: one-shot {results['one_shot_ratio_p50']:.3f}, "
+          f"click {results['click_ratio_p50']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
