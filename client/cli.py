@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from sam2_triton.client import contract, rle, visualize
+from sam2_triton import rle
+from sam2_triton.client import contract, visualize
 from sam2_triton.client.client import Sam2Client
 from sam2_triton.client.images import load_rgb
 from sam2_triton.client.transport import DEFAULT_TIMEOUT_S, DEFAULT_URLS, PROTOCOLS
@@ -58,6 +59,16 @@ def parse_point(text: str) -> Tuple[float, float, int]:
             f"{text!r}: label must be 1 (foreground) or 0 (background)"
         )
     return x, y, label
+
+
+def parse_bool(text: str) -> bool:
+    """'true' / 'false' (also 1 / 0, yes / no)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def parse_box(text: str) -> Tuple[float, float, float, float]:
@@ -239,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", required=True, metavar="DIR", help=OUTPUT_HELP)
     settings = generate.add_argument_group("mask generator settings (server defaults if left out)")
     for key, (_, dtype) in contract.GENERATOR_SETTINGS.items():
+        if dtype is np.bool_:
+            settings.add_argument("--" + key.replace("_", "-"), dest=key, type=parse_bool,
+                                  metavar="true|false")
+            continue
         whole = np.issubdtype(dtype, np.integer)
         settings.add_argument(
             "--" + key.replace("_", "-"),

@@ -77,6 +77,9 @@ GENERATOR_SETTINGS: Dict[str, tuple] = {
     "crop_nms_thresh": ("CROP_NMS_THRESH", np.float32),
     "crop_overlap_ratio": ("CROP_OVERLAP_RATIO", np.float32),
     "crop_n_points_downscale_factor": ("CROP_N_POINTS_DOWNSCALE_FACTOR", np.int32),
+    "mask_threshold": ("MASK_THRESHOLD", np.float32),
+    "multimask_output": ("MULTIMASK_OUTPUT", np.bool_),
+    "use_m2m": ("USE_M2M", np.bool_),
 }
 
 LOW_RES_SIZE = 256  # side of MASK_INPUT / LOW_RES_MASKS

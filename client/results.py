@@ -8,8 +8,9 @@ from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import numpy as np
 
-from sam2_triton.client import contract, rle
-from sam2_triton.client.rle import Rle
+from sam2_triton import rle
+from sam2_triton.client import contract
+from sam2_triton.rle import Rle
 
 
 @dataclass

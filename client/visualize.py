@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from PIL import Image, ImageDraw
 
-from sam2_triton.client import rle
+from sam2_triton import rle
 
 MASK_ALPHA = 0.5  # weight of a mask's color over the image
 FOREGROUND_COLOR = (0, 230, 0)  # clicks with label 1

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from sam2_triton.client import contract, rle, visualize
+from sam2_triton import rle
+from sam2_triton.client import contract, visualize
 from sam2_triton.client.cli import main, prompts_from_args
 from sam2_triton.client.client import InteractiveSession, Sam2Client, settings_tensors
 from sam2_triton.client.errors import Sam2ClientError

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sam2_triton.client.contract import GENERATOR_SETTINGS
 from sam2_triton.configs import RequestLimits
 from sam2_triton.export.metadata import load_metadata
 from sam2_triton.python_backend.automatic_masks import AutomaticMaskGenerator, GeneratorSettings
@@ -18,21 +19,6 @@ from sam2_triton.python_backend.triton_io import (
     scalar,
 )
 
-# Request inputs that override a setting: input name -> (setting, type).
-OVERRIDES = {
-    "POINTS_PER_SIDE": ("points_per_side", int),
-    "POINTS_PER_BATCH": ("points_per_batch", int),
-    "PRED_IOU_THRESH": ("pred_iou_thresh", float),
-    "STABILITY_SCORE_THRESH": ("stability_score_thresh", float),
-    "STABILITY_SCORE_OFFSET": ("stability_score_offset", float),
-    "BOX_NMS_THRESH": ("box_nms_thresh", float),
-    "CROP_N_LAYERS": ("crop_n_layers", int),
-    "CROP_NMS_THRESH": ("crop_nms_thresh", float),
-    "CROP_OVERLAP_RATIO": ("crop_overlap_ratio", float),
-    "CROP_N_POINTS_DOWNSCALE_FACTOR": ("crop_n_points_downscale_factor", int),
-}
-
-
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
@@ -43,7 +29,9 @@ class TritonPythonModel:
 
     def _settings(self, request) -> GeneratorSettings:
         overrides = {}
-        for name, (setting, kind) in OVERRIDES.items():
+        # The wire names are the client's contract: setting -> (input name, dtype).
+        for setting, (name, dtype) in GENERATOR_SETTINGS.items():
+            kind = bool if dtype is np.bool_ else int if np.issubdtype(dtype, np.integer) else float
             value = scalar(request, name, None, kind)
             if value is not None:
                 overrides[setting] = value

@@ -1,7 +1,8 @@
 """COCO run-length encoding of boolean masks, through pycocotools.
 
 An RLE here is the JSON form {"size": [h, w], "counts": str} (compressed counts), as
-`SAM2AutomaticMaskGenerator` returns with `output_mode="coco_rle"`.
+`SAM2AutomaticMaskGenerator` returns with `output_mode="coco_rle"`. Shared by the server (the
+automatic mask generator encodes) and the client (which decodes and writes JSON).
 """
 
 from __future__ import annotations
@@ -30,6 +31,21 @@ def encode(mask: np.ndarray) -> Rle:
         raise ValueError(f"a mask must be [H, W], got shape {list(mask.shape)}")
     encoded = _coco_mask().encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(s) for s in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+
+
+def encode_masks(masks: np.ndarray) -> List[Rle]:
+    """Boolean masks [M, H, W] -> M RLEs (one pycocotools call for the whole stack)."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be [M, H, W], got shape {list(masks.shape)}")
+    if masks.shape[0] == 0:
+        return []
+    # pycocotools reads column-major uint8 [H, W, M].
+    columns = np.asfortranarray(masks.transpose(1, 2, 0), dtype=np.uint8)
+    return [
+        {"size": [int(v) for v in e["size"]], "counts": e["counts"].decode("ascii")}
+        for e in _coco_mask().encode(columns)
+    ]
 
 
 def from_counts(counts: Union[bytes, str], size: Sequence[int]) -> Rle:
