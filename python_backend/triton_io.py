@@ -152,3 +152,28 @@ class BlsImageNetworks:
 
     def decode(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return call_model(self.decoder_model, dict(inputs), self.DECODER_OUTPUTS)
+
+
+class InProcessDecoderNetworks(BlsImageNetworks):
+    """Image encoder over BLS, mask decoder in this process (ONNX Runtime on CPU).
+
+    For CPU deployments: a click then costs the decoder alone, without shipping the cached
+    16 MiB of embeddings through shared memory to the mask_decoder model and back.
+    """
+
+    def __init__(self, export_dir, encoder_model: str = "image_encoder") -> None:
+        from sam2_triton.python_backend.onnx_networks import OnnxNetworks
+
+        super().__init__(encoder_model=encoder_model)
+        self.decoder = OnnxNetworks(export_dir, ["mask_decoder"])
+
+    def decode(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return self.decoder.run("mask_decoder", **inputs)
+
+
+def image_networks(parameters: Dict[str, str], version_dir) -> BlsImageNetworks:
+    """The networks a BLS model uses, as its `decoder` parameter says: "bls" (the mask_decoder
+    model) or "in_process" (an ONNX Runtime session here; version_dir holds the graph)."""
+    if parameters.get("decoder", "bls") == "in_process":
+        return InProcessDecoderNetworks(version_dir)
+    return BlsImageNetworks()

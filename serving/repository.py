@@ -38,15 +38,15 @@ class PythonModel:
 
     name: str
     needs_metadata: bool
-    parameters: Tuple[str, ...]  # groups: "limits", "cache", "generator"
+    parameters: Tuple[str, ...]  # groups: "limits", "cache", "generator", "decoder"
 
 
 PYTHON_MODELS = (
     PythonModel("preprocess_image", False, ("limits",)),
     PythonModel("preprocess_prompts", True, ("limits",)),
     PythonModel("postprocess_masks", True, ()),
-    PythonModel("segment_interactive", True, ("limits", "cache")),
-    PythonModel("automatic_mask_generator", True, ("limits", "generator")),
+    PythonModel("segment_interactive", True, ("limits", "cache", "decoder")),
+    PythonModel("automatic_mask_generator", True, ("limits", "generator", "decoder")),
 )
 ENSEMBLES = ("segment", "encode_image", "decode_masks")
 
@@ -140,6 +140,11 @@ class RepositoryBuilder:
         self.limits = limits or RequestLimits.for_profile(profile)
         self.settings = load_serving_settings()
         self.on_gpu = profile.device == "gpu"
+        # On CPU-only Python-backend deployments the BLS models run the (small) mask decoder
+        # themselves, next to the embeddings they hold; elsewhere they call mask_decoder.
+        self.decoder_in_process = (
+            profile.triton_backend == "python" and profile.runtime == "onnxruntime" and not self.on_gpu
+        )
 
     # -- networks ------------------------------------------------------------------------
     def network(self, name: str) -> None:
@@ -209,6 +214,11 @@ class RepositoryBuilder:
             parameters["embedding_cache_bytes"] = str(int(self.settings["embedding_cache"]["max_bytes"]))
         if "generator" in model.parameters:
             parameters["generator_defaults"] = json.dumps(self.settings["automatic_mask_generator"])
+        if "decoder" in model.parameters:
+            parameters["decoder"] = "in_process" if self.decoder_in_process else "bls"
+            if self.decoder_in_process:
+                _link_or_copy(self.export_dir / CONTRACTS["mask_decoder"].file,
+                              version / CONTRACTS["mask_decoder"].file)
         # Pre/post-processing is CPU work: on a GPU server two instances overlap requests.
         count = 2 if self.on_gpu and model.name.startswith(("preprocess", "postprocess")) else 1
         text = render(

@@ -72,6 +72,10 @@ def test_every_profile_generates_valid_configs(exported, tmp_path, profile_name)
             params = {k: v.string_value for k, v in config.parameters.items()}
             assert RequestLimits.from_parameters(params) == limits
     assert configs["segment_interactive"].instance_group[0].count == 1
+    in_process = profile.name == "cpu"
+    for name in ("segment_interactive", "automatic_mask_generator"):
+        assert configs[name].parameters["decoder"].string_value == ("in_process" if in_process else "bls")
+        assert (repo / name / "1" / "mask_decoder.onnx").is_file() == in_process
     generator = json.loads(configs["automatic_mask_generator"].parameters["generator_defaults"].string_value)
     assert generator["points_per_side"] == 32 and generator["pred_iou_thresh"] == 0.8
 

@@ -12,7 +12,7 @@ from sam2_triton.python_backend.automatic_masks import AutomaticMaskGenerator, G
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.image_predictor import ImagePredictor
 from sam2_triton.python_backend.triton_io import (
-    BlsImageNetworks,
+    image_networks,
     model_parameters,
     read_image,
     respond_each,
@@ -24,8 +24,8 @@ class TritonPythonModel:
         params = model_parameters(args)
         self.limits = RequestLimits.from_parameters(params)
         self.defaults = json.loads(params["generator_defaults"])
-        metadata = load_metadata(Path(args["model_repository"]) / args["model_version"])
-        self.predictor = ImagePredictor(BlsImageNetworks(), metadata)
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.predictor = ImagePredictor(image_networks(params, version_dir), load_metadata(version_dir))
 
     def _settings(self, request) -> GeneratorSettings:
         overrides = {}

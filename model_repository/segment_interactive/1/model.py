@@ -17,8 +17,8 @@ from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.image_predictor import ImagePredictor
 from sam2_triton.python_backend.images import preprocess_image
 from sam2_triton.python_backend.triton_io import (
-    BlsImageNetworks,
     has_prompts,
+    image_networks,
     model_parameters,
     optional_input,
     read_image,
@@ -32,8 +32,8 @@ class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
         self.limits = RequestLimits.from_parameters(params)
-        metadata = load_metadata(Path(args["model_repository"]) / args["model_version"])
-        self.predictor = ImagePredictor(BlsImageNetworks(), metadata)
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.predictor = ImagePredictor(image_networks(params, version_dir), load_metadata(version_dir))
         self.cache = EmbeddingCache(int(params["embedding_cache_bytes"]))
 
     def _handle(self, request):
