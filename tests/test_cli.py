@@ -49,3 +49,32 @@ def test_mismatched_checkpoint(test_checkpoint, tmp_path, capsys):
     err = _error(capsys, ["export", "--model", "large", "--checkpoint", str(test_checkpoint("tiny")),
                           "--output", str(tmp_path / "o")])
     assert "does not match config configs/sam2.1/sam2.1_hiera_l.yaml" in err
+
+
+def test_build_repository_without_export_says_so(tmp_path, capsys):
+    err = _error(capsys, ["build-repository", "--model-dir", str(tmp_path / "none"),
+                          "--output", str(tmp_path / "repo")])
+    assert "metadata.json not found" in err and "export" in err
+
+
+def test_build_repository_unknown_profile(tmp_path, capsys):
+    err = _error(capsys, ["build-repository", "--profile", "gpu-fp8", "--output", str(tmp_path / "repo")])
+    assert "unknown deployment profile 'gpu-fp8'" in err
+
+
+def test_serve_missing_repository(tmp_path, capsys):
+    err = _error(capsys, ["serve", "--repository", str(tmp_path / "none"), "--http-port", "18990",
+                          "--grpc-port", "18991", "--metrics-port", "18992"])
+    assert "does not exist" in err
+
+
+def test_serve_port_in_use(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        err = _error(capsys, ["serve", "--repository", str(tmp_path), "--http-port", str(port),
+                              "--grpc-port", "18991", "--metrics-port", "18992"])
+    assert f"port {port} is already in use" in err
