@@ -33,7 +33,7 @@ def synthetic_image(height: int, width: int, seed: int) -> np.ndarray:
         w, h = rng.integers(width // 8, width // 3), rng.integers(height // 8, height // 3)
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x0 + w, y0 + h], fill=color)
-    return np.asarray(image)
+    return np.array(image)  # writable: the reference predictor wraps it with torch.from_numpy
 
 
 def encoded(image: np.ndarray, fmt: str) -> bytes:
