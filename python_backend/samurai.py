@@ -1,0 +1,462 @@
+"""SAMURAI: motion-aware mask choice and memory selection for SAM 2 video tracking.
+
+SAMURAI (Yang et al., 2024) changes two things in SAM 2's video loop, without retraining:
+
+1. Mask choice. On frames where the decoder returns several candidate masks, SAM 2 takes the
+   one with the highest predicted IoU. SAMURAI keeps a constant-velocity Kalman filter on the
+   object's box and, once the track is stable, scores each candidate by
+   `kf_score_weight * IoU(predicted box, candidate box) + (1 - kf_score_weight) * predicted IoU`
+   (`choose_mask`).
+2. Memory selection. Instead of the last 6 frames, the memory bank's temporal slots 1..6 get
+   the newest past frames whose predicted IoU, object-score logit and motion score pass
+   thresholds (`select_memory_frames`); frame t-1 is always kept. Conditioning (prompted)
+   frames keep slot 0 as in SAM 2.
+
+It also lowers the object-presence threshold for masks and object pointers to
+`min_obj_score_logits` (-1 instead of 0); that setting is carried here for the server, which
+applies it (memory encoding still uses > 0).
+
+The original keeps one filter on the model object (one object per video). Here all motion
+state is per sequence and per object: an `ObjectMotionState` holds one object's filter
+(mean, covariance), its stable count and its per-frame records, so several objects and several
+videos can be tracked at once with one shared `SamuraiSettings` and one stateless
+`BoxKalmanFilter`.
+
+Units and shapes:
+- Boxes are float64 [4] (x0, y0, x1, y1) in pixels of whichever frame the caller's masks are
+  in (SAMURAI uses the 1024x1024 model frame). A mask's box is the pixel-edge box around its
+  pixels > 0: a mask whose only pixel is (row 5, column 3) has the box (3, 5, 4, 6).
+- The filter measures (cx, cy, a, h) = (centre x, centre y, width / height, height), pixels
+  except a; the state is those four plus their velocities per frame (float64 [8]), the
+  covariance float64 [8, 8]. One filter step (dt) is one frame.
+- Candidate masks are [K, H, W] (any dtype; pixels > 0 are foreground), predicted IoUs [K].
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import yaml
+
+from sam2_triton.configs import CONFIG_DIR
+from sam2_triton.errors import ConfigError
+from sam2_triton.python_backend.errors import InputError
+
+SAMURAI_FILE = CONFIG_DIR / "samurai.yaml"
+
+# SAM 2 has num_maskmem = 7 temporal memory slots: slot 0 for conditioning frames, 1..6 for
+# the most recent (here: selected) frames. More recent memories than 6 have no slot.
+MAX_RECENT_MEMORIES = 6
+
+# --- Kalman filter constants (DeepSORT-style noise, scaled by the box height h) ---------------
+MEASUREMENT_DIM = 4  # cx, cy, a, h
+STATE_DIM = 2 * MEASUREMENT_DIM  # + their velocities
+FRAME_STEP = 1.0  # dt: one frame
+STD_WEIGHT_POSITION = 1.0 / 20  # std of cx, cy, h (process and measurement) = h / 20
+STD_WEIGHT_VELOCITY = 1.0 / 160  # process std of their velocities = h / 160
+ASPECT_PROCESS_STD = 1e-2  # process std of a (also its initial std)
+ASPECT_VELOCITY_PROCESS_STD = 1e-5  # process std of a's velocity (also its initial std)
+ASPECT_MEASUREMENT_STD = 1e-1
+INITIAL_POSITION_STD_SCALE = 2.0  # initial std of cx, cy, h = 2 * h / 20
+INITIAL_VELOCITY_STD_SCALE = 10.0  # initial std of their velocities = 10 * h / 160
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamuraiSettings:
+    """SAMURAI's hyperparameters; defaults live in configs/samurai.yaml (`load`).
+
+    Construction validates every value and raises InputError naming the first bad setting.
+    """
+
+    kf_score_weight: float  # in [0, 1]
+    stable_frames_threshold: int  # >= 1 accepted frames before the motion score is used
+    stable_ious_threshold: float  # in [0, 1]
+    memory_bank_iou_threshold: float  # in [0, 1]
+    memory_bank_obj_score_threshold: float  # logit, finite
+    memory_bank_kf_score_threshold: float  # in [0, 1]
+    min_obj_score_logits: float  # logit, finite (applied by the server)
+    max_memory_candidates: int  # >= 1
+    num_recent_memories: int  # 1..MAX_RECENT_MEMORIES
+
+    @classmethod
+    def load(cls, path: Path = SAMURAI_FILE) -> "SamuraiSettings":
+        """The settings in `path` (cached per path); ConfigError if it is malformed."""
+        return _load_settings(Path(path))
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "SamuraiSettings":
+        """A copy with `overrides` (name -> value; numpy scalars accepted) applied, validated.
+
+        Raises InputError naming the setting for an unknown name, a value of the wrong kind
+        or one out of range.
+        """
+        known = _field_types()
+        values = {}
+        for name, value in overrides.items():
+            if name not in known:
+                raise InputError(
+                    f"unknown SAMURAI setting {name!r}; settings are: {', '.join(sorted(known))}"
+                )
+            values[name] = _typed(name, _scalar(value), known[name])
+        return replace(self, **values)
+
+    def __post_init__(self) -> None:
+        for name, kind in _field_types().items():  # kinds, also for direct construction
+            object.__setattr__(self, name, _typed(name, getattr(self, name), kind))
+        for name in ("kf_score_weight", "stable_ious_threshold", "memory_bank_iou_threshold",
+                     "memory_bank_kf_score_threshold"):
+            _check_unit_interval(name, getattr(self, name))
+        for name in ("memory_bank_obj_score_threshold", "min_obj_score_logits"):
+            _check_finite(name, getattr(self, name))
+        for name in ("stable_frames_threshold", "max_memory_candidates"):
+            _check_int_range(name, getattr(self, name), 1, None)
+        _check_int_range("num_recent_memories", self.num_recent_memories, 1, MAX_RECENT_MEMORIES)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_settings(path: Path) -> SamuraiSettings:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of SAMURAI settings at the top level")
+    known = _field_types()
+    unknown = sorted(set(data) - set(known))
+    missing = sorted(set(known) - set(data))
+    if unknown or missing:
+        raise ConfigError(f"{path}: unknown settings {unknown}, missing settings {missing}")
+    try:
+        return SamuraiSettings(**{name: _typed(name, data[name], known[name]) for name in known})
+    except InputError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _field_types() -> Dict[str, str]:
+    """Setting name -> "int" or "float" (annotations are strings under `annotations`)."""
+    return {f.name: f.type for f in fields(SamuraiSettings)}
+
+
+def _scalar(value: Any) -> Any:
+    """A one-element array or numpy scalar -> the Python scalar; a float32 -> its short decimal."""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(())[()]
+    if isinstance(value, np.floating) and np.finfo(value.dtype).bits <= 32:
+        return float(str(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _typed(name: str, value: Any, kind: str) -> Any:
+    """`value` converted to `kind` ("int" or "float"); InputError for another kind (or a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    if kind == "int":
+        if not isinstance(value, numbers.Integral):
+            raise InputError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise InputError(f"{name} must be finite, got {value}")
+
+
+def _check_unit_interval(name: str, value: float) -> None:
+    _check_finite(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"{name} must be in [0, 1], got {value:g}")
+
+
+def _check_int_range(name: str, value: int, low: int, high: Optional[int]) -> None:
+    if value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"in {low}..{high}"
+        raise InputError(f"{name} must be {allowed}, got {value}")
+
+
+# --- boxes ------------------------------------------------------------------------------------
+
+
+def xyxy_to_xyah(box: np.ndarray) -> np.ndarray:
+    """(x0, y0, x1, y1) [4] -> (cx, cy, w / h, h) [4] float64; ValueError if h <= 0."""
+    x0, y0, x1, y1 = np.asarray(box, dtype=np.float64)
+    height = y1 - y0
+    if not height > 0:
+        raise ValueError(f"box {tuple(box)} has no height: the aspect w / h is undefined")
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / height, height])
+
+
+def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
+    """(cx, cy, w / h, h) [4] -> (x0, y0, x1, y1) [4] float64."""
+    cx, cy, aspect, height = np.asarray(xyah, dtype=np.float64)[:MEASUREMENT_DIM]
+    width = aspect * height
+    return np.array([cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2])
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two xyxy boxes [4]; a box with no area (x1 <= x0 or y1 <= y0) has IoU 0."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    inter_w = min(a[2], b[2]) - max(a[0], b[0])
+    inter_h = min(a[3], b[3]) - max(a[1], b[1])
+    intersection = max(inter_w, 0.0) * max(inter_h, 0.0)
+    union = _area(a) + _area(b) - intersection
+    return float(intersection / union) if union > 0 else 0.0
+
+
+def _area(box: np.ndarray) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def mask_box(mask: np.ndarray) -> Optional[np.ndarray]:
+    """Pixel-edge xyxy box [4] float64 around the pixels > 0 of `mask` [H, W]; None if empty."""
+    foreground = np.asarray(mask) > 0
+    rows = np.flatnonzero(foreground.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(foreground.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+
+
+# --- Kalman filter ----------------------------------------------------------------------------
+
+
+class BoxKalmanFilter:
+    """Constant-velocity Kalman filter on (cx, cy, a, h) and their velocities, dt = 1 frame.
+
+    Holds only constant matrices: per-object state is the (mean [8], covariance [8, 8]) pair
+    the methods take and return (inputs are never modified). Noise is scaled by the height h:
+    `initiate` uses the measured h, `predict` the h of the mean it is given, `update` the h of
+    the (predicted) mean it is given, as DeepSORT does.
+    """
+
+    def __init__(self) -> None:
+        self.motion = np.eye(STATE_DIM)  # F: position += velocity * dt
+        self.motion[:MEASUREMENT_DIM, MEASUREMENT_DIM:] = FRAME_STEP * np.eye(MEASUREMENT_DIM)
+        self.observation = np.eye(MEASUREMENT_DIM, STATE_DIM)  # H: measures the positions
+
+    def initiate(self, measurement: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Track from one (cx, cy, a, h) measurement [4]: mean [8] (zero velocity), cov [8, 8]."""
+        z = _measurement(measurement)
+        height = z[3]
+        position = INITIAL_POSITION_STD_SCALE * STD_WEIGHT_POSITION * height
+        velocity = INITIAL_VELOCITY_STD_SCALE * STD_WEIGHT_VELOCITY * height
+        std = np.array([position, position, ASPECT_PROCESS_STD, position,
+                        velocity, velocity, ASPECT_VELOCITY_PROCESS_STD, velocity])
+        return np.concatenate([z, np.zeros(MEASUREMENT_DIM)]), np.diag(std**2)
+
+    def process_covariance(self, height: float) -> np.ndarray:
+        """Q [8, 8] for a box of height `height` pixels."""
+        position = STD_WEIGHT_POSITION * height
+        velocity = STD_WEIGHT_VELOCITY * height
+        std = np.array([position, position, ASPECT_PROCESS_STD, position,
+                        velocity, velocity, ASPECT_VELOCITY_PROCESS_STD, velocity])
+        return np.diag(std**2)
+
+    def measurement_covariance(self, height: float) -> np.ndarray:
+        """R [4, 4] for a box of height `height` pixels."""
+        position = STD_WEIGHT_POSITION * height
+        return np.diag(np.array([position, position, ASPECT_MEASUREMENT_STD, position]) ** 2)
+
+    def predict(self, mean: np.ndarray, covariance: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """One frame ahead: (F mean, F cov F^T + Q(h of `mean`))."""
+        motion = self.motion
+        return (motion @ mean,
+                motion @ covariance @ motion.T + self.process_covariance(mean[3]))
+
+    def project(self, mean: np.ndarray, covariance: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Measurement-space mean [4] and innovation covariance S = H cov H^T + R [4, 4]."""
+        observation = self.observation
+        return (observation @ mean,
+                observation @ covariance @ observation.T + self.measurement_covariance(mean[3]))
+
+    def update(
+        self, mean: np.ndarray, covariance: np.ndarray, measurement: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Correct (mean, cov) with a (cx, cy, a, h) measurement [4]: K = P H^T S^-1."""
+        projected_mean, innovation_cov = self.project(mean, covariance)
+        # S and P are symmetric, so K^T = S^-1 H P.
+        gain = np.linalg.solve(innovation_cov, self.observation @ covariance).T
+        new_mean = mean + gain @ (_measurement(measurement) - projected_mean)
+        new_covariance = covariance - gain @ innovation_cov @ gain.T
+        return new_mean, new_covariance
+
+
+def _measurement(measurement: np.ndarray) -> np.ndarray:
+    z = np.asarray(measurement, dtype=np.float64)
+    if z.shape != (MEASUREMENT_DIM,):
+        raise ValueError(f"a measurement is (cx, cy, a, h), got shape {z.shape}")
+    return z
+
+
+KALMAN_FILTER = BoxKalmanFilter()
+
+
+# --- per-object state and mask choice ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """What memory selection needs of one tracked frame of one object."""
+
+    frame_idx: int
+    predicted_iou: float  # of the chosen mask
+    object_score_logit: float
+    motion_score: Optional[float]  # IoU(predicted box, chosen box); None while not stable
+
+
+@dataclass
+class ObjectMotionState:
+    """One object's SAMURAI state in one sequence.
+
+    `mean` [8] / `covariance` [8, 8] are the filter's (None before the first initialisation);
+    `stable_count` counts frames accepted since the filter was (re)initialised, 0 meaning
+    "initialise on the next frame"; `records` maps frame index -> FrameRecord.
+    """
+
+    mean: Optional[np.ndarray] = None
+    covariance: Optional[np.ndarray] = None
+    stable_count: int = 0
+    records: Dict[int, FrameRecord] = field(default_factory=dict)
+
+    def add_record(self, record: FrameRecord) -> None:
+        """Store (or replace) the record of `record.frame_idx`."""
+        self.records[record.frame_idx] = record
+
+    def predicted_box(self) -> Optional[np.ndarray]:
+        """xyxy box [4] of the current filter mean (None before initialisation)."""
+        return None if self.mean is None else xyah_to_xyxy(self.mean)
+
+
+def choose_mask(
+    state: ObjectMotionState,
+    candidate_masks: np.ndarray,
+    predicted_ious: np.ndarray,
+    settings: SamuraiSettings,
+    kalman: BoxKalmanFilter = KALMAN_FILTER,
+) -> Tuple[int, Optional[float]]:
+    """Choose one of K candidate masks [K, H, W] with predicted IoUs [K]; updates `state` in place.
+
+    Returns (chosen index, motion score of the chosen mask or None while not stable):
+    1. No filter or stable_count 0: initialise from the argmax-IoU mask; stable_count = 1.
+    2. stable_count < stable_frames_threshold: predict; argmax IoU; update and count up if
+       that IoU > stable_ious_threshold, else stable_count = 0.
+    3. Stable: predict; score = w * IoU(predicted box, candidate box) + (1 - w) * predicted IoU
+       (an empty candidate has motion 0); argmax score; stable_count = 0 if its predicted IoU
+       < stable_ious_threshold, else update and count up.
+    A chosen mask that is empty cannot be measured: the filter is not updated and
+    stable_count becomes 0 (in case 1 the filter is cleared).
+    """
+    masks, ious = _check_candidates(candidate_masks, predicted_ious)
+    if state.mean is None or state.stable_count == 0:
+        return _initialise(state, masks, ious, kalman), None
+    state.mean, state.covariance = kalman.predict(state.mean, state.covariance)
+    if state.stable_count < settings.stable_frames_threshold:
+        index = int(np.argmax(ious))
+        motion_score = None
+        accepted = ious[index] > settings.stable_ious_threshold
+    else:
+        motion = _motion_scores(state.predicted_box(), masks)
+        weight = settings.kf_score_weight
+        index = int(np.argmax(weight * motion + (1.0 - weight) * ious))
+        motion_score = float(motion[index])
+        accepted = not ious[index] < settings.stable_ious_threshold
+    box = mask_box(masks[index]) if accepted else None
+    if box is None:
+        state.stable_count = 0
+    else:
+        measurement = xyxy_to_xyah(box)
+        state.mean, state.covariance = kalman.update(state.mean, state.covariance, measurement)
+        state.stable_count += 1
+    return index, motion_score
+
+
+def _check_candidates(masks: np.ndarray, ious: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    masks = np.asarray(masks)
+    ious = np.asarray(ious, dtype=np.float64).reshape(-1)
+    if masks.ndim != 3 or masks.shape[0] == 0 or masks.shape[0] != ious.shape[0]:
+        raise ValueError(
+            f"need candidate masks [K, H, W] with K >= 1 and K predicted IoUs, got masks "
+            f"{masks.shape} and {ious.shape[0]} IoUs"
+        )
+    return masks, ious
+
+
+def _initialise(
+    state: ObjectMotionState, masks: np.ndarray, ious: np.ndarray, kalman: BoxKalmanFilter
+) -> int:
+    index = int(np.argmax(ious))
+    box = mask_box(masks[index])
+    if box is None:
+        state.mean, state.covariance, state.stable_count = None, None, 0
+    else:
+        state.mean, state.covariance = kalman.initiate(xyxy_to_xyah(box))
+        state.stable_count = 1
+    return index
+
+
+def _motion_scores(predicted_box: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """IoU [K] of the predicted box with each candidate's box (0 for an empty candidate)."""
+    scores = np.zeros(masks.shape[0])
+    for k, mask in enumerate(masks):
+        box = mask_box(mask)
+        if box is not None:
+            scores[k] = box_iou(predicted_box, box)
+    return scores
+
+
+# --- memory selection -------------------------------------------------------------------------
+
+
+def select_memory_frames(
+    records_by_frame: Mapping[int, FrameRecord],
+    current_frame: int,
+    settings: SamuraiSettings,
+    cond_frames: Collection[int] = frozenset(),
+    reverse: bool = False,
+) -> List[int]:
+    """Past frames whose memories fill temporal slots 1..n, newest first (item i -> slot i + 1).
+
+    Walks back from the previous frame (t - 1; t + 1 when tracking in `reverse`) over the
+    frames that have a record and are not conditioning frames (those keep slot 0). The
+    previous frame is always kept; older ones when predicted IoU > memory_bank_iou_threshold,
+    object-score logit > memory_bank_obj_score_threshold and motion score >
+    memory_bank_kf_score_threshold (or None). The walk stops after max_memory_candidates kept
+    frames; the newest num_recent_memories of them are returned, so at most
+    min(max_memory_candidates, num_recent_memories).
+    """
+    if not records_by_frame:
+        return []
+    step = 1 if reverse else -1
+    end = (max(records_by_frame) if reverse else min(records_by_frame)) + step
+    kept: List[int] = []
+    previous = current_frame + step
+    for frame in range(previous, end, step):
+        if len(kept) >= settings.max_memory_candidates:
+            break
+        record = records_by_frame.get(frame)
+        if record is None or frame in cond_frames:
+            continue
+        if frame == previous or _passes_memory_thresholds(record, settings):
+            kept.append(frame)
+    return kept[: settings.num_recent_memories]
+
+
+def _passes_memory_thresholds(record: FrameRecord, settings: SamuraiSettings) -> bool:
+    return (
+        record.predicted_iou > settings.memory_bank_iou_threshold
+        and record.object_score_logit > settings.memory_bank_obj_score_threshold
+        and (record.motion_score is None
+             or record.motion_score > settings.memory_bank_kf_score_threshold)
+    )
