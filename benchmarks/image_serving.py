@@ -9,7 +9,8 @@ Measures latency p50 / p95 (milliseconds) of
   - one further click on an image already encoded: reference `predict`, against
     `segment_interactive` with the cached IMAGE_ID.
 The server is the one carried by nvidia-pytriton, started here on a CPU-profile repository
-built from the export (warm-up requests are not timed). Weights do not change the speed.
+built from the export (warm-up requests are not timed). Reference and served calls alternate.
+Weights do not change the speed.
 """
 
 from __future__ import annotations
@@ -19,19 +20,36 @@ import io
 import json
 import platform
 import tempfile
+import time
 from pathlib import Path
+from typing import Callable, List, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from sam2_triton.benchmarks.networks import summarize, time_calls
+from sam2_triton.benchmarks.networks import summarize
 from sam2_triton.benchmarks.perf_analyzer import synthetic_image
 from sam2_triton.client import Sam2Client
 from sam2_triton.configs import get_model, get_profile
 from sam2_triton.export.checkpoints import build_sam2_model
 from sam2_triton.serving.local_server import LocalTritonServer
 from sam2_triton.serving.repository import build_repository
+
+
+def interleaved(reference: Callable[[], object], served: Callable[[], object], repeat: int,
+                warmup: int = 1) -> Tuple[List[float], List[float]]:
+    """Milliseconds of `repeat` calls of each, alternating reference and served."""
+    for _ in range(warmup):
+        reference()
+        served()
+    times: Tuple[List[float], List[float]] = ([], [])
+    for _ in range(repeat):
+        for fn, out in ((reference, times[0]), (served, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def main() -> None:
@@ -70,19 +88,21 @@ def main() -> None:
             reference.set_image(pixels)
             reference.predict(**click)
 
-    results["reference_one_shot"] = summarize(time_calls(reference_one_shot, args.repeat, warmup=1))
-    results["reference_click"] = summarize(time_calls(lambda: reference.predict(**click), args.repeat * 3))
-
     with tempfile.TemporaryDirectory(prefix="sam2-bench-") as tmp:
         repository = build_repository(args.export_dir, Path(tmp) / "repository", get_profile("cpu"))
         with LocalTritonServer(repository, args.http_port, args.grpc_port, args.metrics_port):
             url = f"localhost:{args.grpc_port if args.protocol == 'grpc' else args.http_port}"
             client = Sam2Client(url, args.protocol)
-            results["served_one_shot"] = summarize(
-                time_calls(lambda: client.segment(image_bytes, **click), args.repeat, warmup=1))
+            # Reference and served calls alternate, so that a machine whose speed drifts
+            # (shared VMs) slows both sides alike.
+            one_shot = interleaved(reference_one_shot, lambda: client.segment(image_bytes, **click),
+                                   args.repeat)
             with client.session(image_bytes) as session:
-                results["served_click"] = summarize(
-                    time_calls(lambda: session.predict(**click), args.repeat * 3))
+                reference_one_shot()  # the reference predictor holds the same image
+                click_times = interleaved(lambda: reference.predict(**click),
+                                          lambda: session.predict(**click), args.repeat * 3)
+    results["reference_one_shot"], results["served_one_shot"] = map(summarize, one_shot)
+    results["reference_click"], results["served_click"] = map(summarize, click_times)
 
     results["one_shot_ratio_p50"] = results["served_one_shot"]["p50_ms"] / results["reference_one_shot"]["p50_ms"]
     results["click_ratio_p50"] = results["served_click"]["p50_ms"] / results["reference_click"]["p50_ms"]

@@ -70,11 +70,16 @@ class OnnxNetworks:
         networks: Iterable[str] = tuple(CONTRACTS),
         providers: Optional[Sequence[str]] = None,
         intra_op_threads: int = 0,
+        allow_spinning: bool = True,
     ) -> None:
         self.export_dir = Path(export_dir)
         self.metadata = load_metadata(self.export_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        if not allow_spinning:
+            # Idle worker threads sleep instead of spinning: on a small CPU shared with other
+            # work (post-processing, other model instances) spinning steals the cores.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = list(providers or ["CPUExecutionProvider"])
         self.sessions: Dict[str, ort.InferenceSession] = {}
         for name in networks:

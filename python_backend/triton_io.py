@@ -165,7 +165,7 @@ class InProcessDecoderNetworks(BlsImageNetworks):
         from sam2_triton.python_backend.onnx_networks import OnnxNetworks
 
         super().__init__(encoder_model=encoder_model)
-        self.decoder = OnnxNetworks(export_dir, ["mask_decoder"])
+        self.decoder = OnnxNetworks(export_dir, ["mask_decoder"], allow_spinning=False)
 
     def decode(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return self.decoder.run("mask_decoder", **inputs)

@@ -157,7 +157,10 @@ class RepositoryBuilder:
         if backend == "python":
             backend_line = 'backend: "python"'
             shutil.copy2(self.templates / "network" / "1" / "model.py", version / "model.py")
-            parameters = {"network": name, "runtime": self.profile.runtime, "intra_op_threads": "0"}
+            parameters = {"network": name, "runtime": self.profile.runtime, "intra_op_threads": "0",
+                          # CPU: idle ONNX Runtime threads sleep, leaving the cores to the
+                          # other models' processes.
+                          "allow_spinning": "1" if self.on_gpu else "0"}
             if self.profile.runtime == "torch":
                 if self.checkpoint is None or not self.checkpoint.is_file():
                     raise ConfigError(

@@ -45,6 +45,7 @@ class TritonPythonModel:
             self.runner = OnnxNetworks(
                 directory, [self.network], providers=providers,
                 intra_op_threads=int(params.get("intra_op_threads", 0)),
+                allow_spinning=params.get("allow_spinning", "1") == "1",
             )
 
     def _inputs(self, request):
