@@ -1,0 +1,289 @@
+"""The memory of one tracked object, and SAM 2's choice of what frame t attends to.
+
+`MemoryBank` holds, for one object, what the memory-attention graph may read:
+
+* conditioning frames (frames the user prompted): spatial memory + object pointer each, kept
+  while they can still be selected (all of them when `max_cond_frames_in_attn` is -1; they grow
+  with the number of prompts, never with the video length);
+* non-conditioning frames (tracked frames): spatial memories of the recent frames SAM 2 can still
+  pick (num_maskmem - 1 frames at stride 1) and object pointers of the last
+  max_obj_ptrs_in_encoder - 1 frames. Older entries are dropped as the stream advances, so a
+  10,000-frame sequence holds no more than a 50-frame one.
+
+`select(frame_idx)` returns the graph inputs for frame `frame_idx` as SAM 2's
+`_prepare_memory_conditioned_features` chooses them when tracking forward in eval mode:
+
+* memories: the selected conditioning frames first (t_pos 0), then for t_pos = 1 .. num_maskmem-1
+  the frame t_rel = num_maskmem - t_pos before (the previous frame for t_rel 1, every
+  `stride`-th frame beyond); frames with no memory are skipped; a conditioning frame left out by
+  `max_cond_frames_in_attn` still serves as a recent frame;
+* pointers: those of the selected conditioning frames (only those not after frame t when
+  `only_obj_ptrs_in_the_past_for_eval`), then up to min(num_frames, max_obj_ptrs_in_encoder) - 1
+  previous frames; positions = signed distance (t - frame) / (min(num_frames, max_ptrs) - 1).
+
+Spatial memories are stored as bfloat16 by default, as `SAM2VideoPredictor` stores them
+(`maskmem_features.to(torch.bfloat16)`): same numbers as the reference, half the bytes. numpy
+has no bfloat16, so they are kept as the upper 16 bits (round to nearest even) in uint16.
+Only forward (increasing frame index) tracking is supported: a stream has no future frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+MEMORY_SHAPE = (64, 64, 64)  # mem_dim, 64, 64 (per object and frame)
+
+
+def to_bfloat16_bits(array: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 (round to nearest even) stored as uint16 bit patterns."""
+    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+    rounding = np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    return ((bits + rounding) >> np.uint32(16)).astype(np.uint16)
+
+
+def from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
+    """uint16 bfloat16 bit patterns -> float32."""
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """The SAM2Base settings that decide memory selection (from metadata.json `settings`)."""
+
+    num_maskmem: int = 7
+    memory_temporal_stride: int = 1  # memory_temporal_stride_for_eval
+    max_cond_frames_in_attn: int = -1
+    max_obj_ptrs_in_encoder: int = 16
+    use_obj_ptrs_in_encoder: bool = True
+    only_obj_ptrs_in_the_past: bool = True  # only_obj_ptrs_in_the_past_for_eval
+    use_signed_tpos_enc_to_obj_ptrs: bool = True
+
+    @classmethod
+    def from_metadata(cls, settings: Mapping) -> "MemorySettings":
+        return cls(
+            num_maskmem=int(settings["num_maskmem"]),
+            memory_temporal_stride=int(settings.get("memory_temporal_stride_for_eval", 1)),
+            max_cond_frames_in_attn=int(settings.get("max_cond_frames_in_attn", -1)),
+            max_obj_ptrs_in_encoder=int(settings.get("max_obj_ptrs_in_encoder", 16)),
+            use_obj_ptrs_in_encoder=bool(settings.get("use_obj_ptrs_in_encoder", True)),
+            only_obj_ptrs_in_the_past=bool(settings.get("only_obj_ptrs_in_the_past_for_eval", False)),
+            use_signed_tpos_enc_to_obj_ptrs=bool(settings.get("use_signed_tpos_enc_to_obj_ptrs", True)),
+        )
+
+    def memory_frame(self, frame_idx: int, t_pos: int) -> int:
+        """The frame whose memory fills temporal slot t_pos (1 .. num_maskmem-1) at frame_idx."""
+        t_rel = self.num_maskmem - t_pos
+        if t_rel == 1:
+            return frame_idx - 1
+        stride = self.memory_temporal_stride
+        return ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+
+    @property
+    def memory_window(self) -> int:
+        """How many frames back (from the next frame) a non-conditioning memory can be picked."""
+        stride = self.memory_temporal_stride
+        return 2 + (stride - 1) + max(self.num_maskmem - 3, 0) * stride
+
+    def pointer_frames(self, num_frames: Optional[int]) -> int:
+        """min(num_frames, max_obj_ptrs_in_encoder): SAM 2's pointer count and position scale."""
+        if num_frames is None:
+            return self.max_obj_ptrs_in_encoder
+        return min(int(num_frames), self.max_obj_ptrs_in_encoder)
+
+
+@dataclass
+class FrameMemory:
+    """What one frame left for one object: spatial memory, object pointer, presence logit."""
+
+    memory: np.ndarray  # [64, 64, 64]: float32, or uint16 bfloat16 bits
+    pointer: np.ndarray  # float32 [256], after the no-object blend
+    object_score: float
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.memory.nbytes + self.pointer.nbytes)
+
+
+@dataclass
+class Selection:
+    """Memory-attention inputs of one object for one frame (no batch axis)."""
+
+    memory_features: np.ndarray  # float32 [M, 64, 64, 64]
+    memory_temporal_positions: np.ndarray  # int32 [M]
+    object_pointers: np.ndarray  # float32 [P, 256]
+    object_pointer_positions: np.ndarray  # float32 [P]
+    memory_frames: Tuple[int, ...] = ()  # which frames, for tests and debugging
+    pointer_frames: Tuple[int, ...] = ()
+
+    @property
+    def signature(self) -> Tuple[int, int]:
+        """(M, P): objects with equal signatures can share one memory-attention batch."""
+        return int(self.memory_features.shape[0]), int(self.object_pointers.shape[0])
+
+
+@dataclass
+class MemoryBank:
+    """Bounded memory of one object (see the module docstring)."""
+
+    settings: MemorySettings
+    storage: str = "bfloat16"  # or "float32"
+    cond: Dict[int, FrameMemory] = field(default_factory=dict)
+    non_cond_memories: Dict[int, np.ndarray] = field(default_factory=dict)
+    non_cond_pointers: Dict[int, np.ndarray] = field(default_factory=dict)
+    last_frame: int = -1  # the latest frame stored
+
+    def __post_init__(self) -> None:
+        if self.storage not in ("bfloat16", "float32"):
+            raise ValueError(f"storage must be 'bfloat16' or 'float32', not {self.storage!r}")
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _pack(self, memory: np.ndarray) -> np.ndarray:
+        memory = np.asarray(memory, dtype=np.float32).reshape(MEMORY_SHAPE)
+        return to_bfloat16_bits(memory) if self.storage == "bfloat16" else memory.copy()
+
+    def _unpack(self, memory: np.ndarray) -> np.ndarray:
+        return from_bfloat16_bits(memory) if memory.dtype == np.uint16 else memory
+
+    def add(self, frame_idx: int, memory: np.ndarray, pointer: np.ndarray, object_score: float,
+            is_conditioning: bool) -> None:
+        """Store frame `frame_idx`'s output; then drop what no later frame can select."""
+        frame_idx = int(frame_idx)
+        pointer = np.asarray(pointer, dtype=np.float32).reshape(-1).copy()
+        packed = self._pack(memory)
+        if is_conditioning:
+            self.cond[frame_idx] = FrameMemory(packed, pointer, float(object_score))
+            # a prompted frame replaces any tracked output of the same frame (as SAM 2 does)
+            self.non_cond_memories.pop(frame_idx, None)
+            self.non_cond_pointers.pop(frame_idx, None)
+        else:
+            self.non_cond_memories[frame_idx] = packed
+            self.non_cond_pointers[frame_idx] = pointer
+        self.last_frame = max(self.last_frame, frame_idx)
+        self.prune(self.last_frame + 1)
+
+    def prune(self, next_frame: int) -> None:
+        """Drop entries that no frame >= next_frame can select (forward tracking)."""
+        oldest_memory = next_frame - self.settings.memory_window
+        for t in [t for t in self.non_cond_memories if t < oldest_memory]:
+            del self.non_cond_memories[t]
+        oldest_pointer = next_frame - (self.settings.max_obj_ptrs_in_encoder - 1)
+        if not self.settings.use_obj_ptrs_in_encoder:
+            oldest_pointer = next_frame
+        for t in [t for t in self.non_cond_pointers if t < oldest_pointer]:
+            del self.non_cond_pointers[t]
+        limit = self.settings.max_cond_frames_in_attn
+        if limit > 0 and len(self.cond) > limit:
+            # Going forward, the selected conditioning frames are the `limit` latest ones; an
+            # older one is still used as a recent frame while inside the windows above.
+            keep = set(sorted(self.cond)[-limit:])
+            oldest = min(oldest_memory, oldest_pointer)
+            for t in [t for t in self.cond if t not in keep and t < oldest]:
+                del self.cond[t]
+
+    # -- reading ------------------------------------------------------------------------------
+
+    @property
+    def has_conditioning(self) -> bool:
+        return bool(self.cond)
+
+    def _split_cond(self, frame_idx: int) -> Tuple[List[int], List[int]]:
+        """SAM 2's closest-conditioning-frame choice: (selected, unselected) frame indices."""
+        frames = list(self.cond)
+        limit = self.settings.max_cond_frames_in_attn
+        if limit == -1 or len(frames) <= limit:
+            return frames, []
+        if limit < 2:
+            raise ValueError("max_cond_frames_in_attn must be -1 or at least 2")
+        selected: List[int] = []
+        before = [t for t in frames if t < frame_idx]
+        after = [t for t in frames if t >= frame_idx]
+        if before:
+            selected.append(max(before))
+        if after:
+            selected.append(min(after))
+        rest = sorted((t for t in frames if t not in selected), key=lambda t: abs(t - frame_idx))
+        selected += rest[: limit - len(selected)]
+        return selected, [t for t in frames if t not in selected]
+
+    def select(self, frame_idx: int, num_frames: Optional[int] = None) -> Selection:
+        """Memory-attention inputs for tracking this object on frame `frame_idx`."""
+        s = self.settings
+        if not self.cond:
+            raise ValueError("the object has no conditioning frame: prompt it first")
+        selected, unselected = self._split_cond(frame_idx)
+        unselected_set = set(unselected)
+
+        def recent(t: int):
+            """(memory, pointer) of a non-conditioning frame, or an unselected cond frame."""
+            if t in unselected_set:
+                entry = self.cond[t]
+                return entry.memory, entry.pointer
+            return self.non_cond_memories.get(t), self.non_cond_pointers.get(t)
+
+        memories, t_positions, memory_frames = [], [], []
+        for t in selected:
+            memories.append(self.cond[t].memory)
+            t_positions.append(0)
+            memory_frames.append(t)
+        for t_pos in range(1, s.num_maskmem):
+            t = s.memory_frame(frame_idx, t_pos)
+            memory = recent(t)[0]
+            if memory is not None:
+                memories.append(memory)
+                t_positions.append(t_pos)
+                memory_frames.append(t)
+
+        pointers, positions, pointer_frames = [], [], []
+        if s.use_obj_ptrs_in_encoder:
+            max_ptrs = s.pointer_frames(num_frames)
+            for t in selected:
+                if s.only_obj_ptrs_in_the_past and t > frame_idx:
+                    continue
+                distance = frame_idx - t
+                pointers.append(self.cond[t].pointer)
+                positions.append(distance if s.use_signed_tpos_enc_to_obj_ptrs else abs(distance))
+                pointer_frames.append(t)
+            for t_diff in range(1, max_ptrs):
+                t = frame_idx - t_diff
+                if t < 0 or (num_frames is not None and t >= num_frames):
+                    break
+                pointer = recent(t)[1]
+                if pointer is not None:
+                    pointers.append(pointer)
+                    positions.append(t_diff)
+                    pointer_frames.append(t)
+            scale = max(max_ptrs - 1, 1)  # SAM 2 divides by max_ptrs - 1 (0 only for 1 frame)
+        else:
+            scale = 1
+
+        return Selection(
+            memory_features=np.stack([self._unpack(m) for m in memories]).astype(np.float32, copy=False),
+            memory_temporal_positions=np.asarray(t_positions, dtype=np.int32),
+            object_pointers=(np.stack(pointers).astype(np.float32, copy=False) if pointers
+                             else np.zeros((0, 256), np.float32)),
+            object_pointer_positions=np.asarray(positions, dtype=np.float32) / np.float32(scale),
+            memory_frames=tuple(memory_frames),
+            pointer_frames=tuple(pointer_frames),
+        )
+
+    # -- size ---------------------------------------------------------------------------------
+
+    @property
+    def counts(self) -> Dict[str, int]:
+        return {
+            "conditioning_frames": len(self.cond),
+            "memories": len(self.non_cond_memories),
+            "pointers": len(self.non_cond_pointers),
+        }
+
+    @property
+    def nbytes(self) -> int:
+        return int(
+            sum(e.nbytes for e in self.cond.values())
+            + sum(m.nbytes for m in self.non_cond_memories.values())
+            + sum(p.nbytes for p in self.non_cond_pointers.values())
+        )
