@@ -69,7 +69,7 @@ class DeploymentProfile:
             ) from None
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
@@ -83,7 +83,7 @@ def _read_yaml(path: Path) -> dict:
 @functools.lru_cache(maxsize=None)
 def load_models(path: Path = MODELS_FILE) -> Dict[str, ModelSpec]:
     """All model sizes by canonical name."""
-    entries = _read_yaml(path).get("models") or {}
+    entries = read_yaml(path).get("models") or {}
     specs = {}
     for name, entry in entries.items():
         try:
@@ -137,7 +137,7 @@ def _axis_ranges(network: str, axes: dict, path: Path) -> Dict[str, AxisRange]:
 @functools.lru_cache(maxsize=None)
 def load_profiles(path: Path = PROFILES_FILE) -> Dict[str, DeploymentProfile]:
     """All deployment profiles by name."""
-    data = _read_yaml(path)
+    data = read_yaml(path)
     shapes = {
         network: _axis_ranges(network, axes, path)
         for network, axes in (data.get("engine_shapes") or {}).items()
@@ -232,7 +232,7 @@ class RequestLimits:
 @functools.lru_cache(maxsize=None)
 def load_serving_settings(path: Path = SERVING_FILE) -> dict:
     """serving.yaml as a mapping (limits, embedding_cache, automatic_mask_generator)."""
-    data = _read_yaml(path)
+    data = read_yaml(path)
     for section in ("limits", "embedding_cache", "automatic_mask_generator"):
         if not isinstance(data.get(section), dict):
             raise ConfigError(f"{path}: section {section!r} is missing")

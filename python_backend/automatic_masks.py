@@ -15,7 +15,6 @@ inclusive XYXY box, as the reference's `bbox` (one less than COCO's toBbox width
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
@@ -29,6 +28,13 @@ from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.image_predictor import EncodedImage
 from sam2_triton.python_backend.masks import TokenChoice, clamp_low_res, select_masks, upscale_logits
 from sam2_triton.python_backend.prompts import DecoderPrompts
+from sam2_triton.python_backend.setting_values import (
+    check_finite,
+    check_int_range,
+    check_unit_interval,
+    scalar_value,
+    typed_value,
+)
 from sam2_triton.rle import Rle, encode_masks
 from sam2_triton.rle import area as rle_area
 
@@ -91,22 +97,23 @@ class GeneratorSettings:
             raise ConfigError(f"automatic_mask_generator defaults name unknown settings {unknown_defaults}")
         for name in overrides:
             _check_override_name(name, known)
-        values = {name: _scalar(value) for name, value in defaults.items() if name in known}
-        values.update({name: _scalar(value) for name, value in overrides.items()})
-        settings = cls(**{name: _typed(name, value, cls) for name, value in values.items()})
+        values = {name: scalar_value(value) for name, value in defaults.items() if name in known}
+        values.update({name: scalar_value(value) for name, value in overrides.items()})
+        kinds = {f.name: f.type for f in fields(cls)}
+        settings = cls(**{name: typed_value(name, value, kinds[name]) for name, value in values.items()})
         settings.check_limits(max_points_per_side, max_crop_n_layers)
         return settings
 
     def __post_init__(self) -> None:
         """Raise InputError naming the first setting out of its range (deployment limits aside)."""
         for name in ("points_per_side", "points_per_batch", "crop_n_points_downscale_factor"):
-            _check_int_range(name, getattr(self, name), 1, None)
-        _check_int_range("crop_n_layers", self.crop_n_layers, 0, None)
+            check_int_range(name, getattr(self, name), 1, None)
+        check_int_range("crop_n_layers", self.crop_n_layers, 0, None)
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
-            _check_unit_interval(name, getattr(self, name), upper_open=False)
-        _check_unit_interval("crop_overlap_ratio", self.crop_overlap_ratio, upper_open=True)
-        _check_finite("mask_threshold", self.mask_threshold)
-        _check_finite("stability_score_offset", self.stability_score_offset)
+            check_unit_interval(name, getattr(self, name), upper_open=False)
+        check_unit_interval("crop_overlap_ratio", self.crop_overlap_ratio, upper_open=True)
+        check_finite("mask_threshold", self.mask_threshold)
+        check_finite("stability_score_offset", self.stability_score_offset)
         if self.stability_score_offset < 0:
             raise InputError(f"stability_score_offset must be >= 0, got {self.stability_score_offset:g}")
         if layer_points_per_side(self, self.crop_n_layers) < 1:
@@ -119,8 +126,8 @@ class GeneratorSettings:
 
     def check_limits(self, max_points_per_side: int, max_crop_n_layers: int) -> None:
         """Raise InputError when the grid or the crop layers exceed the deployment's limits."""
-        _check_int_range("points_per_side", self.points_per_side, 1, max_points_per_side)
-        _check_int_range("crop_n_layers", self.crop_n_layers, 0, max_crop_n_layers)
+        check_int_range("points_per_side", self.points_per_side, 1, max_points_per_side)
+        check_int_range("crop_n_layers", self.crop_n_layers, 0, max_crop_n_layers)
 
 
 def _check_override_name(name: str, known: set) -> None:
@@ -128,56 +135,6 @@ def _check_override_name(name: str, known: set) -> None:
         raise InputError(f"setting {name!r} is not supported: {UNSUPPORTED_SETTINGS[name]}")
     if name not in known:
         raise InputError(f"unknown setting {name!r}; settings are: {', '.join(sorted(known))}")
-
-
-def _scalar(value: Any) -> Any:
-    """A one-element array or numpy scalar -> the Python scalar; anything else as is.
-
-    A float32 (or narrower) value becomes the float of its shortest decimal, so that an FP32
-    request value 0.7 means 0.7 as in Python, not 0.699999988.
-    """
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.reshape(())[()]
-    if isinstance(value, np.floating) and np.finfo(value.dtype).bits <= 32:
-        return float(str(value))
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _typed(name: str, value: Any, cls: type) -> Any:
-    """Check `value` has the kind of the field `name` (bool, integer or real) and convert."""
-    kind = {f.name: f.type for f in fields(cls)}[name]
-    is_bool = isinstance(value, bool)
-    if kind == "bool":
-        if not is_bool:
-            raise InputError(f"{name} must be true or false, got {value!r}")
-        return value
-    if kind == "int":
-        if is_bool or not isinstance(value, numbers.Integral):
-            raise InputError(f"{name} must be an integer, got {value!r}")
-        return int(value)
-    if is_bool or not isinstance(value, numbers.Real):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _check_int_range(name: str, value: int, low: int, high: Optional[int]) -> None:
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"in {low}..{high}"
-        raise InputError(f"{name} must be {allowed}, got {value}")
-
-
-def _check_finite(name: str, value: float) -> None:
-    if not math.isfinite(value):
-        raise InputError(f"{name} must be finite, got {value}")
-
-
-def _check_unit_interval(name: str, value: float, upper_open: bool) -> None:
-    _check_finite(name, value)
-    if value < 0 or value > 1 or (upper_open and value == 1):
-        interval = "[0, 1)" if upper_open else "[0, 1]"
-        raise InputError(f"{name} must be in {interval}, got {value:g}")
 
 
 # --- result ---------------------------------------------------------------------------------

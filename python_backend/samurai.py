@@ -35,18 +35,22 @@ Units and shapes:
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
-import yaml
 
-from sam2_triton.configs import CONFIG_DIR
+from sam2_triton.configs import CONFIG_DIR, read_yaml
 from sam2_triton.errors import ConfigError
 from sam2_triton.python_backend.errors import InputError
+from sam2_triton.python_backend.setting_values import (
+    check_finite,
+    check_int_range,
+    check_unit_interval,
+    scalar_value,
+    typed_value,
+)
 
 SAMURAI_FILE = CONFIG_DIR / "samurai.yaml"
 
@@ -105,38 +109,32 @@ class SamuraiSettings:
                 raise InputError(
                     f"unknown SAMURAI setting {name!r}; settings are: {', '.join(sorted(known))}"
                 )
-            values[name] = _typed(name, _scalar(value), known[name])
+            values[name] = typed_value(name, scalar_value(value), known[name])
         return replace(self, **values)
 
     def __post_init__(self) -> None:
         for name, kind in _field_types().items():  # kinds, also for direct construction
-            object.__setattr__(self, name, _typed(name, getattr(self, name), kind))
+            object.__setattr__(self, name, typed_value(name, getattr(self, name), kind))
         for name in ("kf_score_weight", "stable_ious_threshold", "memory_bank_iou_threshold",
                      "memory_bank_kf_score_threshold"):
-            _check_unit_interval(name, getattr(self, name))
+            check_unit_interval(name, getattr(self, name))
         for name in ("memory_bank_obj_score_threshold", "min_obj_score_logits"):
-            _check_finite(name, getattr(self, name))
+            check_finite(name, getattr(self, name))
         for name in ("stable_frames_threshold", "max_memory_candidates"):
-            _check_int_range(name, getattr(self, name), 1, None)
-        _check_int_range("num_recent_memories", self.num_recent_memories, 1, MAX_RECENT_MEMORIES)
+            check_int_range(name, getattr(self, name), 1, None)
+        check_int_range("num_recent_memories", self.num_recent_memories, 1, MAX_RECENT_MEMORIES)
 
 
 @functools.lru_cache(maxsize=None)
 def _load_settings(path: Path) -> SamuraiSettings:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of SAMURAI settings at the top level")
+    data = read_yaml(path)
     known = _field_types()
     unknown = sorted(set(data) - set(known))
     missing = sorted(set(known) - set(data))
     if unknown or missing:
         raise ConfigError(f"{path}: unknown settings {unknown}, missing settings {missing}")
     try:
-        return SamuraiSettings(**{name: _typed(name, data[name], known[name]) for name in known})
+        return SamuraiSettings(**{name: typed_value(name, data[name], known[name]) for name in known})
     except InputError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -144,45 +142,6 @@ def _load_settings(path: Path) -> SamuraiSettings:
 def _field_types() -> Dict[str, str]:
     """Setting name -> "int" or "float" (annotations are strings under `annotations`)."""
     return {f.name: f.type for f in fields(SamuraiSettings)}
-
-
-def _scalar(value: Any) -> Any:
-    """A one-element array or numpy scalar -> the Python scalar; a float32 -> its short decimal."""
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.reshape(())[()]
-    if isinstance(value, np.floating) and np.finfo(value.dtype).bits <= 32:
-        return float(str(value))
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _typed(name: str, value: Any, kind: str) -> Any:
-    """`value` converted to `kind` ("int" or "float"); InputError for another kind (or a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InputError(f"{name} must be a number, got {value!r}")
-    if kind == "int":
-        if not isinstance(value, numbers.Integral):
-            raise InputError(f"{name} must be an integer, got {value!r}")
-        return int(value)
-    return float(value)
-
-
-def _check_finite(name: str, value: float) -> None:
-    if not math.isfinite(value):
-        raise InputError(f"{name} must be finite, got {value}")
-
-
-def _check_unit_interval(name: str, value: float) -> None:
-    _check_finite(name, value)
-    if not 0.0 <= value <= 1.0:
-        raise InputError(f"{name} must be in [0, 1], got {value:g}")
-
-
-def _check_int_range(name: str, value: int, low: int, high: Optional[int]) -> None:
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"in {low}..{high}"
-        raise InputError(f"{name} must be {allowed}, got {value}")
 
 
 # --- boxes ------------------------------------------------------------------------------------
