@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sam2_triton.benchmarks.networks import summarize
+from sam2_triton.benchmarks.networks import add_model_arguments, summarize
 from sam2_triton.benchmarks.perf_analyzer import synthetic_image
 from sam2_triton.client import Sam2Client
 from sam2_triton.configs import get_model, get_profile
@@ -54,11 +54,7 @@ def interleaved(reference: Callable[[], object], served: Callable[[], object], r
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--export-dir", required=True)
-    parser.add_argument("--model", default="tiny")
-    weights = parser.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint")
-    weights.add_argument("--random-weights", action="store_true")
+    add_model_arguments(parser)
     parser.add_argument("--image", type=Path, help="image file (default: synthetic 1280x720 PNG)")
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--protocol", choices=("http", "grpc"), default="grpc")

@@ -52,13 +52,18 @@ def summarize(times: List[float]) -> Dict[str, float]:
     return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--export-dir, --model and the weights (--checkpoint or --random-weights) of a benchmark."""
     parser.add_argument("--export-dir", required=True)
     parser.add_argument("--model", default="tiny")
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint")
     weights.add_argument("--random-weights", action="store_true")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS)
     parser.add_argument("--json", help="also write the results here")

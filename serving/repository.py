@@ -63,7 +63,7 @@ def template_dir() -> Path:
 def render(template: Path, **values: str) -> str:
     """Fill `${name}` placeholders; blank lines left by empty values are dropped."""
     text = string.Template(template.read_text(encoding="utf-8")).substitute(values)
-    lines = [line for line in text.splitlines() if line.strip() or False]
+    lines = [line for line in text.splitlines() if line.strip()]
     return "\n".join(lines) + "\n"
 
 

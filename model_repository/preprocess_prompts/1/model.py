@@ -25,8 +25,7 @@ class TritonPythonModel:
         if size.size != 2 or size.min() < 1:
             raise InputError(f"ORIGINAL_SIZE must be (height, width) >= 1, got {size.tolist()}")
         prompts = read_prompts(request, size, self.limits)
-        features = {"image_embed": required_input(request, "image_embed")}
-        embed = self.predictor.condition_embedding(features["image_embed"])
+        embed = self.predictor.condition_embedding(required_input(request, "image_embed"))
         return {"conditioned_image_embed": embed, **prompts.as_decoder_inputs()}
 
     def execute(self, requests):

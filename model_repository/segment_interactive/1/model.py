@@ -15,7 +15,6 @@ from sam2_triton.export.metadata import load_metadata
 from sam2_triton.python_backend.embedding_cache import EmbeddingCache
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.image_predictor import ImagePredictor
-from sam2_triton.python_backend.images import preprocess_image
 from sam2_triton.python_backend.triton_io import (
     has_prompts,
     image_networks,
@@ -47,8 +46,7 @@ class TritonPythonModel:
             size = image.shape[:2]
             # Check the prompts before the costly encoding, so a bad request caches nothing.
             prompts = read_prompts(request, size, self.limits) if has_prompts(request) else None
-            pixels, size = preprocess_image(image)
-            encoded = self.predictor.condition(self.predictor.networks.encode(pixels), size)
+            encoded = self.predictor.encode(image)
             image_id = self.cache.add(encoded)
         elif image_id is not None:
             encoded = self.cache.get(image_id)
