@@ -15,7 +15,9 @@ ENCODE_IMAGE = "encode_image"
 DECODE_MASKS = "decode_masks"
 SEGMENT_INTERACTIVE = "segment_interactive"
 AUTOMATIC_MASK_GENERATOR = "automatic_mask_generator"
-CLIENT_MODELS = (SEGMENT, ENCODE_IMAGE, DECODE_MASKS, SEGMENT_INTERACTIVE, AUTOMATIC_MASK_GENERATOR)
+TRACK_VIDEO = "track_video"  # stateful: one sequence (correlation id) per video, one request per frame
+CLIENT_MODELS = (
+    SEGMENT, ENCODE_IMAGE, DECODE_MASKS, SEGMENT_INTERACTIVE, AUTOMATIC_MASK_GENERATOR, TRACK_VIDEO)
 
 # Image inputs (exactly one per request).
 IMAGE = "IMAGE"  # BYTES [1]: encoded JPEG / PNG / BMP / WebP
@@ -80,6 +82,46 @@ GENERATOR_SETTINGS: Dict[str, tuple] = {
     "mask_threshold": ("MASK_THRESHOLD", np.float32),
     "multimask_output": ("MULTIMASK_OUTPUT", np.bool_),
     "use_m2m": ("USE_M2M", np.bool_),
+}
+
+# track_video (sequence batching; the sequence id, START and END travel as Triton's sequence
+# controls, not as tensors). Every input is optional; a request carries at least a frame or a
+# prompt / removal. All tensors have no batch axis (the model's max_batch_size is 0).
+FRAME_INDEX = "FRAME_INDEX"  # INT64 [1]: default: next frame (0 at START); = last tracked frame
+#                              with prompts and no image: a correction of that frame
+POINT_OBJ_IDS = "POINT_OBJ_IDS"  # INT64 [Np]: object of each POINT_COORDS row
+BOX_OBJ_IDS = "BOX_OBJ_IDS"  # INT64 [Nb]: object of each BOXES row
+BOX_PROMPTS = "BOXES"  # FP32 [Nb, 4], pixels (x0, y0, x1, y1)
+MASK_OBJ_IDS = "MASK_OBJ_IDS"  # INT64 [Nm]: object of each MASK_PROMPTS row
+MASK_PROMPTS = "MASK_PROMPTS"  # BOOL [Nm, H, W]: the object's mask on this frame
+REMOVE_OBJ_IDS = "REMOVE_OBJ_IDS"  # INT64 [R]: objects to forget (before this frame's prompts)
+NUM_FRAMES = "NUM_FRAMES"  # INT64 [1], with START only: the video's length, when known
+SAMURAI = "SAMURAI"  # BOOL [1], with START only: motion-aware (SAMURAI) tracking
+# POINT_COORDS FP32 [Np, P, 2] and POINT_LABELS INT32 [Np, P] (label -1: padding) as for images.
+
+# track_video outputs, one row per tracked object N (ascending object id).
+OBJ_IDS = "OBJ_IDS"  # INT64 [N]
+OBJECT_MASKS = "MASKS"  # BOOL [N, H, W] at the frame's size
+OBJECT_SCORES = "SCORES"  # FP32 [N]: predicted IoU of the mask
+OBJECT_SCORE_LOGITS = "OBJECT_SCORE_LOGITS"  # FP32 [N]: > 0 means present
+PRESENT = "PRESENT"  # BOOL [N]
+MASK_BOXES = "MASK_BOXES"  # FP32 [N, 4]: (x0, y0, x1, y1) of the mask, zeros if empty
+TRACKED_FRAME = "TRACKED_FRAME"  # INT64 [1]: the frame these masks belong to
+STATE_BYTES = "STATE_BYTES"  # INT64 [1]: memory the server holds for this sequence
+TRACK_OUTPUTS = (OBJ_IDS, OBJECT_MASKS, OBJECT_SCORES, OBJECT_SCORE_LOGITS, PRESENT, MASK_BOXES,
+                 TRACKED_FRAME, STATE_BYTES)
+
+# SAMURAI settings a sequence may override at START: name (configs/samurai.yaml) -> (input, dtype).
+SAMURAI_SETTINGS: Dict[str, tuple] = {
+    "kf_score_weight": ("KF_SCORE_WEIGHT", np.float32),
+    "stable_frames_threshold": ("STABLE_FRAMES_THRESHOLD", np.int32),
+    "stable_ious_threshold": ("STABLE_IOUS_THRESHOLD", np.float32),
+    "memory_bank_iou_threshold": ("MEMORY_BANK_IOU_THRESHOLD", np.float32),
+    "memory_bank_obj_score_threshold": ("MEMORY_BANK_OBJ_SCORE_THRESHOLD", np.float32),
+    "memory_bank_kf_score_threshold": ("MEMORY_BANK_KF_SCORE_THRESHOLD", np.float32),
+    "min_obj_score_logits": ("MIN_OBJ_SCORE_LOGITS", np.float32),
+    "max_memory_candidates": ("MAX_MEMORY_CANDIDATES", np.int32),
+    "num_recent_memories": ("NUM_RECENT_MEMORIES", np.int32),
 }
 
 LOW_RES_SIZE = 256  # side of MASK_INPUT / LOW_RES_MASKS

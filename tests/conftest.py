@@ -3,7 +3,10 @@
 No weights can be downloaded in CI, so the tests write an official-format checkpoint
 (`{"model": state_dict}`) from a randomly initialised model whose every parameter is then
 perturbed (so zero-initialised biases and unit norms cannot hide a mistake), load it back
-through the real loading code, and export from the loaded model.
+through the real loading code, and export from the loaded model. Random weights put every
+object at "absent" (object-score logits < 0), which would make every video mask empty; the
+object-score head's bias is raised by OBJECT_SCORE_BIAS_SHIFT so that, as with trained weights,
+prompted objects are present and tracked masks are not trivially empty.
 
 `SAM2_TRITON_TEST_MODELS` chooses the sizes the fidelity tests run on: a comma-separated
 list of names from configs/models.yaml, or "all". Default: tiny.
@@ -21,6 +24,7 @@ import torch
 from sam2_triton.configs import ModelSpec, get_model, model_names
 
 TEST_MODELS_ENV = "SAM2_TRITON_TEST_MODELS"
+OBJECT_SCORE_BIAS_SHIFT = 10.0
 
 
 def selected_model_names():
@@ -47,6 +51,8 @@ def write_test_checkpoint(spec: ModelSpec, path: Path, seed: int = 0) -> Path:
     with torch.no_grad():
         for param in model.parameters():
             param.add_(torch.randn(param.shape, generator=generator) * 0.02)
+        head = model.sam_mask_decoder.pred_obj_score_head
+        (head.layers[-1] if hasattr(head, "layers") else head).bias.add_(OBJECT_SCORE_BIAS_SHIFT)
     return write_checkpoint(model, path)
 
 
