@@ -231,9 +231,9 @@ class RequestLimits:
 
 @functools.lru_cache(maxsize=None)
 def load_serving_settings(path: Path = SERVING_FILE) -> dict:
-    """serving.yaml as a mapping (limits, embedding_cache, automatic_mask_generator)."""
+    """serving.yaml as a mapping (limits, embedding_cache, automatic_mask_generator, video)."""
     data = read_yaml(path)
-    for section in ("limits", "embedding_cache", "automatic_mask_generator"):
+    for section in ("limits", "embedding_cache", "automatic_mask_generator", "video"):
         if not isinstance(data.get(section), dict):
             raise ConfigError(f"{path}: section {section!r} is missing")
     return data

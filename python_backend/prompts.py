@@ -43,12 +43,12 @@ class DecoderPrompts:
         }
 
 
-def _check_finite(name: str, array: np.ndarray) -> None:
+def check_finite(name: str, array: np.ndarray) -> None:
     if not np.all(np.isfinite(array)):
         raise InputError(f"{name} contains NaN or infinite values")
 
 
-def _check_within_image(name: str, xy: np.ndarray, size: Tuple[int, int], margin: float) -> None:
+def check_within_image(name: str, xy: np.ndarray, size: Tuple[int, int], margin: float) -> None:
     """`xy` [..., 2] (x, y) must lie within the image grown by `margin` of its size."""
     height, width = size
     low = np.array([-margin * width, -margin * height], dtype=np.float64)
@@ -115,21 +115,21 @@ def prepare_prompts(
             )
         if point_coords.shape[1] == 0:
             raise InputError("POINT_COORDS has 0 points per prompt")
-        _check_finite("POINT_COORDS", point_coords)
+        check_finite("POINT_COORDS", point_coords)
         bad = ~np.isin(point_labels, POINT_LABELS)
         if np.any(bad):
             raise InputError(
                 f"POINT_LABELS holds {int(point_labels[bad][0])}: labels must be one of "
                 f"{list(POINT_LABELS)} (-1 padding, 0 background, 1 foreground, 2/3 box corners)"
             )
-        _check_within_image("POINT_COORDS", point_coords, original_size, limits.point_margin)
+        check_within_image("POINT_COORDS", point_coords, original_size, limits.point_margin)
         counts["POINT_COORDS"] = point_coords.shape[0]
     if boxes is not None:
         boxes = np.asarray(boxes, dtype=np.float32)
         if boxes.ndim != 2 or boxes.shape[1] != 4:
             raise InputError(f"BOXES must be [prompts, 4] (x0, y0, x1, y1), got shape {list(boxes.shape)}")
-        _check_finite("BOXES", boxes)
-        _check_within_image("BOXES", boxes.reshape(-1, 2, 2), original_size, limits.point_margin)
+        check_finite("BOXES", boxes)
+        check_within_image("BOXES", boxes.reshape(-1, 2, 2), original_size, limits.point_margin)
         counts["BOXES"] = boxes.shape[0]
     if mask_input is not None:
         mask_input = np.asarray(mask_input, dtype=np.float32)
@@ -139,7 +139,7 @@ def prepare_prompts(
                 f"MASK_INPUT must be [prompts, 1, {LOW_RES_MASK_SIZE}, {LOW_RES_MASK_SIZE}] "
                 f"logits, got shape {list(mask_input.shape)}"
             )
-        _check_finite("MASK_INPUT", mask_input)
+        check_finite("MASK_INPUT", mask_input)
         counts["MASK_INPUT"] = mask_input.shape[0]
 
     if len(set(counts.values())) > 1:

@@ -76,6 +76,22 @@ def read_image(request, limits: RequestLimits) -> np.ndarray:
     return decode_image(data, limits.max_image_bytes, limits.max_image_pixels)
 
 
+def read_optional_image(request, limits: RequestLimits) -> Optional[np.ndarray]:
+    """RGB uint8 of IMAGE / IMAGE_RAW, or None when the request carries neither."""
+    if optional_input(request, "IMAGE") is None and optional_input(request, "IMAGE_RAW") is None:
+        return None
+    return read_image(request, limits)
+
+
+def sequence_controls(request) -> tuple:
+    """(correlation id, START, END) of a sequence-batched request (control inputs CORRID,
+    START, END of the model's sequence_batching)."""
+    corrid = int(required_input(request, "CORRID").reshape(-1)[0])
+    start = bool(required_input(request, "START").reshape(-1)[0])
+    end = bool(required_input(request, "END").reshape(-1)[0])
+    return corrid, start, end
+
+
 def has_prompts(request) -> bool:
     return any(
         pb_utils.get_input_tensor_by_name(request, name) is not None
@@ -169,6 +185,23 @@ class InProcessDecoderNetworks(BlsImageNetworks):
 
     def decode(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return self.decoder.run("mask_decoder", **inputs)
+
+
+class BlsVideoNetworks:
+    """`VideoNetworks` (python_backend/video/networks.py) over BLS calls to the network models."""
+
+    def encode(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+        return call_model("image_encoder", {"image": image}, BlsImageNetworks.ENCODER_OUTPUTS)
+
+    def decode(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return call_model("mask_decoder", dict(inputs),
+                          ("masks", "iou_scores", "object_pointers", "object_score_logits"))
+
+    def encode_memory(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return call_model("memory_encoder", dict(inputs), ("memory_features",))
+
+    def attend(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return call_model("memory_attention", dict(inputs), ("conditioned_features",))
 
 
 def image_networks(parameters: Dict[str, str], version_dir) -> BlsImageNetworks:

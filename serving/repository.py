@@ -12,6 +12,7 @@ the graphs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,6 +25,8 @@ from sam2_triton.configs import NETWORKS, DeploymentProfile, RequestLimits, load
 from sam2_triton.errors import ConfigError, ExportError
 from sam2_triton.export.contract import CONTRACTS, GraphContract, TensorSpec
 from sam2_triton.export.metadata import METADATA_FILE, load_metadata
+from sam2_triton.python_backend.samurai import SamuraiSettings
+from sam2_triton.python_backend.video.sequences import VideoSettings
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repository"
 MARKER_FILE = "sam2_triton_repository.json"
@@ -38,7 +41,7 @@ class PythonModel:
 
     name: str
     needs_metadata: bool
-    parameters: Tuple[str, ...]  # groups: "limits", "cache", "generator", "decoder"
+    parameters: Tuple[str, ...]  # groups: "limits", "cache", "generator", "decoder", "video"
 
 
 PYTHON_MODELS = (
@@ -47,7 +50,12 @@ PYTHON_MODELS = (
     PythonModel("postprocess_masks", True, ()),
     PythonModel("segment_interactive", True, ("limits", "cache", "decoder")),
     PythonModel("automatic_mask_generator", True, ("limits", "generator", "decoder")),
+    PythonModel("track_video", True, ("limits", "video")),
 )
+# Engine axes that bound the objects of one video frame (all go through each network at once).
+OBJECT_AXES = (("memory_attention", "batch"), ("memory_encoder", "batch"),
+               ("mask_decoder", "num_prompts"))
+SETTING_TYPES = {"int": "TYPE_INT32", "float": "TYPE_FP32"}
 ENSEMBLES = ("segment", "encode_image", "decode_masks")
 
 
@@ -128,6 +136,7 @@ class RepositoryBuilder:
         checkpoint: Optional[Path],
         warmup: bool,
         limits: Optional[RequestLimits] = None,
+        video: Optional[VideoSettings] = None,
     ) -> None:
         self.export_dir = export_dir
         self.output = output
@@ -139,6 +148,7 @@ class RepositoryBuilder:
         self.metadata = load_metadata(export_dir)
         self.limits = limits or RequestLimits.for_profile(profile)
         self.settings = load_serving_settings()
+        self.video = video or VideoSettings.from_mapping(self.settings["video"])
         self.on_gpu = profile.device == "gpu"
         # On CPU-only Python-backend deployments the BLS models run the (small) mask decoder
         # themselves, next to the embeddings they hold; elsewhere they call mask_decoder.
@@ -217,6 +227,9 @@ class RepositoryBuilder:
             parameters["embedding_cache_bytes"] = str(int(self.settings["embedding_cache"]["max_bytes"]))
         if "generator" in model.parameters:
             parameters["generator_defaults"] = json.dumps(self.settings["automatic_mask_generator"])
+        if "video" in model.parameters:
+            parameters.update(self.video_settings().as_parameters())
+            parameters["samurai_defaults"] = json.dumps(dataclasses.asdict(SamuraiSettings.load()))
         if "decoder" in model.parameters:
             parameters["decoder"] = "in_process" if self.decoder_in_process else "bls"
             if self.decoder_in_process:
@@ -229,8 +242,28 @@ class RepositoryBuilder:
             profile=self.profile.name,
             instance_group=_instance_group("KIND_CPU", count),
             parameters=_parameters(parameters),
+            **self.video_template_values(),
         )
         (self.output / model.name / "config.pbtxt").write_text(text, encoding="utf-8")
+
+    def video_settings(self) -> VideoSettings:
+        """serving.yaml's `video` section (or the one given), max_objects capped by the engines' object axes."""
+        cap = min(self.profile.axis_range(network, axis)[2] for network, axis in OBJECT_AXES)
+        return dataclasses.replace(self.video, max_objects=min(self.video.max_objects, cap))
+
+    def video_template_values(self) -> Dict[str, str]:
+        """Placeholders of track_video's config (ignored by the other templates)."""
+        settings = self.video_settings()
+        samurai_inputs = ",\n".join(
+            f'  {{ name: "{field.name.upper()}" data_type: {SETTING_TYPES[field.type]} dims: [ 1 ] '
+            "optional: true }"
+            for field in dataclasses.fields(SamuraiSettings)
+        )
+        return {
+            "max_sequence_idle_microseconds": str(int(round(settings.idle_timeout_s * 1e6))),
+            "max_sequences": str(settings.max_sequences),
+            "samurai_inputs": samurai_inputs,
+        }
 
     def ensemble(self, name: str) -> None:
         (self.output / name / "1").mkdir(parents=True)
@@ -264,10 +297,12 @@ def build_repository(
     checkpoint: Optional[os.PathLike] = None,
     warmup: bool = True,
     limits: Optional[RequestLimits] = None,
+    video: Optional[VideoSettings] = None,
 ) -> Path:
     """Write the repository for `profile` into `output` and return its path.
 
-    `limits` replaces the request limits of configs/serving.yaml + the profile (tests use it).
+    `limits` replaces the request limits of configs/serving.yaml + the profile, `video` its
+    video settings (tests use them).
     `output` is replaced if it is a repository this function wrote before (it holds
     MARKER_FILE) or is empty; any other existing folder is refused.
     """
@@ -286,6 +321,7 @@ def build_repository(
         Path(checkpoint) if checkpoint else None,
         warmup,
         limits,
+        video,
     )
     try:
         return builder.build()

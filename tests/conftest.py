@@ -96,6 +96,10 @@ def exported(request, tmp_path_factory, test_checkpoint) -> ExportedModel:
 # Limits of the served test repository: small enough that tests can exceed them cheaply.
 SERVED_MAX_IMAGE_PIXELS = 4_000_000
 SERVED_MAX_IMAGE_BYTES = 8 * 1024 * 1024
+# Video settings of the served test repository: few objects (so "too many" is cheap to send),
+# an idle timeout longer than any test waits between two frames of a sequence.
+SERVED_VIDEO_SETTINGS = dict(max_objects=4, max_sequences=8, idle_timeout_s=600.0,
+                             preprocessing="video", memory_storage="bfloat16")
 
 
 def free_port() -> int:
@@ -121,6 +125,7 @@ def served(exported, tmp_path_factory) -> ServedModel:
     import dataclasses
 
     from sam2_triton.configs import RequestLimits, get_profile
+    from sam2_triton.python_backend.video.sequences import VideoSettings
     from sam2_triton.serving.local_server import LocalTritonServer
     from sam2_triton.serving.repository import build_repository
 
@@ -132,7 +137,8 @@ def served(exported, tmp_path_factory) -> ServedModel:
     )
     root = tmp_path_factory.mktemp("served")
     repository = build_repository(
-        exported.directory, root / "model_repository", profile, warmup=False, limits=limits
+        exported.directory, root / "model_repository", profile, warmup=False, limits=limits,
+        video=VideoSettings(**SERVED_VIDEO_SETTINGS),
     )
     server = LocalTritonServer(
         repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),

@@ -1,0 +1,79 @@
+"""Video object tracking: one Triton sequence (correlation id) per video, one request per frame.
+
+Each sequence's memory lives in this instance (python_backend/video: VideoTracker per sequence
+in a SequenceStore); the networks are called through BLS. Sequences idle longer than
+`idle_timeout_s` are evicted here, since Triton does not tell the model when it drops one.
+See config.pbtxt and model_repository/README.md for the tensors.
+"""
+
+import json
+from pathlib import Path
+
+from sam2_triton.configs import RequestLimits
+from sam2_triton.export.metadata import load_metadata
+from sam2_triton.python_backend.errors import InputError
+from sam2_triton.python_backend.samurai import SamuraiSettings
+from sam2_triton.python_backend.triton_io import (
+    BlsVideoNetworks,
+    model_parameters,
+    optional_input,
+    read_optional_image,
+    respond_each,
+    sequence_controls,
+)
+from sam2_triton.python_backend.video.frame_requests import (
+    PROMPT_INPUTS,
+    START_ONLY_INPUTS,
+    VideoRequestHandler,
+    parse_frame_request,
+    result_tensors,
+)
+from sam2_triton.python_backend.video.sequences import (
+    IdleEvictor,
+    SequenceStore,
+    VideoSettings,
+)
+from sam2_triton.python_backend.video.tracker import VideoTracker
+
+OPTIONAL_INPUTS = ("FRAME_INDEX", "REMOVE_OBJ_IDS") + PROMPT_INPUTS + START_ONLY_INPUTS
+EVICTION_CHECKS_PER_TIMEOUT = 4
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = model_parameters(args)
+        self.limits = RequestLimits.from_parameters(params)
+        self.samurai_defaults = SamuraiSettings(**json.loads(params["samurai_defaults"]))
+        settings = VideoSettings.from_mapping(params)
+        metadata = load_metadata(Path(args["model_repository"]) / args["model_version"])
+        networks = BlsVideoNetworks()
+
+        def make_tracker(options):
+            return VideoTracker(networks, metadata, num_frames=options.num_frames,
+                                preprocessing=settings.preprocessing,
+                                memory_storage=settings.memory_storage, samurai=options.samurai)
+
+        self.store = SequenceStore(make_tracker, settings)
+        self.handler = VideoRequestHandler(self.store, settings, self.limits)
+        self.evictor = IdleEvictor(
+            self.store, settings.idle_timeout_s / EVICTION_CHECKS_PER_TIMEOUT).start()
+
+    def _handle(self, request):
+        corrid, start, end = sequence_controls(request)
+        try:
+            image = read_optional_image(request, self.limits)
+            tensors = {name: optional_input(request, name) for name in OPTIONAL_INPUTS}
+            frame = parse_frame_request(corrid, start, end, tensors, image, self.samurai_defaults)
+        except InputError:
+            if end:  # a bad last request still ends its sequence
+                self.store.end(corrid)
+            raise
+        result = self.handler.handle(frame)
+        size = None if image is None else image.shape[:2]
+        return result_tensors(result, size, self.handler.state_bytes(corrid))
+
+    def execute(self, requests):
+        return respond_each(requests, self._handle, "track_video")
+
+    def finalize(self):
+        self.evictor.stop()

@@ -1,0 +1,356 @@
+"""One request of the `track_video` model: parse, check, apply to the sequence's tracker.
+
+Plain Python over numpy arrays (the Triton glue in python_backend/triton_io.py only reads the
+tensors). Tensor names and meanings are those of client/contract.py and
+model_repository/README.md. A request is checked whole before it changes a tracker, so a bad
+request leaves the sequence as it was.
+
+What a request does, in order:
+1. START creates the sequence (NUM_FRAMES, SAMURAI and SAMURAI overrides are read only then);
+   otherwise the sequence must be held (`SequenceStore.get`).
+2. REMOVE_OBJ_IDS forgets objects.
+3. With a frame (IMAGE or IMAGE_RAW): the prompts apply to that frame, which is tracked
+   (FRAME_INDEX: default the next frame; indices must increase, gaps are allowed).
+   Without a frame but with prompts: a correction of the last tracked frame.
+   With neither: nothing is tracked (e.g. an END-only or removal-only request): no masks.
+4. END frees the sequence, also when the request failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from sam2_triton.configs import RequestLimits
+from sam2_triton.python_backend.errors import InputError
+from sam2_triton.python_backend.prompts import check_finite, check_within_image
+from sam2_triton.python_backend.samurai import SamuraiSettings
+from sam2_triton.python_backend.video.sequences import SequenceOptions, SequenceStore, VideoSettings
+from sam2_triton.python_backend.video.tracker import FrameResult, VideoTracker
+
+# Inputs read only with START: the sequence's options.
+NUM_FRAMES = "NUM_FRAMES"
+SAMURAI = "SAMURAI"
+# Per-sequence SAMURAI overrides: input name -> setting (configs/samurai.yaml).
+SAMURAI_INPUTS: Dict[str, str] = {
+    name.upper(): name for name in SamuraiSettings.__dataclass_fields__
+}
+START_ONLY_INPUTS = (NUM_FRAMES, SAMURAI) + tuple(SAMURAI_INPUTS)
+PROMPT_INPUTS = (
+    "POINT_OBJ_IDS", "POINT_COORDS", "POINT_LABELS", "BOX_OBJ_IDS", "BOXES", "MASK_OBJ_IDS",
+    "MASK_PROMPTS",
+)
+PADDING_LABEL = -1
+CLICK_LABELS = (0, 1)
+
+
+@dataclass
+class PointPrompt:
+    coords: np.ndarray  # float32 [P, 2], pixels (x, y)
+    labels: np.ndarray  # int32 [P], 0 background / 1 foreground
+
+
+@dataclass
+class FrameRequest:
+    """A parsed request; arrays already checked for shape, type and finiteness."""
+
+    sequence_id: int
+    start: bool = False
+    end: bool = False
+    image: Optional[np.ndarray] = None  # uint8 [H, W, 3]
+    frame_index: Optional[int] = None
+    points: Dict[int, PointPrompt] = field(default_factory=dict)
+    boxes: Dict[int, np.ndarray] = field(default_factory=dict)  # float32 [4] (x0, y0, x1, y1)
+    masks: Dict[int, np.ndarray] = field(default_factory=dict)  # bool [H, W]
+    remove: List[int] = field(default_factory=list)
+    options: SequenceOptions = field(default_factory=SequenceOptions)
+
+    @property
+    def prompted_ids(self) -> List[int]:
+        return sorted(set(self.points) | set(self.boxes) | set(self.masks))
+
+
+def _object_ids(name: str, array: np.ndarray) -> List[int]:
+    ids = np.asarray(array)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"{name} must be a 1-D integer tensor, got {ids.dtype} {list(ids.shape)}")
+    if np.any(ids < 0):
+        raise InputError(f"{name} holds {int(ids[ids < 0][0])}: object ids must be >= 0")
+    values = [int(v) for v in ids]
+    if len(set(values)) != len(values):
+        raise InputError(f"{name} repeats object ids {sorted(values)}: one row per object")
+    return values
+
+
+def _rows(name: str, ids_name: str, ids: List[int], array: Optional[np.ndarray]) -> np.ndarray:
+    if array is None:
+        raise InputError(f"{ids_name} was sent without {name}: send both")
+    if array.shape[0] != len(ids):
+        raise InputError(f"{name} has {array.shape[0]} rows but {ids_name} names {len(ids)} objects")
+    return array
+
+
+def _point_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, PointPrompt]:
+    ids_array, coords, labels = (tensors.get(n) for n in ("POINT_OBJ_IDS", "POINT_COORDS", "POINT_LABELS"))
+    if ids_array is None:
+        if coords is not None or labels is not None:
+            raise InputError("POINT_COORDS / POINT_LABELS need POINT_OBJ_IDS: the object of each row")
+        return {}
+    ids = _object_ids("POINT_OBJ_IDS", ids_array)
+    coords = _rows("POINT_COORDS", "POINT_OBJ_IDS", ids, coords).astype(np.float32)
+    labels = _rows("POINT_LABELS", "POINT_OBJ_IDS", ids, labels)
+    if coords.ndim != 3 or coords.shape[2] != 2:
+        raise InputError(f"POINT_COORDS must be [objects, points, 2], got {list(coords.shape)}")
+    if labels.shape != coords.shape[:2]:
+        raise InputError(
+            f"POINT_LABELS must be [objects, points] = {list(coords.shape[:2])}, got {list(labels.shape)}")
+    check_finite("POINT_COORDS", coords)
+    bad = ~np.isin(labels, (PADDING_LABEL,) + CLICK_LABELS)
+    if np.any(bad):
+        raise InputError(f"POINT_LABELS holds {int(labels[bad][0])}: labels must be 1 (foreground), "
+                         "0 (background) or -1 (padding); boxes go in BOXES")
+    prompts = {}
+    for row, obj_id in enumerate(ids):
+        keep = labels[row] != PADDING_LABEL
+        if not np.any(keep):
+            raise InputError(f"POINT_LABELS row {row} (object {obj_id}) is all padding")
+        prompts[obj_id] = PointPrompt(coords[row][keep], labels[row][keep].astype(np.int32))
+    return prompts
+
+
+def _box_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, np.ndarray]:
+    ids_array, boxes = tensors.get("BOX_OBJ_IDS"), tensors.get("BOXES")
+    if ids_array is None:
+        if boxes is not None:
+            raise InputError("BOXES needs BOX_OBJ_IDS: the object of each row")
+        return {}
+    ids = _object_ids("BOX_OBJ_IDS", ids_array)
+    boxes = _rows("BOXES", "BOX_OBJ_IDS", ids, boxes).astype(np.float32)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise InputError(f"BOXES must be [objects, 4] (x0, y0, x1, y1), got {list(boxes.shape)}")
+    check_finite("BOXES", boxes)
+    return {obj_id: boxes[row] for row, obj_id in enumerate(ids)}
+
+
+def _mask_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, np.ndarray]:
+    ids_array, masks = tensors.get("MASK_OBJ_IDS"), tensors.get("MASK_PROMPTS")
+    if ids_array is None:
+        if masks is not None:
+            raise InputError("MASK_PROMPTS needs MASK_OBJ_IDS: the object of each row")
+        return {}
+    ids = _object_ids("MASK_OBJ_IDS", ids_array)
+    masks = _rows("MASK_PROMPTS", "MASK_OBJ_IDS", ids, masks)
+    if masks.ndim != 3:
+        raise InputError(f"MASK_PROMPTS must be [objects, height, width], got {list(masks.shape)}")
+    return {obj_id: masks[row].astype(bool) for row, obj_id in enumerate(ids)}
+
+
+def _scalar(name: str, array: np.ndarray):
+    if array.size != 1:
+        raise InputError(f"{name} must hold exactly one value, got shape {list(array.shape)}")
+    return array.reshape(-1)[0]
+
+
+def _options(tensors: Mapping[str, Optional[np.ndarray]], samurai_defaults: SamuraiSettings
+             ) -> SequenceOptions:
+    num_frames = None
+    if tensors.get(NUM_FRAMES) is not None:
+        value = _scalar(NUM_FRAMES, tensors[NUM_FRAMES])
+        if not np.issubdtype(type(value), np.integer) or int(value) < 1:
+            raise InputError(f"NUM_FRAMES is {value}: must be an integer >= 1")
+        num_frames = int(value)
+    overrides = {setting: _scalar(name, tensors[name]) for name, setting in SAMURAI_INPUTS.items()
+                 if tensors.get(name) is not None}
+    samurai = tensors.get(SAMURAI) is not None and bool(_scalar(SAMURAI, tensors[SAMURAI]))
+    if overrides and not samurai:
+        raise InputError(f"SAMURAI settings {sorted(overrides)} were sent without SAMURAI = true")
+    settings = samurai_defaults.with_overrides(overrides) if samurai else None
+    return SequenceOptions(num_frames=num_frames, samurai=settings)
+
+
+def parse_frame_request(
+    sequence_id: int,
+    start: bool,
+    end: bool,
+    tensors: Mapping[str, Optional[np.ndarray]],
+    image: Optional[np.ndarray],
+    samurai_defaults: SamuraiSettings,
+) -> FrameRequest:
+    """A FrameRequest from the request's optional tensors (name -> array or None) and its
+    already decoded frame; InputError naming the first problem."""
+    if not start:
+        late = [name for name in START_ONLY_INPUTS if tensors.get(name) is not None]
+        if late:
+            raise InputError(f"{', '.join(late)} can only be sent with the sequence's START request")
+    frame_index = None
+    if tensors.get("FRAME_INDEX") is not None:
+        value = _scalar("FRAME_INDEX", tensors["FRAME_INDEX"])
+        if not np.issubdtype(type(value), np.integer) or int(value) < 0:
+            raise InputError(f"FRAME_INDEX is {value}: must be an integer >= 0")
+        frame_index = int(value)
+    remove = []
+    if tensors.get("REMOVE_OBJ_IDS") is not None:
+        remove = _object_ids("REMOVE_OBJ_IDS", tensors["REMOVE_OBJ_IDS"])
+    request = FrameRequest(
+        sequence_id=int(sequence_id),
+        start=bool(start),
+        end=bool(end),
+        image=image,
+        frame_index=frame_index,
+        points=_point_prompts(tensors),
+        boxes=_box_prompts(tensors),
+        masks=_mask_prompts(tensors),
+        remove=remove,
+        options=_options(tensors, samurai_defaults) if start else SequenceOptions(),
+    )
+    both = sorted(set(request.masks) & (set(request.points) | set(request.boxes)))
+    if both:
+        raise InputError(f"objects {both} have a mask prompt and points/boxes: a mask prompt "
+                         "stands alone")
+    return request
+
+
+class VideoRequestHandler:
+    """Applies FrameRequests to the trackers of a SequenceStore."""
+
+    def __init__(self, store: SequenceStore, settings: VideoSettings, limits: RequestLimits) -> None:
+        self.store = store
+        self.settings = settings
+        self.limits = limits
+
+    def handle(self, request: FrameRequest) -> Optional[FrameResult]:
+        """Track / correct as the request says; None when it tracks nothing."""
+        self.store.evict_idle()
+        try:
+            if request.start:
+                tracker = self.store.start(request.sequence_id, request.options)
+            else:
+                tracker = self.store.get(request.sequence_id)
+            return self._apply(tracker, request)
+        finally:
+            if request.end:
+                self.store.end(request.sequence_id)
+            else:  # idle time counts from the end of the last request, not its start
+                self.store.touch(request.sequence_id)
+
+    def state_bytes(self, sequence_id: int) -> int:
+        try:
+            return self.store.get(sequence_id).nbytes
+        except InputError:  # ended with this request
+            return 0
+
+    # -- checks, then changes ---------------------------------------------------------------
+
+    def _apply(self, tracker: VideoTracker, request: FrameRequest) -> Optional[FrameResult]:
+        frame_idx, size = self._check(tracker, request)
+        for obj_id in request.remove:
+            tracker.remove_object(obj_id)
+        if frame_idx is None:
+            return None
+        try:
+            for obj_id in request.prompted_ids:
+                points = request.points.get(obj_id)
+                tracker.add_prompt(
+                    frame_idx,
+                    obj_id,
+                    points=None if points is None else points.coords,
+                    labels=None if points is None else points.labels,
+                    box=request.boxes.get(obj_id),
+                    mask=request.masks.get(obj_id),
+                )
+            if request.image is not None:
+                return tracker.track(frame_idx, request.image)
+            return tracker.correct(frame_idx)
+        except BaseException:
+            tracker.discard_pending()
+            raise
+
+    def _check(self, tracker: VideoTracker, request: FrameRequest
+               ) -> Tuple[Optional[int], Optional[Tuple[int, int]]]:
+        """(frame to track or correct, its size), or (None, None); InputError if the request
+        does not fit the sequence."""
+        known = set(tracker.obj_ids)
+        unknown = [obj_id for obj_id in request.remove if obj_id not in known]
+        if unknown:
+            raise InputError(f"cannot remove objects {unknown}: the sequence tracks "
+                             f"{sorted(known) or 'no objects'}")
+        after = (known - set(request.remove)) | set(request.prompted_ids)
+        if len(after) > self.settings.max_objects:
+            raise InputError(f"a sequence tracks at most {self.settings.max_objects} objects; this "
+                             f"request would make it {len(after)}")
+        last = tracker.last_frame
+        if request.image is not None:
+            frame_idx = last + 1 if request.frame_index is None else request.frame_index
+            if frame_idx <= last:
+                raise InputError(f"FRAME_INDEX {frame_idx} is not after the last tracked frame {last}: "
+                                 "frames must come in increasing order (send prompts without an "
+                                 "image to correct the last frame)")
+            if tracker.num_frames is not None and frame_idx >= tracker.num_frames:
+                raise InputError(f"frame {frame_idx} is beyond NUM_FRAMES = {tracker.num_frames}")
+            size = tuple(int(s) for s in request.image.shape[:2])
+            if tracker.frame_size is not None and size != tuple(tracker.frame_size):
+                height, width = tracker.frame_size
+                raise InputError(f"frame {frame_idx} is {size[1]}x{size[0]} but this sequence's frames "
+                                 f"are {width}x{height}: every frame must have the first frame's size")
+        elif request.prompted_ids:
+            if last < 0:
+                raise InputError("prompts without an image correct the last tracked frame, and no frame "
+                                 "was tracked yet: send the frame (IMAGE or IMAGE_RAW) with its prompts")
+            frame_idx = last if request.frame_index is None else request.frame_index
+            if frame_idx != last:
+                raise InputError(f"without an image, prompts correct the last tracked frame ({last}); "
+                                 f"FRAME_INDEX is {frame_idx}. Send the image to prompt a new frame")
+            size = tuple(tracker.frame_size)
+        else:
+            if request.frame_index is not None:
+                raise InputError("FRAME_INDEX was sent without an image or prompts")
+            return None, None
+        self._check_prompts(request, size)
+        return frame_idx, size
+
+    def _check_prompts(self, request: FrameRequest, size: Tuple[int, int]) -> None:
+        margin = self.limits.point_margin
+        for obj_id, prompt in request.points.items():
+            check_within_image(f"POINT_COORDS of object {obj_id}", prompt.coords, size, margin)
+            count = prompt.labels.shape[0] + (2 if obj_id in request.boxes else 0)
+            if count > self.limits.max_points:
+                raise InputError(f"object {obj_id} has {count} prompt points (a box counts 2); "
+                                 f"at most {self.limits.max_points}")
+        for obj_id, box in request.boxes.items():
+            check_within_image(f"BOXES of object {obj_id}", box.reshape(2, 2), size, margin)
+            if box[2] < box[0] or box[3] < box[1]:
+                raise InputError(f"box of object {obj_id} is {box.tolist()}: need x0 <= x1 and y0 <= y1")
+        for obj_id, mask in request.masks.items():
+            if tuple(mask.shape) != tuple(size):
+                raise InputError(f"mask prompt of object {obj_id} is {mask.shape[1]}x{mask.shape[0]}; "
+                                 f"the frame is {size[1]}x{size[0]}")
+
+
+def result_tensors(result: Optional[FrameResult], size: Optional[Tuple[int, int]], state_bytes: int
+                   ) -> Dict[str, np.ndarray]:
+    """The response tensors (client/contract.py, track_video outputs), rows by ascending id."""
+    if result is None:
+        height, width = size or (0, 0)
+        return {
+            "OBJ_IDS": np.zeros((0,), np.int64),
+            "MASKS": np.zeros((0, height, width), bool),
+            "SCORES": np.zeros((0,), np.float32),
+            "OBJECT_SCORE_LOGITS": np.zeros((0,), np.float32),
+            "PRESENT": np.zeros((0,), bool),
+            "MASK_BOXES": np.zeros((0, 4), np.float32),
+            "TRACKED_FRAME": np.array([-1], np.int64),
+            "STATE_BYTES": np.array([state_bytes], np.int64),
+        }
+    order = np.argsort(np.asarray(result.obj_ids, dtype=np.int64), kind="stable")
+    return {
+        "OBJ_IDS": np.asarray(result.obj_ids, dtype=np.int64)[order],
+        "MASKS": np.ascontiguousarray(result.masks[order], dtype=bool),
+        "SCORES": result.scores[order].astype(np.float32),
+        "OBJECT_SCORE_LOGITS": result.object_score_logits[order].astype(np.float32),
+        "PRESENT": result.present[order].astype(bool),
+        "MASK_BOXES": result.boxes[order].astype(np.float32),
+        "TRACKED_FRAME": np.array([result.frame_idx], np.int64),
+        "STATE_BYTES": np.array([state_bytes], np.int64),
+    }

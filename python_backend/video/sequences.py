@@ -1,0 +1,199 @@
+"""Video sequences a server holds at once: one `VideoTracker` per Triton correlation id.
+
+Triton's sequence batcher routes every request of a sequence to one model instance and marks
+the first (START) and last (END) request, but it never tells the model that a sequence went
+idle: when `max_sequence_idle_microseconds` passes it silently forgets the sequence. The store
+therefore evicts idle sequences itself, with the same timeout, and remembers recently evicted
+or ended ids so that a late request gets an error saying what happened:
+
+    store = SequenceStore(make_tracker, VideoSettings(...))
+    tracker = store.start(corrid, SequenceOptions(num_frames=None, samurai=None))
+    tracker = store.get(corrid)     # InputError if unknown, ended or evicted
+    store.end(corrid)               # frees the tracker at once
+    store.evict_idle()              # called on every request and by a timer in the model
+
+Thread-safe: the Triton model may call `evict_idle` from a timer thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional
+
+from sam2_triton.python_backend.errors import InputError
+from sam2_triton.python_backend.samurai import SamuraiSettings
+from sam2_triton.python_backend.video.tracker import VideoTracker
+
+FORGOTTEN_IDS_KEPT = 4096  # ended / evicted ids remembered for the error message
+PREPROCESSING_MODES = ("video", "image")
+MEMORY_STORAGES = ("bfloat16", "float32")
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """Per-deployment limits of the video model (configs/serving.yaml, section `video`)."""
+
+    max_objects: int  # objects per sequence
+    max_sequences: int  # sequences held at once (Triton's max_candidate_sequences)
+    idle_timeout_s: float  # a sequence idle this long is evicted
+    preprocessing: str  # "video" (SAM2VideoPredictor's frame loading) or "image"
+    memory_storage: str  # "bfloat16" (as SAM 2 stores memories) or "float32"
+
+    def __post_init__(self) -> None:
+        if self.max_objects < 1 or self.max_sequences < 1:
+            raise ValueError("max_objects and max_sequences must be >= 1")
+        if not self.idle_timeout_s > 0:
+            raise ValueError(f"idle_timeout_s must be > 0, not {self.idle_timeout_s}")
+        if self.preprocessing not in PREPROCESSING_MODES:
+            raise ValueError(f"preprocessing must be one of {PREPROCESSING_MODES}")
+        if self.memory_storage not in MEMORY_STORAGES:
+            raise ValueError(f"memory_storage must be one of {MEMORY_STORAGES}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> "VideoSettings":
+        """From serving.yaml's `video` section or a model's string parameters."""
+        try:
+            return cls(
+                max_objects=int(values["max_objects"]),
+                max_sequences=int(values["max_sequences"]),
+                idle_timeout_s=float(values["idle_timeout_s"]),
+                preprocessing=str(values["preprocessing"]),
+                memory_storage=str(values["memory_storage"]),
+            )
+        except KeyError as exc:
+            raise ValueError(f"video settings lack {exc}") from None
+
+    def as_parameters(self) -> Dict[str, str]:
+        return {name: str(getattr(self, name)) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class SequenceOptions:
+    """What a sequence may choose at START."""
+
+    num_frames: Optional[int] = None  # the video's length when known (None: a stream)
+    samurai: Optional[SamuraiSettings] = None  # None: plain SAM 2
+
+
+@dataclass
+class _Entry:
+    tracker: VideoTracker
+    last_used: float
+
+
+class SequenceStore:
+    """Trackers by correlation id, bounded in number, evicted after `idle_timeout_s`."""
+
+    def __init__(
+        self,
+        make_tracker: Callable[[SequenceOptions], VideoTracker],
+        settings: VideoSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.make_tracker = make_tracker
+        self.settings = settings
+        self.clock = clock
+        self._entries: Dict[int, _Entry] = {}
+        self._forgotten: "OrderedDict[int, str]" = OrderedDict()  # id -> why it is gone
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, sequence_id: int) -> bool:
+        with self._lock:
+            return sequence_id in self._entries
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes all held trackers keep (memory banks, caches)."""
+        with self._lock:
+            return sum(entry.tracker.nbytes for entry in self._entries.values())
+
+    def start(self, sequence_id: int, options: SequenceOptions) -> VideoTracker:
+        """A fresh tracker for `sequence_id` (a START replaces whatever the id held)."""
+        with self._lock:
+            self._entries.pop(sequence_id, None)
+            self._forgotten.pop(sequence_id, None)
+            if len(self._entries) >= self.settings.max_sequences:
+                self.evict_idle()
+            if len(self._entries) >= self.settings.max_sequences:
+                raise InputError(
+                    f"the server holds {len(self._entries)} video sequences, its maximum: end one "
+                    "or wait for an idle one to be evicted"
+                )
+            tracker = self.make_tracker(options)
+            self._entries[sequence_id] = _Entry(tracker, self.clock())
+            return tracker
+
+    def get(self, sequence_id: int) -> VideoTracker:
+        """The tracker of a started sequence; InputError saying why if there is none."""
+        with self._lock:
+            entry = self._entries.get(sequence_id)
+            if entry is None:
+                why = self._forgotten.get(sequence_id, "was never started (send START first)")
+                raise InputError(f"video sequence {sequence_id} {why}")
+            entry.last_used = self.clock()
+            return entry.tracker
+
+    def touch(self, sequence_id: int) -> None:
+        """Restart the idle clock of a held sequence (after a request finished)."""
+        with self._lock:
+            entry = self._entries.get(sequence_id)
+            if entry is not None:
+                entry.last_used = self.clock()
+
+    def end(self, sequence_id: int) -> bool:
+        """Free the sequence at once; True if it was held."""
+        with self._lock:
+            held = self._entries.pop(sequence_id, None) is not None
+            self._remember(sequence_id, "has ended (END was sent); start a new sequence with START")
+            return held
+
+    def evict_idle(self) -> List[int]:
+        """Drop sequences idle for `idle_timeout_s` or longer; return their ids."""
+        timeout = self.settings.idle_timeout_s
+        with self._lock:
+            now = self.clock()
+            idle = [sid for sid, entry in self._entries.items() if now - entry.last_used >= timeout]
+            for sequence_id in idle:
+                del self._entries[sequence_id]
+                self._remember(
+                    sequence_id,
+                    f"was evicted after {timeout:g} s without a request; start it again with START",
+                )
+            return idle
+
+    def _remember(self, sequence_id: int, why: str) -> None:
+        self._forgotten[sequence_id] = why
+        self._forgotten.move_to_end(sequence_id)
+        while len(self._forgotten) > FORGOTTEN_IDS_KEPT:
+            self._forgotten.popitem(last=False)
+
+
+class IdleEvictor:
+    """A daemon thread calling `store.evict_idle()` every `interval_s`, so idle sequences are
+    freed even when no request arrives. `stop()` ends it (the model's finalize)."""
+
+    def __init__(self, store: SequenceStore, interval_s: float) -> None:
+        self.store = store
+        self.interval_s = float(interval_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sam2-video-evictor", daemon=True)
+
+    def start(self) -> "IdleEvictor":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.store.evict_idle()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval_s + 1.0)
