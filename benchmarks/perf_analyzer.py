@@ -1,7 +1,15 @@
-"""Drive the served `segment` ensemble with perf_analyzer, using real image bytes as input.
+"""Drive the served models with perf_analyzer, using real image / frame bytes as input.
 
     python -m sam2_triton.benchmarks.perf_analyzer --url localhost:8001 --protocol grpc \
         --image photo.jpg --point 320,240 --csv perf.csv
+
+    python -m sam2_triton.benchmarks.perf_analyzer --model track_video --video frames_dir \
+        --sequence-length 8 --point 320,240 --concurrency 2 --csv perf_video.csv
+
+The first drives the `segment` ensemble. The second drives the `track_video` sequence model:
+perf_analyzer sends sequences of `--sequence-length` requests (START on the first, END on the
+last), each a real frame (JPEG / PNG files of `--video`, sorted by name, or a synthetic moving
+shape), the first one also with a click on object 1; `--concurrency` sequences run at once.
 
 Writes perf_analyzer's `--input-data` JSON (the encoded image as base64 BYTES, one click as
 POINT_COORDS / POINT_LABELS) and runs the `perf_analyzer` binary that tritonclient[all] 2.51
@@ -49,15 +57,48 @@ def write_input_data(path: Path, image: bytes, point: Tuple[float, float]) -> Pa
     """perf_analyzer --input-data JSON for `segment`: one image, one foreground click."""
     data = {
         "data": [{
-            # BYTES given as base64 of the raw tensor payload: 4-byte little-endian length
-            # prefix, then the element's bytes.
-            "IMAGE": {"b64": base64.b64encode(len(image).to_bytes(4, "little") + image).decode("ascii"),
-                      "shape": [1]},
+            "IMAGE": _bytes_tensor(image),
             "POINT_COORDS": {"content": [float(point[0]), float(point[1])], "shape": [1, 1, 2]},
             "POINT_LABELS": {"content": [1], "shape": [1, 1]},
         }]
     }
     path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def _bytes_tensor(data: bytes) -> dict:
+    # BYTES as base64 of the raw tensor payload: 4-byte little-endian length, then the bytes.
+    return {"b64": base64.b64encode(len(data).to_bytes(4, "little") + data).decode("ascii"), "shape": [1]}
+
+
+def synthetic_frames(count: int, width: int = 640, height: int = 480) -> List[bytes]:
+    """PNG frames of a disc moving right over a gradient (something to track)."""
+    from PIL import Image, ImageDraw
+
+    yy, xx = np.mgrid[0:height, 0:width]
+    background = np.stack([(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)),
+                           np.full_like(xx, 96)], axis=-1).astype(np.uint8)
+    frames = []
+    for t in range(count):
+        image = Image.fromarray(background)
+        cx, cy, r = width * 0.5 + 4 * t, height * 0.5, height * 0.15
+        ImageDraw.Draw(image).ellipse([cx - r, cy - r, cx + r, cy + r], fill=(230, 40, 40))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        frames.append(buffer.getvalue())
+    return frames
+
+
+def write_sequence_input_data(path: Path, frames: Sequence[bytes], point: Tuple[float, float]) -> Path:
+    """perf_analyzer --input-data JSON for `track_video`: one stream, a frame per step, a click
+    on object 1 with the first frame."""
+    steps = [{"IMAGE": _bytes_tensor(frame)} for frame in frames]
+    steps[0].update({
+        "POINT_OBJ_IDS": {"content": [1], "shape": [1]},
+        "POINT_COORDS": {"content": [float(point[0]), float(point[1])], "shape": [1, 1, 2]},
+        "POINT_LABELS": {"content": [1], "shape": [1, 1]},
+    })
+    path.write_text(json.dumps({"data": [steps]}), encoding="utf-8")
     return path
 
 
@@ -111,17 +152,56 @@ def run(
                               timeout=timeout_s)
 
 
+def run_sequences(
+    url: str, protocol: str = "grpc", frames: Optional[Sequence[bytes]] = None,
+    point: Tuple[float, float] = (320, 240), sequence_length: int = 8, csv: Optional[Path] = None,
+    concurrency: int = 1, request_count: int = 16, timeout_s: float = 3600,
+) -> subprocess.CompletedProcess:
+    """perf_analyzer on `track_video`: sequences of `sequence_length` real frames."""
+    frames = list(frames or synthetic_frames(sequence_length))
+    if len(frames) < sequence_length:
+        raise ValueError(f"{len(frames)} frames for sequences of {sequence_length}")
+    with tempfile.TemporaryDirectory(prefix="sam2-perf-") as tmp:
+        data = write_sequence_input_data(Path(tmp) / "input.json", frames[:sequence_length], point)
+        command = perf_analyzer_command(
+            url, protocol, data, model="track_video", csv=csv, concurrency=concurrency,
+            request_count=request_count,
+            extra=["--sequence-length", str(sequence_length), "--sequence-length-variation", "0",
+                   "--sequence-id-range", "1:1000000"],
+        )
+        print("+", " ".join(command), flush=True)
+        return subprocess.run(command, env=perf_analyzer_environment(), capture_output=True, text=True,
+                              timeout=timeout_s)
+
+
+def read_frames(folder: Path) -> List[bytes]:
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not paths:
+        raise FileNotFoundError(f"no .jpg / .jpeg / .png frames in {folder}")
+    return [p.read_bytes() for p in paths]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="localhost:8001")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    parser.add_argument("--model", choices=("segment", "track_video"), default="segment")
     parser.add_argument("--image", type=Path, help="image file (default: synthetic 640x480 PNG)")
+    parser.add_argument("--video", type=Path, help="track_video: folder of frames (default: synthetic)")
+    parser.add_argument("--sequence-length", type=int, default=8, help="track_video: frames per sequence")
     parser.add_argument("--point", default="320,240", help="click x,y in pixels")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--request-count", type=int, default=10, help="requests per measurement window")
     parser.add_argument("--csv", type=Path, help="write perf_analyzer's CSV report here")
     args = parser.parse_args(argv)
     x, y = (float(v) for v in args.point.split(","))
+    if args.model == "track_video":
+        result = run_sequences(args.url, args.protocol, read_frames(args.video) if args.video else None,
+                               (x, y), args.sequence_length, args.csv, args.concurrency,
+                               args.request_count)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        return result.returncode
     result = run(args.url, args.protocol, args.image.read_bytes() if args.image else None, (x, y),
                  args.csv, args.concurrency, args.request_count)
     sys.stdout.write(result.stdout)

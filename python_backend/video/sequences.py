@@ -154,6 +154,12 @@ class SequenceStore:
             self._remember(sequence_id, "has ended (END was sent); start a new sequence with START")
             return held
 
+    def discard(self, sequence_id: int, why: str) -> None:
+        """Drop the sequence's state (e.g. its START request was refused), remembering why."""
+        with self._lock:
+            self._entries.pop(sequence_id, None)
+            self._remember(sequence_id, why)
+
     def evict_idle(self) -> List[int]:
         """Drop sequences idle for `idle_timeout_s` or longer; return their ids."""
         timeout = self.settings.idle_timeout_s

@@ -64,9 +64,11 @@ class TritonPythonModel:
             image = read_optional_image(request, self.limits)
             tensors = {name: optional_input(request, name) for name in OPTIONAL_INPUTS}
             frame = parse_frame_request(corrid, start, end, tensors, image, self.samurai_defaults)
-        except InputError:
+        except InputError as exc:
             if end:  # a bad last request still ends its sequence
                 self.store.end(corrid)
+            elif start:  # a refused START must not leave an earlier state under this id
+                self.store.discard(corrid, f"could not start ({exc}); send START again")
             raise
         result = self.handler.handle(frame)
         size = None if image is None else image.shape[:2]

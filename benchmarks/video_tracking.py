@@ -1,0 +1,196 @@
+"""Served video tracking against the official SAM2VideoPredictor, in one run, same machine.
+
+    python -m sam2_triton.benchmarks.video_tracking --export-dir artifacts/tiny --model tiny \
+        [--checkpoint F | --random-weights] [--frames 10] [--size 640x480] [--protocol grpc]
+
+Frames per second of tracking a video from its JPEG files, prompts on frame 0:
+  - 1 object and 3 objects: the reference `init_state` (loads and resizes the frames) +
+    `add_new_points_or_box` + `propagate_in_video` in this process, against one served
+    sequence (`track_video`) fed the same JPEG bytes frame by frame through the client;
+  - 4 sequences (1 object each, 4 different videos): the reference tracks them one after the
+    other (one process, as a user of the offline predictor would), the served ones run
+    concurrently from four clients. FPS = all frames / wall time.
+The server is the one carried by nvidia-pytriton on a CPU-profile repository built from the
+export. Reference and served runs alternate (shared VMs drift); `--repeat` runs each case
+that many times and reports the median. Weights do not change the speed (the test checkpoint's
+objects are present, so every frame runs the full memory path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sam2_triton.benchmarks.networks import add_model_arguments
+from sam2_triton.client import Sam2Client
+from sam2_triton.configs import get_model, get_profile
+from sam2_triton.export.checkpoints import build_sam2_model
+from sam2_triton.serving.local_server import LocalTritonServer
+from sam2_triton.serving.repository import build_repository
+
+JPEG_QUALITY = 95
+
+
+def write_video(folder: Path, num_frames: int, width: int, height: int, seed: int) -> List[Path]:
+    """JPEG frames of three shapes moving over a textured background; returns their paths."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    background = np.stack([
+        80 + 40 * np.sin(xx / (17.0 + seed)), 90 + 40 * np.cos(yy / 23.0), np.full_like(xx, 110.0)
+    ], axis=-1)
+    starts = rng.uniform(0.2, 0.6, size=(3, 2)) * (width, height)
+    colours = ((230, 60, 40), (40, 200, 230), (240, 220, 60))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for t in range(num_frames):
+        frame = background.copy()
+        for k, ((x, y), colour) in enumerate(zip(starts, colours)):
+            cx, cy = x + 4 * t * (k + 1), y + 3 * t
+            frame[(xx - cx) ** 2 + (yy - cy) ** 2 <= (height / 10) ** 2] = colour
+        path = folder / f"{t:05d}.jpg"
+        Image.fromarray(frame.clip(0, 255).astype(np.uint8)).save(path, quality=JPEG_QUALITY)
+        paths.append(path)
+    return paths
+
+
+def object_clicks(num_objects: int, width: int, height: int, seed: int) -> Dict[int, Tuple[float, float]]:
+    """A click on each of the first `num_objects` shapes of `write_video`'s frame 0."""
+    rng = np.random.default_rng(seed)
+    starts = rng.uniform(0.2, 0.6, size=(3, 2)) * (width, height)
+    return {k + 1: (float(starts[k, 0]), float(starts[k, 1])) for k in range(num_objects)}
+
+
+def reference_run(model, folder: Path, clicks: Dict[int, Tuple[float, float]]) -> int:
+    """Track the video offline; returns the number of frames with masks."""
+    with torch.inference_mode():
+        state = model.init_state(str(folder))
+        for obj_id, xy in clicks.items():
+            model.add_new_points_or_box(state, 0, obj_id=obj_id, points=[xy], labels=[1])
+        return sum(1 for _ in model.propagate_in_video(state))
+
+
+def served_run(url: str, protocol: str, paths: Sequence[Path],
+               clicks: Dict[int, Tuple[float, float]]) -> int:
+    """Track the video through the server, frame by frame from its JPEG bytes."""
+    points = {obj_id: ([xy], [1]) for obj_id, xy in clicks.items()}
+    with Sam2Client(url, protocol) as client, client.video_session(num_frames=len(paths)) as video:
+        frames = (path.read_bytes() for path in paths)
+        return sum(1 for _ in video.track_frames(frames, {0: {"points": points}}))
+
+
+def timed(fn: Callable[[], int]) -> Tuple[float, int]:
+    start = time.perf_counter()
+    frames = fn()
+    return time.perf_counter() - start, frames
+
+
+def concurrently(fns: Sequence[Callable[[], int]]) -> int:
+    counts = [0] * len(fns)
+    errors: List[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            counts[i] = fns[i]()
+        except BaseException as exc:  # re-raised in the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(fns))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return sum(counts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
+    parser.add_argument("--frames", type=int, default=10, help="frames per video")
+    parser.add_argument("--size", default="640x480", help="frame size WxH")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--sequences", type=int, default=4, help="concurrent sequences")
+    parser.add_argument("--cases", default="1,3,seq", help="comma list of 1, 3, seq")
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="grpc")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
+
+    model = build_sam2_model(get_model(args.model), checkpoint=args.checkpoint,
+                             random_weights=args.random_weights)
+    if not isinstance(model, SAM2VideoPredictor):
+        raise SystemExit("the reference model is not a SAM2VideoPredictor")
+    results: Dict[str, object] = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "model": args.model, "frames": args.frames, "size": f"{width}x{height}",
+        "protocol": args.protocol, "repeat": args.repeat,
+    }
+    with tempfile.TemporaryDirectory(prefix="sam2-video-bench-") as tmp:
+        videos = [write_video(Path(tmp) / f"video{i}", args.frames, width, height, seed=i)
+                  for i in range(max(args.sequences, 1))]
+        repository = build_repository(args.export_dir, Path(tmp) / "repository", get_profile("cpu"))
+        with LocalTritonServer(repository, args.http_port, args.grpc_port, args.metrics_port):
+            url = f"localhost:{args.grpc_port if args.protocol == 'grpc' else args.http_port}"
+            one_click = object_clicks(1, width, height, 0)
+            served_run(url, args.protocol, videos[0][:2], one_click)  # warm-up (sessions, BLS)
+            reference_run(model, videos[0][0].parent, one_click)
+            for case in cases:
+                if case in ("1", "3"):
+                    clicks = object_clicks(int(case), width, height, 0)
+                    folder = videos[0][0].parent
+                    reference = lambda c=clicks, f=folder: reference_run(model, f, c)  # noqa: E731
+                    served = lambda c=clicks: served_run(url, args.protocol, videos[0], c)  # noqa: E731
+                    key = f"{case}_object" + ("s" if case == "3" else "")
+                elif case == "seq":
+                    clicks = [object_clicks(1, width, height, i) for i in range(args.sequences)]
+
+                    def reference(c=clicks):
+                        return sum(reference_run(model, videos[i][0].parent, c[i])
+                                   for i in range(args.sequences))
+
+                    def served(c=clicks):
+                        return concurrently([
+                            (lambda i=i: served_run(url, args.protocol, videos[i], c[i]))
+                            for i in range(args.sequences)])
+
+                    key = f"{args.sequences}_sequences"
+                else:
+                    raise SystemExit(f"unknown case {case!r}")
+                runs = {"reference": [], "served": []}
+                for _ in range(args.repeat):
+                    for side, fn in (("reference", reference), ("served", served)):
+                        seconds, frames = timed(fn)
+                        runs[side].append(frames / seconds)
+                        print(f"{key:14s} {side:9s} {frames} frames in {seconds:7.1f} s = "
+                              f"{frames / seconds:.3f} FPS", flush=True)
+                fps = {side: statistics.median(values) for side, values in runs.items()}
+                results[key] = {"reference_fps": fps["reference"], "served_fps": fps["served"],
+                                "ratio": fps["served"] / fps["reference"], "runs": runs}
+    print(f"\n{'':14s}{'reference FPS':>15s}{'served FPS':>12s}{'ratio':>8s}")
+    for key, value in results.items():
+        if isinstance(value, dict):
+            print(f"{key:14s}{value['reference_fps']:15.3f}{value['served_fps']:12.3f}{value['ratio']:8.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

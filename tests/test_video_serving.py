@@ -1,0 +1,312 @@
+"""The track_video sequence model on a real Triton server (the `served` fixture, CPU profile).
+
+Requests are built with tritonclient directly, so these tests pin the wire contract
+(client/contract.py, model_repository/README.md); the client library has its own tests.
+
+* parity: 8 frames, 2 objects (a click, a box) on frame 0, against SAM2VideoPredictor;
+* isolation: four sequences interleaved from four clients give what each gives alone;
+* bad input: each mistake gets a per-request error naming it, and the server stays healthy.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+from test_video_tracking import BOX, CLICK, HEIGHT, NUM_FRAMES, WIDTH, iou, synthetic_frames
+
+MODEL = "track_video"
+_next_id = iter(range(1000, 10**6))
+
+
+def png(frame: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class Sequence:
+    """One video sequence over raw tritonclient calls (HTTP or gRPC)."""
+
+    def __init__(self, url: str, protocol: str) -> None:
+        module = __import__(f"tritonclient.{protocol}", fromlist=["InferenceServerClient"])
+        self.module = module
+        self.client = module.InferenceServerClient(url)
+        self.sequence_id = next(_next_id)
+        self.started = False
+
+    def send(self, frame=None, *, start=None, end=False, encoded=True, **tensors):
+        start = (not self.started) if start is None else start
+        arrays = dict(tensors)
+        if frame is not None:
+            if encoded:
+                arrays["IMAGE"] = np.array([png(frame)], dtype=np.object_)
+            else:
+                arrays["IMAGE_RAW"] = frame
+        inputs = []
+        for name, array in arrays.items():
+            array = np.asarray(array)
+            dtype = "BYTES" if array.dtype == np.object_ else self.module_dtype(array)
+            tensor = self.module.InferInput(name, list(array.shape), dtype)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        result = self.client.infer(MODEL, inputs, sequence_id=self.sequence_id,
+                                   sequence_start=start, sequence_end=end)
+        self.started = True
+        names = ("OBJ_IDS", "MASKS", "SCORES", "OBJECT_SCORE_LOGITS", "PRESENT", "MASK_BOXES",
+                 "TRACKED_FRAME", "STATE_BYTES")
+        return {name: result.as_numpy(name) for name in names}
+
+    @staticmethod
+    def module_dtype(array: np.ndarray) -> str:
+        from tritonclient.utils import np_to_triton_dtype
+
+        return np_to_triton_dtype(array.dtype)
+
+
+def click_prompt(obj_id: int, xy, label: int = 1) -> dict:
+    return dict(POINT_OBJ_IDS=np.array([obj_id], np.int64),
+                POINT_COORDS=np.array([[xy]], np.float32),
+                POINT_LABELS=np.array([[label]], np.int32))
+
+
+def box_prompt(obj_id: int, box) -> dict:
+    return dict(BOX_OBJ_IDS=np.array([obj_id], np.int64), BOXES=np.array([box], np.float32))
+
+
+def reference_logits(model, frames_dir, num_frames):
+    """{frame: mask logits [2, H, W]} of SAM2VideoPredictor (obj 1 click, obj 2 box, frame 0)."""
+    import torch
+
+    with torch.inference_mode():
+        state = model.init_state(str(frames_dir))
+        model.add_new_points_or_box(state, 0, obj_id=1, points=CLICK[0], labels=CLICK[1])
+        model.add_new_points_or_box(state, 0, obj_id=2, box=BOX)
+        out = {t: (list(ids), logits[:, 0].float().numpy())
+               for t, ids, logits in model.propagate_in_video(state)}
+    assert sorted(out) == list(range(num_frames))
+    return out
+
+
+@pytest.mark.slow
+def test_served_tracking_matches_sam2_video_predictor(served, tmp_path):
+    from PIL import Image
+
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    frames = synthetic_frames(NUM_FRAMES)
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(frames_dir / f"{t:05d}.jpg", quality=95)
+    # the server gets the JPEG-decoded pixels the reference reads, losslessly (PNG)
+    decoded = [np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
+               for t in range(NUM_FRAMES)]
+
+    start = time.perf_counter()
+    reference = reference_logits(served.exported.model, frames_dir, NUM_FRAMES)
+    reference_s = time.perf_counter() - start
+
+    sequence = Sequence(served.grpc_url, "grpc")
+    start = time.perf_counter()
+    results = []
+    for t, frame in enumerate(decoded):
+        prompts = {}
+        if t == 0:
+            prompts = {**click_prompt(1, CLICK[0][0]), **box_prompt(2, BOX),
+                       "NUM_FRAMES": np.array([NUM_FRAMES], np.int64)}
+        results.append(sequence.send(frame, end=t == NUM_FRAMES - 1, **prompts))
+    served_s = time.perf_counter() - start
+
+    ious = []
+    for t, result in enumerate(results):
+        ref_ids, ref_logits = reference[t]
+        assert result["OBJ_IDS"].tolist() == ref_ids == [1, 2]
+        assert result["TRACKED_FRAME"].tolist() == [t]
+        masks = result["MASKS"]
+        assert masks.shape == (2, HEIGHT, WIDTH) and masks.dtype == bool
+        assert masks.any(axis=(1, 2)).all(), f"frame {t}: empty masks"
+        np.testing.assert_array_equal(result["PRESENT"], result["OBJECT_SCORE_LOGITS"] > 0)
+        ious.append([iou(masks[i], ref_logits[i] > 0) for i in range(2)])
+        for i in range(2):  # boxes are the masks' extents (inclusive pixels)
+            rows, cols = np.flatnonzero(masks[i].any(1)), np.flatnonzero(masks[i].any(0))
+            assert result["MASK_BOXES"][i].tolist() == [cols[0], rows[0], cols[-1], rows[-1]]
+    ious = np.array(ious)
+    print(f"\nreference {reference_s:.1f} s, served {served_s:.1f} s; IoU per frame "
+          f"(obj 1, obj 2):\n{np.array2string(ious, precision=5)}")
+    assert ious.min() >= 0.99
+    assert results[-1]["STATE_BYTES"][0] > 0
+
+
+# -- sequences do not leak into each other -----------------------------------------------------
+
+def video(seed: int, num_frames: int) -> list:
+    """A different video per seed: the synthetic one rolled and colour-shifted."""
+    return [np.roll(frame, shift=7 * seed, axis=1) ^ np.uint8(16 * seed)
+            for frame in synthetic_frames(num_frames)]
+
+
+def disc_click(obj_id: int, seed: int) -> dict:
+    return click_prompt(obj_id, [CLICK[0][0][0] + 7 * seed, CLICK[0][0][1]])
+
+
+def square_box(obj_id: int, seed: int) -> dict:
+    return box_prompt(obj_id, [BOX[0] + 7 * seed, BOX[1], BOX[2] + 7 * seed, BOX[3]])
+
+
+# (protocol, prompts on frame 0, START options, prompts on frame 1) per sequence (= seed)
+SCENARIOS = [
+    ("grpc", disc_click(1, 0), {}, {}),
+    ("http", square_box(4, 1), {}, {}),
+    ("grpc", {**disc_click(2, 2), **square_box(3, 2)},
+     {"SAMURAI": np.array([True]), "KF_SCORE_WEIGHT": np.array([0.4], np.float32)}, {}),
+    ("http", disc_click(5, 3), {"NUM_FRAMES": np.array([2], np.int64)}, click_prompt(6, [80, 60])),
+]
+ISOLATION_FRAMES = 2
+
+
+def run_scenario(served, index: int, barrier=None) -> list:
+    protocol, first, options, second = SCENARIOS[index]
+    url = served.grpc_url if protocol == "grpc" else served.http_url
+    sequence = Sequence(url, protocol)
+    frames = video(index, ISOLATION_FRAMES)
+    outputs = []
+    for t, frame in enumerate(frames):
+        if barrier is not None:
+            barrier.wait()
+        prompts = {**first, **options} if t == 0 else second
+        outputs.append(sequence.send(frame, encoded=index % 2 == 0,
+                                     end=t == ISOLATION_FRAMES - 1, **prompts))
+    return outputs
+
+
+@pytest.mark.slow
+def test_interleaved_sequences_give_what_each_gives_alone(served):
+    alone = [run_scenario(served, i) for i in range(len(SCENARIOS))]
+    together = [None] * len(SCENARIOS)
+    errors = []
+    barrier = threading.Barrier(len(SCENARIOS), timeout=600)
+
+    def worker(i):
+        try:
+            together[i] = run_scenario(served, i, barrier)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(SCENARIOS))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for i, (solo, mixed) in enumerate(zip(alone, together)):
+        for t, (a, b) in enumerate(zip(solo, mixed)):
+            assert a["OBJ_IDS"].tolist() == b["OBJ_IDS"].tolist()
+            assert a["MASKS"].any(), f"sequence {i} frame {t}: empty masks"
+            for name in ("MASKS", "SCORES", "OBJECT_SCORE_LOGITS", "MASK_BOXES"):
+                np.testing.assert_array_equal(a[name], b[name], err_msg=f"sequence {i} frame {t} {name}")
+    assert alone[2][0]["OBJ_IDS"].tolist() == [2, 3]  # SAMURAI with two objects
+    assert alone[3][1]["OBJ_IDS"].tolist() == [5, 6]  # an object added on frame 1
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+SMALL = synthetic_frames(1)[0][:48, :64]
+
+
+def expect_error(sequence: Sequence, match: str, frame=None, **kwargs) -> str:
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException) as info:
+        sequence.send(frame, **kwargs)
+    message = str(info.value)
+    assert match in message, message
+    return message
+
+
+def assert_healthy(served, protocol: str) -> None:
+    sequence = Sequence(served.grpc_url if protocol == "grpc" else served.http_url, protocol)
+    result = sequence.send(SMALL, end=True)  # no object: no network call
+    assert result["OBJ_IDS"].shape == (0,) and result["MASKS"].shape == (0, 48, 64)
+    assert sequence.client.is_server_ready() and sequence.client.is_model_ready(MODEL)
+
+
+def url(served, protocol):
+    return served.grpc_url if protocol == "grpc" else served.http_url
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_frame_without_start_and_after_end(served, protocol):
+    sequence = Sequence(url(served, protocol), protocol)
+    expect_error(sequence, "must specify the START flag", SMALL, start=False)
+    sequence.send(SMALL, start=True, end=True)
+    expect_error(sequence, "must specify the START flag", SMALL, start=False)
+    assert_healthy(served, protocol)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_removing_an_unknown_object(served, protocol):
+    sequence = Sequence(url(served, protocol), protocol)
+    sequence.send(SMALL)
+    expect_error(sequence, "cannot remove objects [7]: the sequence tracks no objects",
+                 REMOVE_OBJ_IDS=np.array([7], np.int64))
+    result = sequence.send(SMALL, end=True)  # the sequence is still usable
+    assert result["TRACKED_FRAME"].tolist() == [1]
+    assert_healthy(served, protocol)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_frame_size_must_not_change(served, protocol):
+    sequence = Sequence(url(served, protocol), protocol)
+    sequence.send(SMALL)
+    expect_error(sequence, "frame 1 is 60x40 but this sequence's frames are 64x48", SMALL[:40, :60])
+    result = sequence.send(SMALL, end=True)
+    assert result["TRACKED_FRAME"].tolist() == [1]
+    assert_healthy(served, protocol)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_corrupt_frame_bytes(served, protocol):
+    sequence = Sequence(url(served, protocol), protocol)
+    sequence.send(SMALL)
+    expect_error(sequence, "IMAGE", IMAGE=np.array([b"\x89PNG\r\n not an image"], dtype=np.object_))
+    result = sequence.send(SMALL, end=True)
+    assert result["TRACKED_FRAME"].tolist() == [1]
+    assert_healthy(served, protocol)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_too_many_objects(served, protocol):
+    from conftest import SERVED_VIDEO_SETTINGS
+
+    limit = SERVED_VIDEO_SETTINGS["max_objects"]
+    sequence = Sequence(url(served, protocol), protocol)
+    n = limit + 1
+    expect_error(sequence, f"at most {limit} objects; this request would make it {n}", SMALL,
+                 POINT_OBJ_IDS=np.arange(n, dtype=np.int64),
+                 POINT_COORDS=np.full((n, 1, 2), 10, np.float32),
+                 POINT_LABELS=np.ones((n, 1), np.int32))
+    assert_healthy(served, protocol)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_other_mistakes_name_the_problem(served, protocol):
+    sequence = Sequence(url(served, protocol), protocol)
+    expect_error(sequence, "prompts without an image correct the last tracked frame",
+                 **click_prompt(1, [5, 5]))
+    sequence.send(SMALL, start=True)
+    expect_error(sequence, "NUM_FRAMES can only be sent with the sequence's START",
+                 SMALL, NUM_FRAMES=np.array([4], np.int64))
+    expect_error(sequence, "FRAME_INDEX 0 is not after the last tracked frame 0", SMALL,
+                 FRAME_INDEX=np.array([0], np.int64))
+    expect_error(sequence, "lies far outside the 64x48 image", SMALL, **click_prompt(1, [500, 5]))
+    expect_error(sequence, "KF_SCORE_WEIGHT", SMALL, start=True, SAMURAI=np.array([True]),
+                 KF_SCORE_WEIGHT=np.array([3.0], np.float32))
+    # an END request that fails still ends the sequence
+    expect_error(sequence, "cannot remove objects [9]", end=True, REMOVE_OBJ_IDS=np.array([9], np.int64))
+    expect_error(sequence, "must specify the START flag", SMALL, start=False)
+    assert_healthy(served, protocol)
