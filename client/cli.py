@@ -1,8 +1,10 @@
-"""`sam2-triton-client`: segment an image with clicks or boxes, generate all masks, check health.
+"""`sam2-triton-client`: segment an image with clicks or boxes, generate all masks, track objects
+through a video, check health.
 
     sam2-triton-client segment cat.jpg --point 500,375 --point 1125,625,0 --output out/
     sam2-triton-client segment cat.jpg --box 75,275,1725,850 --box 425,600,700,875 --output out/
     sam2-triton-client generate cat.jpg --points-per-side 16 --output out/
+    sam2-triton-client track clip.mp4 --box 0:1:40,30,120,110 --point 0:2:200,90 --output out/
     sam2-triton-client health --url localhost:8001 --protocol grpc
 
 Problems (bad arguments, unreachable server, rejected request) are reported as one line,
@@ -12,17 +14,22 @@ Problems (bad arguments, unreachable server, rejected request) are reported as o
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
 from sam2_triton import rle
 from sam2_triton.client import contract, visualize
 from sam2_triton.client.client import Sam2Client
-from sam2_triton.client.images import load_rgb
+from sam2_triton.client.images import ImageLike, load_rgb
+from sam2_triton.client.results import VideoFrameResult
 from sam2_triton.client.transport import DEFAULT_TIMEOUT_S, DEFAULT_URLS, PROTOCOLS
+from sam2_triton.client.video import DEFAULT_MAX_IN_FLIGHT, FramePrompts
+from sam2_triton.client.video_io import FRAME_ENCODINGS, VideoWriter, encode_frame, open_frames
 from sam2_triton.errors import Sam2TritonError
 
 PROG = "sam2-triton-client"
@@ -31,6 +38,9 @@ JSON_FILE = "masks.json"
 MASK_DIR = "masks"
 CLICK_LABELS = (0, 1)  # background, foreground
 OUTPUT_HELP = f"folder for {OVERLAY_FILE}, {JSON_FILE} (COCO RLE) and {MASK_DIR}/*.png"
+VIDEO_OVERLAY_FILE = "overlay.mp4"
+MASK_FORMATS = ("png", "rle")
+DEFAULT_TRACK_OUTPUT = "track_output"
 
 
 class UsageError(Exception):
@@ -61,6 +71,21 @@ def parse_point(text: str) -> Tuple[float, float, int]:
     return x, y, label
 
 
+def parse_positive(kind):
+    """An argparse type: `kind` (int or float) > 0."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
 def parse_bool(text: str) -> bool:
     """'true' / 'false' (also 1 / 0, yes / no)."""
     value = text.strip().lower()
@@ -81,6 +106,72 @@ def parse_box(text: str) -> Tuple[float, float, float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not X0,Y0,X1,Y1") from None
     return x0, y0, x1, y1
+
+
+def _frame_and_object(text: str, head: Sequence[str], form: str) -> Tuple[int, int]:
+    try:
+        frame, obj_id = int(head[0]), int(head[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {form}") from None
+    if frame < 0 or obj_id < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: frame and object id must be >= 0")
+    return frame, obj_id
+
+
+def parse_frame_point(text: str) -> Tuple[int, int, float, float, int]:
+    """Parse `FRAME:OBJ:X,Y` or `FRAME:OBJ:X,Y:LABEL` -> (frame, obj_id, x, y, label)."""
+    form = "FRAME:OBJ:X,Y or FRAME:OBJ:X,Y:LABEL"
+    parts = text.split(":")
+    if len(parts) not in (3, 4):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {form}")
+    frame, obj_id = _frame_and_object(text, parts, form)
+    try:
+        x, y, label = parse_point(",".join(parts[2:]))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {form} (label 1 foreground, 0 background)"
+        ) from None
+    return frame, obj_id, x, y, label
+
+
+def parse_frame_box(text: str) -> Tuple[int, int, Tuple[float, float, float, float]]:
+    """Parse `FRAME:OBJ:X0,Y0,X1,Y1` -> (frame, obj_id, (x0, y0, x1, y1))."""
+    form = "FRAME:OBJ:X0,Y0,X1,Y1"
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {form}")
+    frame, obj_id = _frame_and_object(text, parts, form)
+    try:
+        box = parse_box(parts[2])
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {form}") from None
+    return frame, obj_id, box
+
+
+def video_prompts_from_args(
+    points: Optional[Sequence[Tuple[int, int, float, float, int]]],
+    boxes: Optional[Sequence[Tuple[int, int, Tuple[float, float, float, float]]]],
+) -> Dict[int, FramePrompts]:
+    """Prompts per frame for `VideoSession.track_frames`: the clicks of one object on one frame
+    make one point prompt; one box per object and frame."""
+    points, boxes = list(points or []), list(boxes or [])
+    if not points and not boxes:
+        raise UsageError("give at least one --point or --box")
+    clicks: Dict[int, Dict[int, Tuple[list, list]]] = collections.defaultdict(dict)
+    for frame, obj_id, x, y, label in points:
+        coords, labels = clicks[frame].setdefault(obj_id, ([], []))
+        coords.append([x, y])
+        labels.append(label)
+    frame_boxes: Dict[int, Dict[int, Tuple[float, ...]]] = collections.defaultdict(dict)
+    for frame, obj_id, box in boxes:
+        if obj_id in frame_boxes[frame]:
+            raise UsageError(f"two --box for object {obj_id} on frame {frame}: one box per "
+                             "object and frame")
+        frame_boxes[frame][obj_id] = box
+    return {
+        frame: FramePrompts(points=clicks.get(frame) or None, boxes=frame_boxes.get(frame) or None)
+        for frame in sorted(set(clicks) | set(frame_boxes))
+    }
 
 
 def prompts_from_args(
@@ -187,6 +278,95 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _markers(prompts: Optional[FramePrompts]) -> Dict[str, np.ndarray]:
+    """Overlay markers (clicks, boxes) of a frame's prompts."""
+    if prompts is None:
+        return {}
+    markers = {}
+    if prompts.points:
+        clicks = list(prompts.points.values())
+        markers["points"] = np.array([xy for coords, _ in clicks for xy in coords])
+        markers["labels"] = np.array([label for _, labels in clicks for label in labels])
+    if prompts.boxes:
+        markers["boxes"] = np.array(list(prompts.boxes.values()), dtype=np.float32)
+    return markers
+
+
+def _track_records(result: VideoFrameResult) -> List[dict]:
+    """COCO result records of a frame's masks, one per object."""
+    return [
+        visualize.mask_record(
+            mask_rle,
+            result.scores[row],
+            frame=result.frame_index,
+            obj_id=int(result.obj_ids[row]),
+            present=bool(result.present[row]),
+            object_score_logit=float(result.object_score_logits[row]),
+            mask_box=[float(v) for v in result.boxes[row]],
+        )
+        for row, mask_rle in enumerate(rle.encode_masks(result.masks))
+    ]
+
+
+def cmd_track(args) -> int:
+    prompts = video_prompts_from_args(args.point, args.box)
+    settings = {key: getattr(args, key) for key in contract.SAMURAI_SETTINGS}
+    if any(value is not None for value in settings.values()) and not args.samurai:
+        raise UsageError("SAMURAI settings (--kf-score-weight, ...) need --samurai")
+    source = open_frames(args.source)
+    beyond = sorted(frame for frame in prompts if frame >= source.num_frames)
+    if beyond:
+        raise UsageError(
+            f"prompts on frame(s) {beyond}, but {source.path} has {source.num_frames} frames "
+            f"(0-{source.num_frames - 1})"
+        )
+    root = Path(args.output)
+    mask_dir = root / MASK_DIR
+    (mask_dir if args.mask_format == "png" else root).mkdir(parents=True, exist_ok=True)
+
+    shown: collections.deque[np.ndarray] = collections.deque()  # frames sent, not yet answered
+
+    def frames_to_send() -> Iterator[ImageLike]:
+        for pixels in source.frames():
+            shown.append(pixels)
+            yield encode_frame(pixels, args.frame_encoding)
+
+    records: List[dict] = []
+    tracked = 0
+    with _client(args) as client, client.video_session(
+        num_frames=source.num_frames if args.num_frames_known else None,
+        samurai=args.samurai,
+        samurai_settings=settings if args.samurai else None,
+    ) as video, VideoWriter(root / VIDEO_OVERLAY_FILE, args.fps or source.fps) as writer:
+        results = video.track_frames(frames_to_send(), prompts, max_in_flight=args.max_in_flight)
+        for result in tqdm(results, total=source.num_frames, unit="frame", desc="tracking",
+                           disable=None):
+            pixels = shown.popleft()
+            picture = visualize.overlay(
+                pixels,
+                result.masks,
+                colors=visualize.object_colors(result.obj_ids),
+                **_markers(prompts.get(result.frame_index)),
+            )
+            writer.write(np.asarray(picture))
+            if args.mask_format == "png":
+                for obj_id, mask in zip(result.obj_ids, result.masks):
+                    visualize.write_mask_png(
+                        mask_dir / f"{result.frame_index:05d}_obj{int(obj_id)}.png", mask
+                    )
+            else:
+                records.extend(_track_records(result))
+            tracked += 1
+    written = [str(root / VIDEO_OVERLAY_FILE)]
+    if args.mask_format == "rle":
+        visualize.write_coco_json(root / JSON_FILE, records)
+        written.append(str(root / JSON_FILE))
+    else:
+        written.append(f"{mask_dir}/")
+    print(f"{tracked} frame(s) tracked: {', '.join(written)}")
+    return 0
+
+
 def cmd_health(args) -> int:
     """Exit status 0 when the server and every client-facing model are ready, else 1."""
     with _client(args) as client:
@@ -212,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="SAM 2 on Triton: segment an image with clicks or "
-        "boxes, generate all of its masks, check the server.",
+        "boxes, generate all of its masks, track objects through a video, check the server.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -262,6 +442,75 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N" if whole else "F",
         )
     generate.set_defaults(run=cmd_generate)
+
+    track = commands.add_parser(
+        "track", parents=[server], help="follow objects through a video (track_video)"
+    )
+    track.add_argument("source", help="video file (MP4, AVI, WebM, ...) or folder of frames "
+                       "(JPEG / PNG / BMP / WebP, in name order, digit runs as numbers)")
+    track.add_argument(
+        "--point",
+        action="append",
+        type=parse_frame_point,
+        metavar="FRAME:OBJ:X,Y[:LABEL]",
+        help="click on object OBJ (an integer id >= 0) on frame FRAME (0 = first), pixels; "
+        "label 1 foreground (default) or 0 background; repeatable",
+    )
+    track.add_argument(
+        "--box",
+        action="append",
+        type=parse_frame_box,
+        metavar="FRAME:OBJ:X0,Y0,X1,Y1",
+        help="box around object OBJ on frame FRAME, pixels; repeatable",
+    )
+    track.add_argument("--samurai", action="store_true",
+                       help="SAMURAI motion-aware tracking (Kalman filter on each object's box)")
+    track.add_argument(
+        "--num-frames-known",
+        action="store_true",
+        help="tell the server the video's frame count (NUM_FRAMES): object-pointer positions "
+        "as SAM2VideoPredictor computes them for a whole video, rather than as for a stream",
+    )
+    track.add_argument(
+        "--output",
+        default=DEFAULT_TRACK_OUTPUT,
+        metavar="DIR",
+        help=f"folder for {VIDEO_OVERLAY_FILE} and the masks (default {DEFAULT_TRACK_OUTPUT})",
+    )
+    track.add_argument(
+        "--mask-format",
+        choices=MASK_FORMATS,
+        default="png",
+        help=f"png: {MASK_DIR}/<frame:05d>_obj<id>.png per frame and object; rle: one "
+        f"{JSON_FILE} of COCO RLE records with scores, boxes, presence (default png)",
+    )
+    track.add_argument(
+        "--frame-encoding",
+        choices=FRAME_ENCODINGS,
+        default="raw",
+        help="how frames travel: raw pixels (default; fastest on localhost) or PNG / JPEG bytes "
+        "(smaller, for remote servers; JPEG is lossy)",
+    )
+    track.add_argument("--fps", type=parse_positive(float), help="frame rate of the overlay video (default: the "
+                       "source's; 10 for a folder)")
+    track.add_argument(
+        "--max-in-flight",
+        type=parse_positive(int),
+        default=DEFAULT_MAX_IN_FLIGHT,
+        metavar="N",
+        help=f"frames on their way at once over gRPC (default {DEFAULT_MAX_IN_FLIGHT})",
+    )
+    samurai = track.add_argument_group("SAMURAI settings (with --samurai; server defaults if "
+                                       "left out)")
+    for key, (_, dtype) in contract.SAMURAI_SETTINGS.items():
+        whole = np.issubdtype(dtype, np.integer)
+        samurai.add_argument(
+            "--" + key.replace("_", "-"),
+            dest=key,
+            type=int if whole else float,
+            metavar="N" if whole else "F",
+        )
+    track.set_defaults(run=cmd_track)
 
     health = commands.add_parser(
         "health", parents=[server], help="is the server (and each model) ready"

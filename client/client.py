@@ -7,6 +7,9 @@
 ...     first = session.predict(point_coords=[[500, 375]], point_labels=[1])
 ...     second = session.predict(point_coords=[[500, 375], [1125, 625]], point_labels=[1, 0],
 ...                              mask_input=first.low_res_masks[first.best_index()][None])
+>>> with client.video_session() as video:                      # a video, frame by frame
+...     first = video.track("frame0.jpg", boxes={1: [40, 30, 120, 110]})
+...     second = video.track("frame1.jpg")
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from sam2_triton.client.images import ImageLike, image_tensor
 from sam2_triton.client.prompts import normalize_prompts
 from sam2_triton.client.results import GeneratedMask, ImageEmbeddings, Segmentation, generated_masks
 from sam2_triton.client.transport import DEFAULT_TIMEOUT_S, Transport
+from sam2_triton.client.video import SequenceTransport, VideoSession, new_sequence_id
 
 
 def settings_tensors(settings: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -139,6 +143,34 @@ class Sam2Client:
             contract.AUTOMATIC_MASK_GENERATOR, tensors, contract.GENERATOR_OUTPUTS
         )
         return generated_masks(outputs)
+
+    def video_session(
+        self,
+        num_frames: Optional[int] = None,
+        samurai: bool = False,
+        samurai_settings: Optional[Mapping[str, Any]] = None,
+        sequence_id: Optional[int] = None,
+    ) -> VideoSession:
+        """A video to track with `track_video`: `track` / `track_frames` / `correct` / `end`.
+
+        `num_frames`: the video's length when known; `samurai`: SAMURAI motion-aware tracking,
+        `samurai_settings` overriding its configs/samurai.yaml values for this video;
+        `sequence_id`: Triton's correlation id (default: random, 63 bits). The session has its
+        own connection (over gRPC its own stream); nothing is sent before the first frame.
+        See `sam2_triton.client.video`.
+        """
+        transport = SequenceTransport(
+            self.url,
+            self.protocol,
+            self.model_name(contract.TRACK_VIDEO),
+            new_sequence_id() if sequence_id is None else sequence_id,
+            self._transport.timeout_s,
+        )
+        try:
+            return VideoSession(transport, num_frames, samurai, samurai_settings)
+        except BaseException:
+            transport.close()
+            raise
 
     def is_ready(self) -> bool:
         """Whether the server is ready; Sam2ClientError if it cannot be reached."""

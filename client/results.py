@@ -150,3 +150,59 @@ def generated_masks(outputs: Mapping[str, np.ndarray]) -> List[GeneratedMask]:
         )
         for i in range(len(counts))
     ]
+
+
+@dataclass
+class VideoFrameResult:
+    """Masks of the objects a video session tracks, on one frame (`track_video`).
+
+    Rows follow ascending object id, N objects: obj_ids int64 [N]; masks bool [N, H, W] at the
+    frame's size; scores float32 [N] (predicted IoU of each mask); object_score_logits
+    float32 [N] (> 0: the object is on the frame); present bool [N]; boxes float32 [N, 4]
+    (x0, y0, x1, y1 pixels of each mask, zeros for an empty one). frame_index: the frame these
+    masks belong to (-1 for a request that tracked nothing, such as END); state_bytes: memory
+    the server holds for the sequence after this request.
+    """
+
+    frame_index: int
+    obj_ids: np.ndarray
+    masks: np.ndarray
+    scores: np.ndarray
+    object_score_logits: np.ndarray
+    present: np.ndarray
+    boxes: np.ndarray
+    state_bytes: int
+
+    @classmethod
+    def from_outputs(cls, outputs: Mapping[str, np.ndarray]) -> VideoFrameResult:
+        """From the `track_video` outputs (contract.TRACK_OUTPUTS)."""
+        obj_ids = np.asarray(outputs[contract.OBJ_IDS], dtype=np.int64).reshape(-1)
+        count = obj_ids.shape[0]
+        masks = np.asarray(outputs[contract.OBJECT_MASKS], dtype=bool)
+        if masks.ndim != 3 or masks.shape[0] != count:
+            raise ValueError(
+                f"track_video answered MASKS {list(masks.shape)} for {count} object(s)"
+            )
+        return cls(
+            frame_index=int(np.asarray(outputs[contract.TRACKED_FRAME]).reshape(-1)[0]),
+            obj_ids=obj_ids,
+            masks=masks,
+            scores=np.asarray(outputs[contract.OBJECT_SCORES], dtype=np.float32).reshape(count),
+            object_score_logits=np.asarray(
+                outputs[contract.OBJECT_SCORE_LOGITS], dtype=np.float32
+            ).reshape(count),
+            present=np.asarray(outputs[contract.PRESENT], dtype=bool).reshape(count),
+            boxes=np.asarray(outputs[contract.MASK_BOXES], dtype=np.float32).reshape(count, 4),
+            state_bytes=int(np.asarray(outputs[contract.STATE_BYTES]).reshape(-1)[0]),
+        )
+
+    def row(self, obj_id: int) -> int:
+        """Row of object `obj_id`; KeyError if the frame has no such object."""
+        rows = np.flatnonzero(self.obj_ids == obj_id)
+        if rows.size == 0:
+            raise KeyError(f"object {obj_id} is not tracked (objects: {self.obj_ids.tolist()})")
+        return int(rows[0])
+
+    def mask(self, obj_id: int) -> np.ndarray:
+        """Mask of object `obj_id`, bool [H, W]."""
+        return self.masks[self.row(obj_id)]

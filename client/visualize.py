@@ -24,14 +24,24 @@ MARKER_EDGE_COLOR = (255, 255, 255)
 _GOLDEN_RATIO = 0.618033988749895  # hue step that keeps consecutive colors far apart
 
 
-def palette(count: int) -> np.ndarray:
-    """`count` distinct saturated colors, uint8 [count, 3] RGB."""
+def _colors(indices: Iterable[int]) -> np.ndarray:
     colors = []
-    for i in range(count):
+    for i in indices:
         hue = (i * _GOLDEN_RATIO) % 1.0
         red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
         colors.append((round(red * 255), round(green * 255), round(blue * 255)))
-    return np.array(colors, dtype=np.uint8).reshape(count, 3)
+    return np.array(colors, dtype=np.uint8).reshape(len(colors), 3)
+
+
+def palette(count: int) -> np.ndarray:
+    """`count` distinct saturated colors, uint8 [count, 3] RGB."""
+    return _colors(range(count))
+
+
+def object_colors(obj_ids: ArrayLike) -> np.ndarray:
+    """A color per object id, uint8 [N, 3] RGB: color `obj_id` of the palette, so an object
+    keeps its color on every frame."""
+    return _colors(int(i) for i in np.asarray(obj_ids, dtype=np.int64).reshape(-1))
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -48,15 +58,19 @@ def overlay(
     labels: Optional[ArrayLike] = None,
     boxes: Optional[ArrayLike] = None,
     alpha: float = MASK_ALPHA,
+    colors: Optional[ArrayLike] = None,
 ) -> Image.Image:
     """`image` (uint8 [H, W, 3] RGB) with each mask blended in its own color and outlined.
 
     Optional markers: points [P, 2] with labels [P] (1 green, 0 red, -1 not drawn), boxes
-    [B, 4] (x0, y0, x1, y1).
+    [B, 4] (x0, y0, x1, y1). `colors`: uint8 [N, 3] RGB, one per mask (default `palette`).
     """
     masks = [np.asarray(m, dtype=bool) for m in masks]
     canvas = np.asarray(image, dtype=np.float32).copy()
-    for mask, color in zip(masks, palette(len(masks)).astype(np.float32)):
+    colors = palette(len(masks)) if colors is None else np.asarray(colors).reshape(-1, 3)
+    if len(colors) != len(masks):
+        raise ValueError(f"{len(colors)} colors for {len(masks)} masks")
+    for mask, color in zip(masks, colors.astype(np.float32)):
         if mask.shape != canvas.shape[:2]:
             raise ValueError(
                 f"mask of shape {list(mask.shape)} for an image of {list(canvas.shape[:2])}"

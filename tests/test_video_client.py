@@ -1,0 +1,719 @@
+"""The video client without a server: request tensors, sequence flags, the gRPC stream's answer
+matching, the `track` command line, frames from folders and video files, the files it writes."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as coco_mask
+from sam2_triton.client import contract, visualize
+from sam2_triton.client.cli import main, video_prompts_from_args
+from sam2_triton.client.client import Sam2Client
+from sam2_triton.client.errors import Sam2ClientError
+from sam2_triton.client.results import VideoFrameResult
+from sam2_triton.client.video import (
+    FramePrompts,
+    SequenceTransport,
+    VideoSession,
+    mask_tensors,
+    point_tensors,
+)
+from sam2_triton.client.video_io import VideoWriter, encode_frame, open_frames
+from tritonclient.utils import InferenceServerException
+
+H, W = 24, 32
+
+
+def frame_outputs(frame_index: int, obj_ids=(1,), h: int = H, w: int = W) -> dict:
+    """A `track_video` answer: object k's mask covers k + frame_index + 1 rows."""
+    n = len(obj_ids)
+    masks = np.zeros((n, h, w), bool)
+    for row in range(n):
+        masks[row, : row + frame_index + 1, : 4 * (row + 1)] = True
+    return {
+        contract.OBJ_IDS: np.array(obj_ids, np.int64),
+        contract.OBJECT_MASKS: masks,
+        contract.OBJECT_SCORES: np.full(n, 0.9, np.float32),
+        contract.OBJECT_SCORE_LOGITS: np.full(n, 3.0, np.float32),
+        contract.PRESENT: np.ones(n, bool),
+        contract.MASK_BOXES: np.tile(np.array([0, 0, 4, 1], np.float32), (n, 1)),
+        contract.TRACKED_FRAME: np.array([frame_index], np.int64),
+        contract.STATE_BYTES: np.array([1000 * (frame_index + 1)], np.int64),
+    }
+
+
+class FakeSequence:
+    """Stands in for SequenceTransport: records each request, answers like the server would
+    (the frame index it was sent, or the next one; -1 for END)."""
+
+    protocol = "grpc"
+    sequence_id = 77
+
+    def __init__(self, fail_tickets=()):
+        self.requests = []  # (tensors, start, end)
+        self.answers = {}
+        self.fail_tickets = set(fail_tickets)
+        self.closed = False
+        self.collected = []
+        self.outstanding_at_submit = []
+        self._next_frame = 0
+
+    def submit(self, tensors, outputs, start=False, end=False):
+        assert outputs == contract.TRACK_OUTPUTS
+        self.outstanding_at_submit.append(self.outstanding)
+        ticket = len(self.requests)
+        self.requests.append((dict(tensors), start, end))
+        if contract.FRAME_INDEX in tensors:
+            frame = int(tensors[contract.FRAME_INDEX][0])
+        elif contract.IMAGE_RAW in tensors or contract.IMAGE in tensors:
+            frame = self._next_frame
+        else:
+            frame = -1
+        if contract.IMAGE_RAW in tensors or contract.IMAGE in tensors:
+            self._next_frame = frame + 1
+        self.answers[ticket] = frame
+        return ticket
+
+    @property
+    def outstanding(self):
+        return len(self.answers)
+
+    def result(self, ticket, outputs):
+        self.collected.append(ticket)
+        frame = self.answers.pop(ticket)
+        if ticket in self.fail_tickets:
+            raise Sam2ClientError(f"track_video: request {ticket} rejected")
+        if frame < 0:
+            return frame_outputs(-1, obj_ids=())
+        return frame_outputs(frame)
+
+    def close(self):
+        self.closed = True
+
+
+def pixels(index: int = 0) -> np.ndarray:
+    frame = np.zeros((H, W, 3), np.uint8)
+    frame[..., 0] = index
+    return frame
+
+
+# Request tensors -------------------------------------------------------------------------
+
+
+def test_point_rows_are_padded_with_minus_one():
+    tensors = point_tensors({5: ([[1, 2], [3, 4], [5, 6]], [1, 0, 1]), 2: ([7, 8], [1])})
+    assert tensors[contract.POINT_OBJ_IDS].dtype == np.int64
+    assert tensors[contract.POINT_OBJ_IDS].tolist() == [2, 5]  # ascending object id
+    coords, labels = tensors[contract.POINT_COORDS], tensors[contract.POINT_LABELS]
+    assert coords.dtype == np.float32 and coords.shape == (2, 3, 2)
+    assert labels.dtype == np.int32 and labels.shape == (2, 3)
+    assert labels.tolist() == [[1, -1, -1], [1, 0, 1]]
+    assert coords[0].tolist() == [[7, 8], [0, 0], [0, 0]]
+    assert coords[1].tolist() == [[1, 2], [3, 4], [5, 6]]
+
+
+@pytest.mark.parametrize(
+    "points, error, message",
+    [
+        ({1: ([[1, 2], [3, 4]], [1])}, ValueError, "2 coordinate pair(s) but 1 label(s)"),
+        ({1: ([[1, 2, 3]], [1])}, ValueError, "coords must be [P, 2]"),
+        ({1: [[1, 2]]}, ValueError, "must be (coords"),
+        ({-1: ([[1, 2]], [1])}, ValueError, "object ids must be >= 0"),
+        ({"a": ([[1, 2]], [1])}, TypeError, "object ids must be integers"),
+    ],
+)
+def test_bad_point_prompts(points, error, message):
+    with pytest.raises(error) as raised:
+        point_tensors(points)
+    assert message in str(raised.value)
+
+
+def test_every_prompt_kind_and_removal():
+    mask = np.zeros((H, W), bool)
+    mask[2:5, 3:9] = True
+    tensors = FramePrompts(
+        points={3: ([[4, 5]], [1])},
+        boxes={1: [1, 2, 10, 12], 0: (0, 0, 5, 5)},
+        masks={7: mask},
+        remove=[9, 4],
+    ).tensors()
+    assert set(tensors) == {
+        contract.POINT_OBJ_IDS, contract.POINT_COORDS, contract.POINT_LABELS,
+        contract.BOX_OBJ_IDS, contract.BOX_PROMPTS, contract.MASK_OBJ_IDS,
+        contract.MASK_PROMPTS, contract.REMOVE_OBJ_IDS,
+    }
+    assert tensors[contract.BOX_OBJ_IDS].tolist() == [0, 1]
+    boxes = tensors[contract.BOX_PROMPTS]
+    assert boxes.dtype == np.float32 and boxes.tolist() == [[0, 0, 5, 5], [1, 2, 10, 12]]
+    assert tensors[contract.MASK_OBJ_IDS].tolist() == [7]
+    masks = tensors[contract.MASK_PROMPTS]
+    assert masks.dtype == np.bool_ and masks.shape == (1, H, W) and masks[0].sum() == 18
+    remove = tensors[contract.REMOVE_OBJ_IDS]
+    assert remove.dtype == np.int64 and remove.tolist() == [9, 4]
+    assert FramePrompts().tensors() == {}
+    with pytest.raises(ValueError, match="must all be"):
+        mask_tensors({1: mask, 2: mask[:-1]})
+    with pytest.raises(ValueError, match="must be \\[x0, y0, x1, y1\\]"):
+        FramePrompts(boxes={1: [1, 2, 3]}).tensors()
+
+
+def test_first_request_starts_the_sequence_with_its_settings():
+    fake = FakeSequence()
+    video = VideoSession(fake, num_frames=8, samurai=True,
+                         samurai_settings={"kf_score_weight": 0.3, "num_recent_memories": 5})
+    first = video.track(pixels(0), boxes={1: [1, 1, 9, 9]})
+    video.track(b"\x89PNG-bytes", points={1: ([[3, 3]], [0])})
+    tensors, start, end = fake.requests[0]
+    assert start and not end
+    assert tensors[contract.NUM_FRAMES].dtype == np.int64 and tensors[contract.NUM_FRAMES].tolist() == [8]
+    assert tensors[contract.SAMURAI].dtype == np.bool_ and tensors[contract.SAMURAI].tolist() == [True]
+    assert tensors["KF_SCORE_WEIGHT"].dtype == np.float32
+    assert tensors["NUM_RECENT_MEMORIES"].dtype == np.int32
+    assert tensors["NUM_RECENT_MEMORIES"].tolist() == [5]
+    assert tensors[contract.IMAGE_RAW].shape == (H, W, 3)
+    assert contract.FRAME_INDEX not in tensors  # the server's default: the next frame
+    later, start, end = fake.requests[1]
+    assert not start and not end
+    assert set(later) == {contract.IMAGE, contract.POINT_OBJ_IDS, contract.POINT_COORDS,
+                          contract.POINT_LABELS}
+    assert first.frame_index == 0 and first.masks.shape == (1, H, W)
+    assert video.last_frame == 1 and video.state_bytes == 2000
+
+
+def test_start_without_settings_sends_samurai_false_only():
+    fake = FakeSequence()
+    VideoSession(fake).track(pixels(), boxes={1: [1, 1, 9, 9]})
+    tensors, start, _ = fake.requests[0]
+    assert start and tensors[contract.SAMURAI].tolist() == [False]
+    assert contract.NUM_FRAMES not in tensors and "KF_SCORE_WEIGHT" not in tensors
+
+
+def test_bad_session_settings():
+    with pytest.raises(ValueError, match="only used with samurai=True"):
+        VideoSession(FakeSequence(), samurai_settings={"kf_score_weight": 0.2})
+    with pytest.raises(TypeError, match="unknown SAMURAI setting 'kf'"):
+        VideoSession(FakeSequence(), samurai=True, samurai_settings={"kf": 0.2})
+    with pytest.raises(ValueError, match="whole number"):
+        VideoSession(FakeSequence(), samurai=True, samurai_settings={"num_recent_memories": 2.5})
+    with pytest.raises(ValueError, match="num_frames"):
+        VideoSession(FakeSequence(), num_frames=0)
+
+
+def test_correction_sends_the_last_frame_index_and_no_image():
+    fake = FakeSequence()
+    video = VideoSession(fake)
+    with pytest.raises(Sam2ClientError, match="nothing to correct"):
+        video.correct(points={1: ([[1, 1]], [1])})
+    video.track(pixels(), boxes={1: [1, 1, 9, 9]}, frame_index=4)
+    fixed = video.correct(points={1: ([[2, 3]], [0])})
+    tensors, start, _ = fake.requests[-1]
+    assert not start
+    assert contract.IMAGE_RAW not in tensors and contract.IMAGE not in tensors
+    assert tensors[contract.FRAME_INDEX].dtype == np.int64
+    assert tensors[contract.FRAME_INDEX].tolist() == [4]
+    assert fixed.frame_index == 4
+    with pytest.raises(ValueError, match="at least one"):
+        video.correct()
+
+
+def test_end_is_an_end_only_request_and_the_context_manager_sends_it():
+    fake = FakeSequence()
+    with VideoSession(fake) as video:
+        video.track(pixels())
+    tensors, start, end = fake.requests[-1]
+    assert tensors == {} and end and not start
+    assert fake.closed and video.ended
+    video.end()  # twice: nothing more
+    assert len(fake.requests) == 2
+    with pytest.raises(Sam2ClientError, match="has ended"):
+        video.track(pixels())
+
+
+def test_a_session_without_requests_ends_without_sending():
+    fake = FakeSequence()
+    with VideoSession(fake):
+        pass
+    assert fake.requests == [] and fake.closed
+
+
+def test_exit_keeps_the_callers_error():
+    fake = FakeSequence(fail_tickets={1})  # the END request fails
+    with pytest.raises(KeyError), VideoSession(fake) as video:
+        video.track(pixels())
+        raise KeyError("the caller's error")
+    fake = FakeSequence(fail_tickets={1})
+    with pytest.raises(Sam2ClientError, match="request 1 rejected"), VideoSession(fake) as video:
+        video.track(pixels())
+    assert fake.closed
+
+
+def test_a_rejected_start_is_sent_again():
+    fake = FakeSequence(fail_tickets={0})
+    video = VideoSession(fake)
+    with pytest.raises(Sam2ClientError):
+        video.track(pixels())
+    video.track(pixels())
+    assert [start for _, start, _ in fake.requests] == [True, True]
+
+
+def test_track_frames_keeps_requests_in_flight_and_yields_in_order():
+    fake = FakeSequence()
+    video = VideoSession(fake)
+    outstanding = []
+
+    def frames():
+        for i in range(5):
+            outstanding.append(fake.outstanding)
+            yield pixels(i)
+
+    prompts = {0: FramePrompts(boxes={1: [1, 1, 9, 9]}), 3: {"points": {1: ([[2, 2]], [1])}}}
+    results = list(video.track_frames(frames(), prompts, max_in_flight=3))
+    assert [r.frame_index for r in results] == [0, 1, 2, 3, 4]
+    assert outstanding == [0, 1, 2, 3, 3]  # the frame is read before waiting on the oldest
+    assert fake.outstanding_at_submit == [0, 1, 2, 2, 2]
+    sent = [tensors for tensors, _, _ in fake.requests]
+    assert [int(t[contract.FRAME_INDEX][0]) for t in sent] == [0, 1, 2, 3, 4]
+    assert contract.BOX_OBJ_IDS in sent[0] and contract.POINT_OBJ_IDS in sent[3]
+    assert all(contract.BOX_OBJ_IDS not in sent[i] for i in (1, 2, 4))
+    assert [start for _, start, _ in fake.requests] == [True, False, False, False, False]
+    # A second call continues at the next frame.
+    more = list(video.track_frames([pixels(5)], {5: FramePrompts(remove=[1])}))
+    assert more[0].frame_index == 5
+    assert fake.requests[-1][0][contract.REMOVE_OBJ_IDS].tolist() == [1]
+    with pytest.raises(ValueError, match="continues at frame 6"):
+        list(video.track_frames([pixels()], {2: FramePrompts(boxes={1: [0, 0, 1, 1]})}))
+
+
+def test_track_frames_over_http_sends_one_at_a_time():
+    fake = FakeSequence()
+    fake.protocol = "http"
+    assert len(list(VideoSession(fake).track_frames(map(pixels, range(3)), max_in_flight=4))) == 3
+    assert fake.outstanding_at_submit == [0, 0, 0]
+
+
+def test_track_frames_prompts_beyond_the_video():
+    video = VideoSession(FakeSequence())
+    with pytest.raises(Sam2ClientError, match=r"frame\(s\) \[7\], beyond the last frame \(1\)"):
+        list(video.track_frames([pixels(0), pixels(1)], {7: FramePrompts(boxes={1: [0, 0, 1, 1]})}))
+
+
+def test_track_frames_failure_drains_the_frames_in_flight():
+    fake = FakeSequence(fail_tickets={1})
+    video = VideoSession(fake)
+    seen = []
+    with pytest.raises(Sam2ClientError, match="request 1 rejected"):
+        for result in video.track_frames((pixels(i) for i in range(5)), max_in_flight=2):
+            seen.append(result.frame_index)
+    assert seen == [0]
+    assert fake.outstanding == 0 and sorted(fake.collected) == [0, 1, 2]
+
+
+def test_frame_result_rows_by_object():
+    result = VideoFrameResult.from_outputs(frame_outputs(2, obj_ids=(3, 8)))
+    assert result.obj_ids.tolist() == [3, 8] and result.frame_index == 2
+    assert result.mask(8).sum() == 4 * 8 and result.boxes.shape == (2, 4)
+    with pytest.raises(KeyError, match="object 5 is not tracked"):
+        result.mask(5)
+    broken = frame_outputs(0, obj_ids=(1, 2))
+    broken[contract.OBJECT_MASKS] = broken[contract.OBJECT_MASKS][:1]
+    with pytest.raises(ValueError, match="for 2 object"):
+        VideoFrameResult.from_outputs(broken)
+
+
+def test_video_session_from_the_client():
+    client = Sam2Client("localhost:1", protocol="grpc", model_prefix="sam2_")
+    with client.video_session(sequence_id=12345) as video:
+        assert video.sequence_id == 12345 and video.protocol == "grpc"
+        assert video._transport.model == "sam2_track_video"
+    ids = set()
+    for _ in range(20):
+        video = client.video_session()
+        ids.add(video.sequence_id)
+        assert 0 < video.sequence_id < 2**63
+        video.end()
+    assert len(ids) == 20
+
+
+# The gRPC stream: answers matched to requests ----------------------------------------------
+
+
+class _Answer:
+    """What tritonclient's stream callback receives as a result."""
+
+    def __init__(self, request_id, frame):
+        self._id = request_id
+        self._outputs = frame_outputs(frame)
+
+    def get_response(self):
+        return type("Response", (), {"id": self._id})()
+
+    def as_numpy(self, name):
+        return self._outputs.get(name)
+
+
+class FakeGrpcClient:
+    """tritonclient.grpc.InferenceServerClient's streaming calls; answers when told to."""
+
+    def __init__(self):
+        self.callback = None
+        self.sent = []  # (request_id, sequence controls)
+        self.stopped = None
+
+    def start_stream(self, callback):
+        self.callback = callback
+
+    def async_stream_infer(self, model, inputs, outputs, request_id, sequence_id,
+                           sequence_start, sequence_end):
+        self.sent.append((request_id, sequence_id, sequence_start, sequence_end))
+
+    def answer(self, request_id, frame):
+        self.callback(result=_Answer(request_id, frame), error=None)
+
+    def fail(self, message, status=None):
+        self.callback(result=None, error=InferenceServerException(msg=message, status=status))
+
+    def stop_stream(self, cancel_requests=False):
+        self.stopped = cancel_requests
+
+    def close(self):
+        pass
+
+
+def stream_transport(timeout_s=5.0):
+    transport = SequenceTransport("localhost:1", "grpc", "track_video", 99, timeout_s=timeout_s)
+    transport._client.close()
+    fake = FakeGrpcClient()
+    transport._client = fake
+    return transport, fake
+
+
+def test_stream_answers_out_of_order_and_errors_by_request_id():
+    transport, fake = stream_transport()
+    tickets = [transport.submit({}, contract.TRACK_OUTPUTS, start=i == 0) for i in range(3)]
+    assert [s[1:] for s in fake.sent] == [(99, True, False), (99, False, False), (99, False, False)]
+    fake.answer("1", 11)
+    fake.fail(f"[request id: {tickets[2]}] FRAME_INDEX 3 is not after the last tracked frame 5")
+    fake.answer("0", 10)
+    first = transport.result(tickets[0], contract.TRACK_OUTPUTS)
+    assert first[contract.TRACKED_FRAME].tolist() == [10]
+    with pytest.raises(Sam2ClientError, match="^track_video: FRAME_INDEX 3 is not after"):
+        transport.result(tickets[2], contract.TRACK_OUTPUTS)
+    assert transport.result(tickets[1], contract.TRACK_OUTPUTS)[contract.TRACKED_FRAME].tolist() == [11]
+    transport.close()
+    assert fake.stopped is False  # nothing outstanding: the stream is closed gracefully
+
+
+def test_stream_error_without_id_goes_to_the_oldest_request():
+    transport, fake = stream_transport()
+    first = transport.submit({}, contract.TRACK_OUTPUTS, start=True)
+    second = transport.submit({}, contract.TRACK_OUTPUTS)
+    fake.fail("inference request for sequence 99 to model 'track_video' must specify the "
+              "START flag on the first request of the sequence")
+    fake.answer(str(second), 1)
+    with pytest.raises(Sam2ClientError) as raised:
+        transport.result(first, contract.TRACK_OUTPUTS)
+    message = str(raised.value)
+    assert message.startswith("track_video: inference request for sequence 99")
+    assert "does not hold video sequence 99" in message and "\n" not in message
+    assert transport.result(second, contract.TRACK_OUTPUTS)[contract.OBJ_IDS].tolist() == [1]
+
+
+def test_a_broken_stream_fails_every_outstanding_request_and_later_ones():
+    transport, fake = stream_transport()
+    tickets = [transport.submit({}, contract.TRACK_OUTPUTS) for _ in range(2)]
+    fake.fail("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
+    for ticket in tickets:
+        with pytest.raises(Sam2ClientError, match="not reachable over grpc"):
+            transport.result(ticket, contract.TRACK_OUTPUTS)
+    with pytest.raises(Sam2ClientError, match="not reachable over grpc"):
+        transport.submit({}, contract.TRACK_OUTPUTS)
+
+
+def test_a_silent_stream_times_out():
+    transport, fake = stream_transport(timeout_s=0.2)
+    ticket = transport.submit({}, contract.TRACK_OUTPUTS)
+    with pytest.raises(Sam2ClientError, match="no answer from the server at localhost:1 within 0.2 s"):
+        transport.result(ticket, contract.TRACK_OUTPUTS)
+    transport.close()
+    assert fake.stopped is True  # the stream was given up: cancelled, not waited for
+
+
+# HTTP: the sequence controls on the wire ---------------------------------------------------
+
+
+def test_http_requests_carry_the_sequence_controls():
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers["Content-Length"])
+            header_length = int(self.headers.get("Inference-Header-Content-Length", length))
+            bodies.append(json.loads(self.rfile.read(length)[:header_length]))
+            answer = json.dumps({"error": "inference request for sequence 5 to model "
+                                 "'track_video' must specify the START flag on the first "
+                                 "request of the sequence"}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = Sam2Client(f"127.0.0.1:{server.server_address[1]}")
+        video = client.video_session(sequence_id=5)
+        with pytest.raises(Sam2ClientError, match="does not hold video sequence 5") as raised:
+            video.track(pixels(), boxes={2: [1, 1, 5, 5]})
+        assert raised.value.status == "400"
+        parameters = bodies[0]["parameters"]
+        assert parameters["sequence_id"] == 5
+        assert parameters["sequence_start"] is True and parameters["sequence_end"] is False
+        inputs = {i["name"]: i for i in bodies[0]["inputs"]}
+        assert inputs["BOX_OBJ_IDS"]["datatype"] == "INT64" and inputs["BOXES"]["shape"] == [1, 4]
+        assert inputs["IMAGE_RAW"]["datatype"] == "UINT8"
+        assert inputs["SAMURAI"]["datatype"] == "BOOL"
+        video.end()  # START was rejected: nothing to end
+        assert len(bodies) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# Frames in and out ----------------------------------------------------------------------
+
+
+def moving_square(count: int, width: int = 64, height: int = 48) -> list:
+    frames = []
+    for i in range(count):
+        frame = np.full((height, width, 3), 40, np.uint8)
+        frame[10:26, 4 + 6 * i : 20 + 6 * i] = (230, 30, 30)
+        frames.append(frame)
+    return frames
+
+
+def test_folder_frames_in_natural_name_order(tmp_path):
+    for i, name in enumerate(["f2.png", "f10.png", "f1.png"]):
+        Image.fromarray(np.full((H, W, 3), i * 50, np.uint8)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not a frame")
+    source = open_frames(tmp_path)
+    assert [p.name for p in source.files] == ["f1.png", "f2.png", "f10.png"]
+    assert source.num_frames == 3 and source.size == (W, H) and source.fps == 10.0
+    assert [int(f[0, 0, 0]) for f in source.frames()] == [100, 0, 50]
+
+
+def test_unreadable_sources(tmp_path):
+    with pytest.raises(Sam2ClientError, match="no video file or folder of frames"):
+        open_frames(tmp_path / "absent.mp4")
+    with pytest.raises(Sam2ClientError, match="no frames in folder"):
+        open_frames(tmp_path)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 20)
+    with pytest.raises(Sam2ClientError, match="cannot read video .*bad.mp4: Invalid data"):
+        open_frames(bad)
+
+
+def test_video_written_then_read_back(tmp_path):
+    path = tmp_path / "clip.mp4"
+    frames = moving_square(6)
+    with VideoWriter(path, fps=12) as writer:
+        for frame in frames:
+            writer.write(frame)
+    source = open_frames(path)
+    assert source.num_frames == 6 and source.size == (64, 48) and source.fps == 12.0
+    read = list(source.frames())
+    assert len(read) == 6 and read[0].shape == (48, 64, 3) and read[0].dtype == np.uint8
+    # Lossy, but close: the square's pixels stay red.
+    assert np.abs(read[3].astype(int) - frames[3].astype(int)).mean() < 6
+    assert read[3][18, 30, 0] > 180 and read[3][18, 30, 1] < 80
+
+
+def test_odd_sized_frames_are_padded_and_sizes_must_agree(tmp_path):
+    path = tmp_path / "odd.mp4"
+    with VideoWriter(path, fps=5) as writer:
+        writer.write(np.zeros((11, 15, 3), np.uint8))
+        with pytest.raises(ValueError, match="the video is 15x11"):
+            writer.write(np.zeros((12, 15, 3), np.uint8))
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (16, 12)
+
+
+def test_frame_encodings():
+    frame = moving_square(1)[0]
+    assert encode_frame(frame, "raw") is frame
+    png = encode_frame(frame, "png")
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), frame)
+    assert encode_frame(frame, "jpeg")[:2] == b"\xff\xd8"
+    with pytest.raises(ValueError, match="unknown frame encoding"):
+        encode_frame(frame, "gif")
+
+
+def test_object_colors_stay_with_the_object():
+    np.testing.assert_array_equal(visualize.object_colors([2, 0]),
+                                  visualize.palette(3)[[2, 0]])
+    assert visualize.object_colors([]).shape == (0, 3)
+
+
+# The `track` command ---------------------------------------------------------------------
+
+
+def cli_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("sam2-triton-client: error: ") and "\n" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--point", "0:1:10"], "'0:1:10' is not FRAME:OBJ:X,Y or FRAME:OBJ:X,Y:LABEL"),
+        (["--point", "a:1:10,20"], "'a:1:10,20' is not FRAME:OBJ:X,Y"),
+        (["--point", "0:1:10,20:5"], "(label 1 foreground, 0 background)"),
+        (["--point", "0:-1:10,20"], "frame and object id must be >= 0"),
+        (["--point", "10,20"], "'10,20' is not FRAME:OBJ:X,Y"),
+        (["--box", "0:1:1,2,3"], "'0:1:1,2,3' is not FRAME:OBJ:X0,Y0,X1,Y1"),
+        (["--box", "0:1:1,2,3,4:1"], "is not FRAME:OBJ:X0,Y0,X1,Y1"),
+        (["--box", "0:1:1,2,3,4", "--box", "0:1:2,2,3,4"], "two --box for object 1 on frame 0"),
+        ([], "give at least one --point or --box"),
+        (["--box", "0:1:1,2,3,4", "--max-in-flight", "0"], "must be > 0"),
+        (["--box", "0:1:1,2,3,4", "--mask-format", "gif"], "invalid choice: 'gif'"),
+        (["--box", "0:1:1,2,3,4", "--kf-score-weight", "0.2"], "need --samurai"),
+    ],
+)
+def test_bad_track_command_lines(capsys, tmp_path, argv, message):
+    assert message in cli_error(capsys, ["track", str(tmp_path), *argv])
+
+
+def test_track_source_problems(capsys, tmp_path):
+    err = cli_error(capsys, ["track", str(tmp_path / "none.mp4"), "--box", "0:1:1,2,3,4"])
+    assert "no video file or folder of frames at" in err
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(pixels(i)).save(folder / f"{i}.png")
+    err = cli_error(capsys, ["track", str(folder), "--box", "3:1:1,2,3,4", "--point", "1:1:2,2"])
+    assert f"prompts on frame(s) [3], but {folder} has 3 frames (0-2)" in err
+
+
+def test_video_prompts_from_args_group_clicks_per_object_and_frame():
+    prompts = video_prompts_from_args(
+        [(0, 1, 5.0, 6.0, 1), (0, 1, 7.0, 8.0, 0), (2, 4, 1.0, 1.0, 1)],
+        [(0, 2, (1.0, 1.0, 9.0, 9.0))],
+    )
+    assert sorted(prompts) == [0, 2]
+    assert prompts[0].points == {1: ([[5.0, 6.0], [7.0, 8.0]], [1, 0])}
+    assert prompts[0].boxes == {2: (1.0, 1.0, 9.0, 9.0)}
+    assert prompts[2].boxes is None and list(prompts[2].points) == [4]
+
+
+SESSIONS = []  # (FakeSequence, VideoSession) of each CannedVideoClient.video_session
+
+
+class CannedVideoClient:
+    """Stands in for Sam2Client in the command: sessions over a FakeSequence."""
+
+    def __init__(self, url, protocol, model_prefix, timeout_s):
+        self.protocol = protocol
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def video_session(self, num_frames=None, samurai=False, samurai_settings=None):
+        fake = FakeSequence()
+        fake.protocol = self.protocol
+        session = VideoSession(fake, num_frames, samurai, samurai_settings)
+        SESSIONS.append((fake, session))
+        return session
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.mp4"
+    with VideoWriter(path, fps=8) as writer:
+        for frame in moving_square(4, width=W, height=H):
+            writer.write(frame)
+    return path
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_track_writes_overlay_video_and_mask_pngs(monkeypatch, capsys, tmp_path, clip, protocol):
+    monkeypatch.setattr("sam2_triton.client.cli.Sam2Client", CannedVideoClient)
+    SESSIONS.clear()
+    out = tmp_path / "out"
+    code = main(["track", str(clip), "--box", "0:1:1,1,9,9", "--point", "2:1:4,4:0",
+                 "--num-frames-known", "--samurai", "--num-recent-memories", "3",
+                 "--frame-encoding", "png", "--protocol", protocol, "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "4 frame(s) tracked" in capsys.readouterr().out
+    fake, session = SESSIONS[0]
+    first = fake.requests[0][0]
+    assert first[contract.NUM_FRAMES].tolist() == [4] and first[contract.SAMURAI].tolist() == [True]
+    assert first["NUM_RECENT_MEMORIES"].tolist() == [3]
+    assert contract.IMAGE in first  # PNG bytes
+    assert contract.POINT_LABELS in fake.requests[2][0]
+    assert session.ended and fake.requests[-1][2]  # END last
+    overlay = open_frames(out / "overlay.mp4")
+    assert overlay.num_frames == 4 and overlay.size == (W, H) and overlay.fps == 8.0
+    pngs = sorted(p.name for p in (out / "masks").iterdir())
+    assert pngs == [f"0000{i}_obj1.png" for i in range(4)]
+    mask = np.asarray(Image.open(out / "masks" / "00002_obj1.png")) > 0
+    np.testing.assert_array_equal(mask, frame_outputs(2)[contract.OBJECT_MASKS][0])
+
+
+def test_track_masks_json_round_trips_through_pycocotools(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("sam2_triton.client.cli.Sam2Client", CannedVideoClient)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(pixels(i)).save(folder / f"frame_{i:03d}.jpg")
+    out = tmp_path / "out"
+    assert main(["track", str(folder), "--box", "0:1:1,1,9,9", "--mask-format", "rle",
+                 "--output", str(out)]) == 0, capsys.readouterr().err
+    records = json.loads((out / "masks.json").read_text())
+    assert [(r["frame"], r["obj_id"]) for r in records] == [(0, 1), (1, 1), (2, 1)]
+    for record in records:
+        expected = frame_outputs(record["frame"])[contract.OBJECT_MASKS][0]
+        segmentation = {**record["segmentation"],
+                        "counts": record["segmentation"]["counts"].encode()}
+        np.testing.assert_array_equal(coco_mask.decode(segmentation).astype(bool), expected)
+        assert record["area"] == int(expected.sum()) == int(coco_mask.area(segmentation))
+        assert record["present"] is True and record["score"] == pytest.approx(0.9)
+        assert record["object_score_logit"] == pytest.approx(3.0)
+        assert record["mask_box"] == [0, 0, 4, 1]
+    assert not (out / "masks").exists()
+    assert open_frames(out / "overlay.mp4").num_frames == 3
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_unreachable_server_is_one_line(protocol):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = Sam2Client(f"127.0.0.1:{port}", protocol=protocol, timeout_s=10)
+    for attempt in ("track", "track_frames"):
+        video = client.video_session()
+        with pytest.raises(Sam2ClientError, match=f"not reachable over {protocol}") as raised:
+            if attempt == "track":
+                video.track(pixels())
+            else:
+                list(video.track_frames(map(pixels, range(3))))
+        assert "\n" not in str(raised.value)
+        video.end()
