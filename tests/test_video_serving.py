@@ -310,3 +310,47 @@ def test_other_mistakes_name_the_problem(served, protocol):
     expect_error(sequence, "cannot remove objects [9]", end=True, REMOVE_OBJ_IDS=np.array([9], np.int64))
     expect_error(sequence, "must specify the START flag", SMALL, start=False)
     assert_healthy(served, protocol)
+
+
+# -- idle sequences ----------------------------------------------------------------------------
+
+IDLE_TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def served_short_idle(exported, tmp_path_factory):
+    """A second server whose video sequences are evicted after IDLE_TIMEOUT_S."""
+    from conftest import SERVED_VIDEO_SETTINGS, free_port
+
+    from sam2_triton.configs import get_profile
+    from sam2_triton.python_backend.video.sequences import VideoSettings
+    from sam2_triton.serving.local_server import LocalTritonServer
+    from sam2_triton.serving.repository import build_repository
+
+    root = tmp_path_factory.mktemp("served-short-idle")
+    settings = VideoSettings(**{**SERVED_VIDEO_SETTINGS, "idle_timeout_s": IDLE_TIMEOUT_S})
+    repository = build_repository(exported.directory, root / "model_repository", get_profile("cpu"),
+                                  warmup=False, video=settings)
+    server = LocalTritonServer(repository, http_port=free_port(), grpc_port=free_port(),
+                               metrics_port=free_port(), log_file=root / "tritonserver.log")
+    server.start(timeout_s=600)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_idle_sequence_is_evicted_and_its_next_request_refused(served_short_idle):
+    config = Sequence(served_short_idle.http_url, "http").client.get_model_config(MODEL)
+    idle_us = int(config["sequence_batching"]["max_sequence_idle_microseconds"])
+    assert idle_us == IDLE_TIMEOUT_S * 1e6
+    sequence = Sequence(served_short_idle.grpc_url, "grpc")
+    assert sequence.send(SMALL)["TRACKED_FRAME"].tolist() == [0]
+    assert sequence.send(SMALL)["TRACKED_FRAME"].tolist() == [1]  # within the timeout: kept
+    time.sleep(IDLE_TIMEOUT_S * 2)
+    message = expect_error(sequence, "", SMALL, start=False)
+    assert "must specify the START flag" in message or "was evicted after" in message, message
+    # a new START under the same id starts afresh at frame 0
+    assert sequence.send(SMALL, start=True)["TRACKED_FRAME"].tolist() == [0]
+    assert sequence.send(SMALL, end=True)["TRACKED_FRAME"].tolist() == [1]
+    assert sequence.client.is_server_ready()
