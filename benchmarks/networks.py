@@ -1,8 +1,12 @@
 """Latency of each exported network in ONNX Runtime against the same network in PyTorch.
 
 Both run in this process, on the same inputs and the same machine (CPU unless the PyTorch side is
-given --device cuda). The PyTorch side is the official `sam2` modules in eager mode, wrapped as in
-`export/networks/` (the fidelity tests show the two compute the same values).
+given --device cuda), call by call in turn so that a noisy machine slows both alike. The PyTorch
+side is the official `sam2` modules in eager mode, wrapped as in `export/networks/` (the fidelity
+tests show the two compute the same values); for memory attention, whose export rearranges the
+arithmetic, it is the official `MemoryAttention` itself (benchmarks/memory_attention.py).
+`--objects N` sizes the video-tracking calls for N objects batched (decoder prompts, memory
+encoder and memory attention batch).
 
     python -m sam2_triton.benchmarks.networks --export-dir artifacts/tiny --model tiny \
         [--checkpoint F | --random-weights] [--repeat 10]
@@ -48,6 +52,20 @@ def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 2) -> List[f
     return times
 
 
+def time_interleaved(fns: Dict[str, Callable[[], object]], repeat: int, warmup: int = 1) -> Dict[str, List[float]]:
+    """Milliseconds per call of each function, the functions called in turn `repeat` times."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def summarize(times: List[float]) -> Dict[str, float]:
     return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
 
@@ -66,8 +84,10 @@ def main() -> None:
     add_model_arguments(parser)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS)
+    parser.add_argument("--objects", type=int, default=1, help="objects batched per video frame")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    from sam2_triton.benchmarks.memory_attention import official_call
 
     spec = get_model(args.model)
     model = build_sam2_model(spec, checkpoint=args.checkpoint, random_weights=args.random_weights)
@@ -76,20 +96,33 @@ def main() -> None:
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "model": spec.name,
+        "objects": args.objects,
         "networks": {},
     }
     print(f"{'network':18} {'ONNX Runtime p50/p95 ms':>24} {'PyTorch p50/p95 ms':>22}")
     for name in args.networks:
-        inputs = random_inputs(CONTRACTS[name], TYPICAL_SIZES[name], rng)
-        net = NETWORK_CLASSES[name](model).eval()
-        tensors = [torch.from_numpy(inputs[n]) for n in CONTRACTS[name].input_names]
+        sizes = dict(TYPICAL_SIZES[name])
+        for axis in ("batch", "num_prompts"):
+            if axis in sizes and name != "image_encoder":
+                sizes[axis] = args.objects
+        inputs = random_inputs(CONTRACTS[name], sizes, rng)
+        if name == "memory_attention":
+            for key in ("memory_temporal_positions", "object_pointer_positions"):  # as SAM 2 batches
+                inputs[key] = np.ascontiguousarray(np.broadcast_to(inputs[key][:1], inputs[key].shape))
+            run_torch = official_call(model, inputs)
+        else:
+            net = NETWORK_CLASSES[name](model).eval()
+            tensors = [torch.from_numpy(inputs[n]) for n in CONTRACTS[name].input_names]
 
-        def run_torch():
-            with torch.inference_mode():
-                net(*tensors)
+            def run_torch(net=net, tensors=tensors):
+                with torch.inference_mode():
+                    net(*tensors)
 
-        ort_times = summarize(time_calls(lambda: onnx_networks.run(name, **inputs), args.repeat))
-        torch_times = summarize(time_calls(run_torch, args.repeat))
+        times = time_interleaved(
+            {"onnxruntime": lambda n=name, x=inputs: onnx_networks.run(n, **x), "pytorch": run_torch},
+            args.repeat,
+        )
+        ort_times, torch_times = summarize(times["onnxruntime"]), summarize(times["pytorch"])
         results["networks"][name] = {"onnxruntime": ort_times, "pytorch": torch_times}
         print(
             f"{name:18} {ort_times['p50_ms']:11.1f} / {ort_times['p95_ms']:8.1f}"

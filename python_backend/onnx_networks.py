@@ -57,6 +57,78 @@ def validate_inputs(contract: GraphContract, inputs: Dict[str, np.ndarray]) -> D
     return sizes
 
 
+# Graphs whose attention `fuse_cpu_attention` rewrites when they run on CPU (the others' attention
+# is multi-head in 4-D layouts, which the pattern does not match).
+FUSED_ATTENTION_NETWORKS = ("memory_attention",)
+
+
+def fuse_cpu_attention(proto) -> int:
+    """Replace MatMul(q, Transpose(k)) -> Softmax -> MatMul(., v) by one MultiHeadAttention.
+
+    For ONNX Runtime on CPU only: `com.microsoft.MultiHeadAttention` runs a tiled (flash)
+    attention that never materialises the [queries, keys] score matrix (4096 x ~28k per
+    object in memory attention), which the plain ops write, softmax and read back. The
+    exported files keep the plain ops (TensorRT and other runtimes read those); this rewrites
+    the in-memory graph. Matches single-head attention on [batch, tokens, channels] tensors
+    with the scale already applied to q (as the exporter writes it, `RoPEAttentionNet`).
+    Returns the number of attentions fused.
+    """
+    import onnx.helper
+
+    graph = proto.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: Dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {v.name for v in graph.output}
+
+    def only_use(name: str, node) -> bool:
+        return name not in outputs and [id(n) for n in consumers.get(name, [])] == [id(node)]
+
+    remove, fused = set(), 0
+    for softmax in list(graph.node):
+        if softmax.op_type != "Softmax":
+            continue
+        axis = next((a.i for a in softmax.attribute if a.name == "axis"), -1)
+        scores = producer.get(softmax.input[0])
+        users = consumers.get(softmax.output[0], [])
+        if axis not in (-1, 2) or scores is None or scores.op_type != "MatMul" or len(users) != 1:
+            continue
+        mix = users[0]
+        keys_t = producer.get(scores.input[1])
+        if (
+            mix.op_type != "MatMul"
+            or mix.input[0] != softmax.output[0]
+            or keys_t is None
+            or keys_t.op_type != "Transpose"
+            or [list(a.ints) for a in keys_t.attribute if a.name == "perm"] != [[0, 2, 1]]
+            or not only_use(scores.output[0], softmax)
+            or not only_use(softmax.output[0], mix)
+        ):
+            continue
+        attention = onnx.helper.make_node(
+            "MultiHeadAttention",
+            [scores.input[0], keys_t.input[0], mix.input[1]],
+            [mix.output[0]],
+            name=f"{softmax.name}/FusedMultiHeadAttention",
+            domain="com.microsoft",
+            num_heads=1,
+            scale=1.0,
+        )
+        graph.node.insert(list(graph.node).index(mix), attention)
+        remove.update({id(scores), id(softmax), id(mix)})
+        if only_use(keys_t.output[0], scores):
+            remove.add(id(keys_t))
+        fused += 1
+    kept = [n for n in graph.node if id(n) not in remove]
+    del graph.node[:]
+    graph.node.extend(kept)
+    if fused and not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return fused
+
+
 class OnnxNetworks:
     """The exported graphs of one model, each in an ONNX Runtime session.
 
@@ -71,6 +143,7 @@ class OnnxNetworks:
         providers: Optional[Sequence[str]] = None,
         intra_op_threads: int = 0,
         allow_spinning: bool = True,
+        fuse_attention: bool = True,
     ) -> None:
         self.export_dir = Path(export_dir)
         self.metadata = load_metadata(self.export_dir)
@@ -81,12 +154,23 @@ class OnnxNetworks:
             # work (post-processing, other model instances) spinning steals the cores.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = list(providers or ["CPUExecutionProvider"])
+        cpu_only = all(
+            (p[0] if isinstance(p, (tuple, list)) else p) == "CPUExecutionProvider" for p in providers
+        )
         self.sessions: Dict[str, ort.InferenceSession] = {}
+        self.fused_attentions: Dict[str, int] = {}
         for name in networks:
             path = self.export_dir / CONTRACTS[name].file
             if not path.is_file():
                 raise ExportError(f"{path} not found: export the model again")
-            self.sessions[name] = ort.InferenceSession(str(path), options, providers=providers)
+            model = str(path)
+            if fuse_attention and cpu_only and name in FUSED_ATTENTION_NETWORKS:
+                import onnx
+
+                proto = onnx.load(model)
+                self.fused_attentions[name] = fuse_cpu_attention(proto)
+                model = proto.SerializeToString()
+            self.sessions[name] = ort.InferenceSession(model, options, providers=providers)
 
     def run(self, network: str, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
         contract = CONTRACTS[network]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sam2_triton.errors import ExportError
-from sam2_triton.export.networks.rotary import AxialRotary
+from sam2_triton.export.networks.rotary import AxialRotary, swapped_linear
 
 
 class MemoryAttentionNet(nn.Module):
@@ -56,14 +56,22 @@ class MemoryAttentionNet(nn.Module):
         )
 
         first = self.layers[0]
-        self.self_rotary = AxialRotary(_rotary_table(first.self_attn, size))
-        self.cross_rotary = AxialRotary(_rotary_table(first.cross_attn_image, size))
+        self.self_rotary = AxialRotary(_rotary_table(first.self_attn, size), first.self_attn.num_heads)
+        self.cross_rotary = AxialRotary(
+            _rotary_table(first.cross_attn_image, size), first.cross_attn_image.num_heads
+        )
         for layer in self.layers:
-            for attn, rotary in ((layer.self_attn, self.self_rotary), (layer.cross_attn_image, self.cross_rotary)):
-                if not torch.equal(_rotary_table(attn, size).real.float(), rotary.cos):
+            for attn, reference in ((layer.self_attn, first.self_attn), (layer.cross_attn_image, first.cross_attn_image)):
+                if attn.num_heads != reference.num_heads or not torch.equal(
+                    _rotary_table(attn, size), _rotary_table(reference, size)
+                ):
                     raise ExportError("memory-attention layers with different rotary tables")
             if not getattr(layer.cross_attn_image, "rope_k_repeat", False):
                 raise ExportError("cross-attention without rope_k_repeat is not supported")
+        self.self_attention = nn.ModuleList(RoPEAttentionNet(layer.self_attn) for layer in self.layers)
+        self.cross_attention = nn.ModuleList(
+            RoPEAttentionNet(layer.cross_attn_image) for layer in self.layers
+        )
 
     def forward(
         self,
@@ -106,11 +114,11 @@ class MemoryAttentionNet(nn.Module):
         pointer_pos = pointer_pos.unsqueeze(2).expand(-1, -1, split, -1)
         pointer_pos = pointer_pos.reshape(batch, num_pointers * split, self.mem_dim)
 
-        for layer in self.layers:
+        for layer, self_attn, cross_attn in zip(self.layers, self.self_attention, self.cross_attention):
             # self-attention
             y = layer.norm1(x)
             qk = y + curr_pos if layer.pos_enc_at_attn else y
-            x = x + self._attend(layer.self_attn, self.self_rotary, qk, qk, y)
+            x = x + self_attn(self.self_rotary, qk, qk, y)
             # cross-attention to the memory; pointer tokens are not rotated
             y = layer.norm2(x)
             q = y + curr_pos if layer.pos_enc_at_cross_attn_queries else y
@@ -118,18 +126,48 @@ class MemoryAttentionNet(nn.Module):
                 keys = (memory + memory_pos, pointers + pointer_pos)
             else:
                 keys = (memory, pointers)
-            x = x + self._attend(
-                layer.cross_attn_image, self.cross_rotary, q, keys[0], memory, keys[1], pointers
-            )
+            x = x + cross_attn(self.cross_rotary, q, keys[0], memory, keys[1], pointers)
             # feed-forward
             y = layer.norm3(x)
             x = x + layer.linear2(layer.activation(layer.linear1(y)))
         x = self.norm(x)
         return x.transpose(1, 2).reshape(batch, channels, self.grid_size, self.grid_size)
 
-    @staticmethod
-    def _attend(
-        attn: nn.Module,
+
+class RoPEAttentionNet(nn.Module):
+    """`RoPEAttention.forward` (eval) with real rotary and optional unrotated trailing keys.
+
+    Written out as MatMul / Softmax / MatMul rather than `scaled_dot_product_attention` (whose
+    ONNX decomposition scales both queries and keys), with two exact rearrangements that cut
+    the work of the cross-attention to the memory (4096 queries x ~28k keys):
+
+    * the softmax scale and the pair swap of the rotary encoding are folded into copies of the
+      query / key projection weights (`rotary.swapped_linear`), so rotating is one multiply-add;
+    * with one head, when values are projected up from fewer channels (memory: 64 -> 256),
+      softmax(S) @ v_proj(v) is computed as v_proj(softmax(S) @ v): the rows of softmax(S) sum
+      to 1, so the bias passes through, and the largest product runs on 64 channels, not 256.
+    """
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__()
+        self.attn = attn
+        self.heads = int(attn.num_heads)
+        head_dim = attn.internal_dim // self.heads
+        if head_dim % 2:
+            raise ExportError("rotary attention needs an even head size")
+        scale = float(head_dim) ** -0.5  # scaled_dot_product_attention's default
+        self.register_buffer("q_weight", (attn.q_proj.weight.detach() * scale).contiguous(), persistent=False)
+        self.register_buffer("q_bias", (attn.q_proj.bias.detach() * scale).contiguous(), persistent=False)
+        for name, (weight, bias) in (
+            ("q_swapped", swapped_linear(attn.q_proj, scale)),
+            ("k_swapped", swapped_linear(attn.k_proj)),
+        ):
+            self.register_buffer(f"{name}_weight", weight, persistent=False)
+            self.register_buffer(f"{name}_bias", bias, persistent=False)
+        self.values_first = self.heads == 1 and attn.kv_in_dim < attn.internal_dim
+
+    def forward(
+        self,
         rotary: AxialRotary,
         q: torch.Tensor,
         k: torch.Tensor,
@@ -137,18 +175,24 @@ class MemoryAttentionNet(nn.Module):
         k_unrotated: torch.Tensor = None,
         v_unrotated: torch.Tensor = None,
     ) -> torch.Tensor:
-        """RoPEAttention.forward (eval) with real rotary; optional unrotated trailing keys."""
-        heads = attn.num_heads
-        q = attn._separate_heads(attn.q_proj(q), heads)
-        k = attn._separate_heads(attn.k_proj(k), heads)
-        v = attn._separate_heads(attn.v_proj(v), heads)
-        q = rotary(q)
-        k = rotary(k)
+        attn = self.attn
+        q = rotary(F.linear(q, self.q_weight, self.q_bias), F.linear(q, self.q_swapped_weight, self.q_swapped_bias))
+        k = rotary(attn.k_proj(k), F.linear(k, self.k_swapped_weight, self.k_swapped_bias))
         if k_unrotated is not None:
-            k = torch.cat((k, attn._separate_heads(attn.k_proj(k_unrotated), heads)), dim=2)
-            v = torch.cat((v, attn._separate_heads(attn.v_proj(v_unrotated), heads)), dim=2)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return attn.out_proj(attn._recombine_heads(out))
+            k = torch.cat((k, attn.k_proj(k_unrotated)), dim=1)
+            v = torch.cat((v, v_unrotated), dim=1)
+        if self.heads == 1:
+            weights = torch.softmax(torch.matmul(q, k.transpose(1, 2)), dim=-1)
+            if self.values_first:
+                out = attn.v_proj(torch.matmul(weights, v))
+            else:
+                out = torch.matmul(weights, attn.v_proj(v))
+            return attn.out_proj(out)
+        q = attn._separate_heads(q, self.heads)
+        k = attn._separate_heads(k, self.heads)
+        v = attn._separate_heads(attn.v_proj(v), self.heads)
+        weights = torch.softmax(torch.matmul(q, k.transpose(2, 3)), dim=-1)
+        return attn.out_proj(attn._recombine_heads(torch.matmul(weights, v)))
 
 
 def _rotary_table(attn: nn.Module, size: int) -> torch.Tensor:

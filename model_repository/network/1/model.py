@@ -46,6 +46,7 @@ class TritonPythonModel:
                 directory, [self.network], providers=providers,
                 intra_op_threads=int(params.get("intra_op_threads", 0)),
                 allow_spinning=params.get("allow_spinning", "1") == "1",
+                fuse_attention=params.get("fuse_attention", "1") == "1",
             )
 
     def _inputs(self, request):
