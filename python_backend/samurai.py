@@ -13,14 +13,16 @@ SAMURAI (Yang et al., 2024) changes two things in SAM 2's video loop, without re
    frames keep slot 0 as in SAM 2.
 
 It also lowers the object-presence threshold for masks and object pointers to
-`min_obj_score_logits` (-1 instead of 0); that setting is carried here for the server, which
+`min_obj_score_logits` (-1 instead of 0); the video tracker (python_backend/video/tracker.py)
 applies it (memory encoding still uses > 0).
 
 The original keeps one filter on the model object (one object per video). Here all motion
 state is per sequence and per object: an `ObjectMotionState` holds one object's filter
 (mean, covariance), its stable count and its per-frame records, so several objects and several
 videos can be tracked at once with one shared `SamuraiSettings` and one stateless
-`BoxKalmanFilter`.
+`BoxKalmanFilter`. The records are bounded: after each frame the owner keeps only those of
+`reachable_memory_frames` (at most a few more than num_recent_memories), the frames whose
+memories a later selection can still return.
 
 Units and shapes:
 - Boxes are float64 [4] (x0, y0, x1, y1) in pixels of whichever frame the caller's masks are
@@ -37,7 +39,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -87,7 +89,7 @@ class SamuraiSettings:
     memory_bank_iou_threshold: float  # in [0, 1]
     memory_bank_obj_score_threshold: float  # logit, finite
     memory_bank_kf_score_threshold: float  # in [0, 1]
-    min_obj_score_logits: float  # logit, finite (applied by the server)
+    min_obj_score_logits: float  # logit, finite (applied by the video tracker)
     max_memory_candidates: int  # >= 1
     num_recent_memories: int  # 1..MAX_RECENT_MEMORIES
 
@@ -274,6 +276,8 @@ class FrameRecord:
     object_score_logit: float
     motion_score: Optional[float]  # IoU(predicted box, chosen box); None while not stable
 
+    NBYTES = 32  # payload counted in state sizes: one int and three floats of 8 bytes
+
 
 @dataclass
 class ObjectMotionState:
@@ -292,6 +296,31 @@ class ObjectMotionState:
     def add_record(self, record: FrameRecord) -> None:
         """Store (or replace) the record of `record.frame_idx`."""
         self.records[record.frame_idx] = record
+
+    def restart(self) -> None:
+        """Forget the filter (a prompt restarts it: the next frame initialises it)."""
+        self.mean, self.covariance, self.stable_count = None, None, 0
+
+    def prune(self, keep: Collection[int]) -> None:
+        """Drop the records of frames not in `keep` (see `reachable_memory_frames`)."""
+        keep = set(keep)
+        for frame in [f for f in self.records if f not in keep]:
+            del self.records[frame]
+
+    def copy(self) -> "ObjectMotionState":
+        """An independent copy (the filter arrays and the record dict are copied)."""
+        return ObjectMotionState(
+            mean=None if self.mean is None else self.mean.copy(),
+            covariance=None if self.covariance is None else self.covariance.copy(),
+            stable_count=self.stable_count,
+            records=dict(self.records),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the filter arrays and the records' payload."""
+        arrays = sum(a.nbytes for a in (self.mean, self.covariance) if a is not None)
+        return int(arrays + FrameRecord.NBYTES * len(self.records))
 
     def predicted_box(self) -> Optional[np.ndarray]:
         """xyxy box [4] of the current filter mean (None before initialisation)."""
@@ -318,20 +347,35 @@ def choose_mask(
     stable_count becomes 0 (in case 1 the filter is cleared).
     """
     masks, ious = _check_candidates(candidate_masks, predicted_ious)
+    return choose_box(state, [mask_box(mask) for mask in masks], ious, settings, kalman)
+
+
+def choose_box(
+    state: ObjectMotionState,
+    candidate_boxes: Sequence[Optional[np.ndarray]],
+    predicted_ious: np.ndarray,
+    settings: SamuraiSettings,
+    kalman: BoxKalmanFilter = KALMAN_FILTER,
+) -> Tuple[int, Optional[float]]:
+    """`choose_mask` on the candidates' boxes (xyxy [4], None for an empty mask)."""
+    ious = np.asarray(predicted_ious, dtype=np.float64).reshape(-1)
+    if len(candidate_boxes) == 0 or len(candidate_boxes) != ious.shape[0]:
+        raise ValueError(f"need K >= 1 candidate boxes and K predicted IoUs, got "
+                         f"{len(candidate_boxes)} boxes and {ious.shape[0]} IoUs")
     if state.mean is None or state.stable_count == 0:
-        return _initialise(state, masks, ious, kalman), None
+        return _initialise(state, candidate_boxes, ious, kalman), None
     state.mean, state.covariance = kalman.predict(state.mean, state.covariance)
     if state.stable_count < settings.stable_frames_threshold:
         index = int(np.argmax(ious))
         motion_score = None
         accepted = ious[index] > settings.stable_ious_threshold
     else:
-        motion = _motion_scores(state.predicted_box(), masks)
+        motion = _motion_scores(state.predicted_box(), candidate_boxes)
         weight = settings.kf_score_weight
         index = int(np.argmax(weight * motion + (1.0 - weight) * ious))
         motion_score = float(motion[index])
         accepted = not ious[index] < settings.stable_ious_threshold
-    box = mask_box(masks[index]) if accepted else None
+    box = candidate_boxes[index] if accepted else None
     if box is None:
         state.stable_count = 0
     else:
@@ -353,10 +397,11 @@ def _check_candidates(masks: np.ndarray, ious: np.ndarray) -> Tuple[np.ndarray, 
 
 
 def _initialise(
-    state: ObjectMotionState, masks: np.ndarray, ious: np.ndarray, kalman: BoxKalmanFilter
+    state: ObjectMotionState, boxes: Sequence[Optional[np.ndarray]], ious: np.ndarray,
+    kalman: BoxKalmanFilter,
 ) -> int:
     index = int(np.argmax(ious))
-    box = mask_box(masks[index])
+    box = boxes[index]
     if box is None:
         state.mean, state.covariance, state.stable_count = None, None, 0
     else:
@@ -365,11 +410,11 @@ def _initialise(
     return index
 
 
-def _motion_scores(predicted_box: np.ndarray, masks: np.ndarray) -> np.ndarray:
+def _motion_scores(predicted_box: np.ndarray, boxes: Sequence[Optional[np.ndarray]]
+                   ) -> np.ndarray:
     """IoU [K] of the predicted box with each candidate's box (0 for an empty candidate)."""
-    scores = np.zeros(masks.shape[0])
-    for k, mask in enumerate(masks):
-        box = mask_box(mask)
+    scores = np.zeros(len(boxes))
+    for k, box in enumerate(boxes):
         if box is not None:
             scores[k] = box_iou(predicted_box, box)
     return scores
@@ -393,23 +438,47 @@ def select_memory_frames(
     object-score logit > memory_bank_obj_score_threshold and motion score >
     memory_bank_kf_score_threshold (or None). The walk stops after max_memory_candidates kept
     frames; the newest num_recent_memories of them are returned, so at most
-    min(max_memory_candidates, num_recent_memories).
+    min(max_memory_candidates, num_recent_memories). Slot i + 1 counts frames back: in SAM 2's
+    t_pos numbering it is t_pos = num_maskmem - 1 - i.
     """
-    if not records_by_frame:
-        return []
-    step = 1 if reverse else -1
-    end = (max(records_by_frame) if reverse else min(records_by_frame)) + step
+    previous = current_frame + (1 if reverse else -1)
+    if reverse:
+        walk = sorted(f for f in records_by_frame if f >= previous)
+    else:
+        walk = sorted((f for f in records_by_frame if f <= previous), reverse=True)
     kept: List[int] = []
-    previous = current_frame + step
-    for frame in range(previous, end, step):
+    for frame in walk:
         if len(kept) >= settings.max_memory_candidates:
             break
-        record = records_by_frame.get(frame)
-        if record is None or frame in cond_frames:
+        if frame in cond_frames:
             continue
-        if frame == previous or _passes_memory_thresholds(record, settings):
+        if frame == previous or _passes_memory_thresholds(records_by_frame[frame], settings):
             kept.append(frame)
     return kept[: settings.num_recent_memories]
+
+
+def reachable_memory_frames(
+    records_by_frame: Mapping[int, FrameRecord],
+    last_frame: int,
+    settings: SamuraiSettings,
+    cond_frames: Collection[int] = frozenset(),
+) -> Set[int]:
+    """Frames that `select_memory_frames` can still return once `last_frame` is tracked.
+
+    Forward tracking where only `last_frame` can still be corrected (made a conditioning
+    frame): the union of the selections for a correction of `last_frame`, for the next frame,
+    for any later frame (a gap: the previous-frame rule no longer applies) and for the next
+    frame after `last_frame` became a conditioning frame. Frames tracked later only push these
+    further back, so records and memories of other frames can be dropped; the result holds at
+    most 4 * num_recent_memories frames (in practice num_recent_memories + 2).
+    """
+    cond = set(cond_frames)
+    reachable = set(select_memory_frames(records_by_frame, last_frame, settings, cond))
+    reachable.update(select_memory_frames(records_by_frame, last_frame + 1, settings, cond))
+    reachable.update(select_memory_frames(records_by_frame, last_frame + 2, settings, cond))
+    reachable.update(
+        select_memory_frames(records_by_frame, last_frame + 1, settings, cond | {last_frame}))
+    return reachable
 
 
 def _passes_memory_thresholds(record: FrameRecord, settings: SamuraiSettings) -> bool:

@@ -21,8 +21,10 @@ from sam2_triton.python_backend.samurai import (
     ObjectMotionState,
     SamuraiSettings,
     box_iou,
+    choose_box,
     choose_mask,
     mask_box,
+    reachable_memory_frames,
     select_memory_frames,
     xyah_to_xyxy,
     xyxy_to_xyah,
@@ -333,6 +335,61 @@ def test_memory_walks_forward_in_reverse_tracking(settings):
     records[12] = FrameRecord(12, 0.9, -1.0, None)
     assert select_memory_frames(records, 10, settings, reverse=True) == [11, 13, 14, 15, 16, 17]
     assert select_memory_frames(records, 20, settings, reverse=True) == []
+
+
+@pytest.mark.parametrize("overrides", [{}, {"max_memory_candidates": 3},
+                                       {"num_recent_memories": 2, "memory_bank_iou_threshold": 0.8}])
+def test_pruned_records_select_as_the_whole_history(settings, overrides):
+    """Keeping only reachable_memory_frames after every frame never changes a selection:
+    for the next frame, after a gap, or for a correction of the last frame."""
+    settings = settings.with_overrides(overrides)
+    rng = np.random.default_rng(11)
+    history, state, cond = {}, ObjectMotionState(), {0}
+    last = 0
+    for t in range(1, 400):
+        if rng.random() < 0.05:
+            continue  # a gap: frame t is never tracked
+        assert select_memory_frames(state.records, t, settings, cond) == (
+            select_memory_frames(history, t, settings, cond))
+        record = FrameRecord(t, float(rng.uniform(0.2, 1.0)), float(rng.normal(1.0, 1.5)),
+                             None if rng.random() < 0.3 else float(rng.uniform(0.0, 1.0)))
+        history[t] = record
+        state.add_record(record)
+        last = t
+        if rng.random() < 0.05:  # a correction: the last frame becomes a conditioning frame
+            assert select_memory_frames(state.records, t, settings, cond) == (
+                select_memory_frames(history, t, settings, cond))
+            cond.add(t)
+            del history[t], state.records[t]
+        state.prune(reachable_memory_frames(state.records, last, settings, cond))
+        assert len(state.records) <= 4 * settings.num_recent_memories
+    assert len(history) > 300 and len(state.records) <= settings.num_recent_memories + 2
+
+
+def test_choose_box_is_choose_mask_on_the_boxes(settings):
+    by_mask, by_box = ObjectMotionState(), ObjectMotionState()
+    for t in range(settings.stable_frames_threshold + 3):
+        masks, ious = _distractor_candidates(t) if t % 4 == 3 else _good_candidates(t)
+        expected = choose_mask(by_mask, masks, ious, settings)
+        assert choose_box(by_box, [mask_box(m) for m in masks], ious, settings) == expected
+        np.testing.assert_array_equal(by_box.mean, by_mask.mean)
+        assert by_box.stable_count == by_mask.stable_count
+    with pytest.raises(ValueError, match="candidate boxes"):
+        choose_box(by_box, [], np.zeros(0), settings)
+
+
+def test_motion_state_copy_restart_and_size():
+    state = ObjectMotionState()
+    state.mean, state.covariance = np.zeros(8), np.eye(8)
+    state.add_record(FrameRecord(3, 0.9, 1.0, None))
+    copied = state.copy()
+    copied.mean[0] = 5.0
+    copied.add_record(FrameRecord(4, 0.9, 1.0, 0.5))
+    assert state.mean[0] == 0.0 and list(state.records) == [3]
+    assert state.nbytes == 8 * 8 + 64 * 8 + FrameRecord.NBYTES
+    state.restart()
+    assert (state.mean, state.covariance, state.stable_count) == (None, None, 0)
+    assert state.nbytes == FrameRecord.NBYTES
 
 
 # --- settings ---------------------------------------------------------------------------------
