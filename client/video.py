@@ -557,7 +557,8 @@ class VideoSession:
 
     def end(self) -> None:
         """Free the server's memory of this sequence (an END-only request) and close the
-        connection. Nothing is sent if no request was; calling it again does nothing."""
+        connection. Nothing is sent if no request was; calling it again does nothing; a
+        sequence the server no longer holds (idle past its timeout) counts as ended."""
         if self.ended:
             return
         self.ended = True
@@ -565,6 +566,9 @@ class VideoSession:
             if self._started:
                 ticket = self._transport.submit({}, contract.TRACK_OUTPUTS, end=True)
                 self._transport.result(ticket, contract.TRACK_OUTPUTS)
+        except Sam2ClientError as error:
+            if _UNKNOWN_SEQUENCE not in str(error):  # else: already gone (evicted when idle)
+                raise
         finally:
             self._transport.close()
 

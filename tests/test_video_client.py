@@ -717,3 +717,18 @@ def test_unreachable_server_is_one_line(protocol):
                 list(video.track_frames(map(pixels, range(3))))
         assert "\n" not in str(raised.value)
         video.end()
+
+
+def test_end_of_a_sequence_the_server_forgot_is_no_error():
+    class Forgotten(FakeSequence):
+        def result(self, ticket, outputs):
+            if self.requests[ticket][2]:  # the END request
+                raise Sam2ClientError("track_video: inference request for sequence 77 to model "
+                                      "'track_video' must specify the START flag on the first "
+                                      "request of the sequence")
+            return super().result(ticket, outputs)
+
+    fake = Forgotten()
+    with VideoSession(fake) as video:
+        video.track(pixels())
+    assert fake.closed and video.ended
