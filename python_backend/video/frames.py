@@ -1,4 +1,4 @@
-"""Video frames -> image-encoder input.
+"""Video frames -> image-encoder input; mask prompts -> the model's 1024x1024 mask input.
 
 Two preprocessings exist in SAM 2 and they differ slightly:
 
@@ -11,6 +11,9 @@ Two preprocessings exist in SAM 2 and they differ slightly:
 
 The two inputs differ by a few grey levels around edges (bicubic on uint8 vs bilinear on float);
 masks agree closely but not bit for bit. The tracker uses "video" unless told otherwise.
+
+Mask prompts (`prompt_mask_input`) are resized as `SAM2VideoPredictor.add_new_mask` does:
+bilinear with antialias (torch) to 1024x1024 unless already that size, then >= 0.5.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from __future__ import annotations
 from typing import Tuple
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from sam2_triton.export.contract import IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD
+from sam2_triton.python_backend.errors import InputError
 
 PREPROCESSINGS = ("video", "image")
 
@@ -28,24 +34,63 @@ _MEAN = np.asarray(IMAGE_MEAN, dtype=np.float32).reshape(3, 1, 1)
 _STD = np.asarray(IMAGE_STD, dtype=np.float32).reshape(3, 1, 1)
 
 
+MASK_PROMPT_THRESHOLD = 0.5  # add_new_mask: resized mask >= 0.5 is foreground
+
+
 def check_frame(image: np.ndarray) -> np.ndarray:
+    """The frame as an array; InputError unless RGB uint8 [H, W, 3] with H, W >= 1."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
+        raise InputError(
             f"a frame must be RGB uint8 [height, width, 3], got {image.dtype} {list(image.shape)}"
         )
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"empty frame {list(image.shape)}")
+        raise InputError(f"empty frame {list(image.shape)}")
     return image
+
+
+def check_prompt_mask(mask: np.ndarray) -> np.ndarray:
+    """A mask prompt as bool [H, W]; InputError unless it is 2-D, non-empty, bool or 0/1."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.shape[0] < 1 or mask.shape[1] < 1:
+        raise InputError(f"a mask prompt must be [height, width], got shape {list(mask.shape)}")
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.number) or not np.all(np.isin(mask, (0, 1))):
+            raise InputError(f"a mask prompt must be boolean (or 0/1), got {mask.dtype}")
+        mask = mask.astype(bool)
+    return mask
+
+
+def prompt_mask_input(mask: np.ndarray) -> np.ndarray:
+    """bool [H, W] mask prompt -> float32 [1, 1, 1024, 1024] of 0/1 (add_new_mask's resize)."""
+    with torch.inference_mode():
+        tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+        if tuple(tensor.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
+            tensor = F.interpolate(tensor, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
+                                   align_corners=False, antialias=True)
+            tensor = (tensor >= MASK_PROMPT_THRESHOLD).float()
+        return tensor.numpy()
+
+
+def _video_lookup_table() -> np.ndarray:
+    """float32 [3, 256]: channel c of uint8 value v -> (float32(v / 255) - mean_c) / std_c,
+    the float32 operations load_video_frames applies per pixel (so a lookup is exact)."""
+    values = (np.arange(256) / 255.0).astype(np.float32)[None, :]
+    return ((values - _MEAN[:, :, 0]) / _STD[:, :, 0]).astype(np.float32)
+
+
+_VIDEO_LUT = _video_lookup_table()
 
 
 def preprocess_video_frame(image: np.ndarray) -> np.ndarray:
     """RGB uint8 [H, W, 3] -> float32 [1, 3, 1024, 1024] exactly as load_video_frames."""
-    resized = Image.fromarray(np.ascontiguousarray(image)).resize(
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(
         (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC
-    )
-    pixels = (np.asarray(resized) / 255.0).astype(np.float32).transpose(2, 0, 1)
-    return ((pixels - _MEAN) / _STD)[None].astype(np.float32, copy=False)
+    ))
+    out = np.empty((1, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    for channel in range(3):
+        np.take(_VIDEO_LUT[channel], resized[:, :, channel], out=out[0, channel])
+    return out
 
 
 def preprocess_frame(image: np.ndarray, mode: str = "video") -> Tuple[np.ndarray, Tuple[int, int]]:

@@ -1,23 +1,38 @@
 """Decoder outputs (all four tokens) -> what SAM 2's `_forward_sam_heads` keeps for tracking.
 
-Per object: the mask token (multimask: argmax predicted IoU of tokens 1-3; single mask: token 0,
-or with `dynamic_multimask_via_stability` the best multimask token where token 0 is unstable),
-its predicted IoU, the object pointer (the chosen multimask token when
+Per object: the mask token (multimask: argmax predicted IoU of tokens 1-3, or a token chosen
+by the caller, e.g. SAMURAI's motion-aware choice; single mask: token 0, or with
+`dynamic_multimask_via_stability` the best multimask token where token 0 is unstable), its
+predicted IoU, the object pointer (the chosen multimask token when
 `use_multimask_token_for_obj_ptr`, token 0 otherwise), and the presence handling: where the
-object score logit is <= 0 the mask logits become NO_OBJ_SCORE and the pointer is blended with
-`no_obj_ptr` (hard blend, or sigmoid of the score with `soft_no_obj_ptr`).
+object score logit is <= the presence threshold (0 in SAM 2, `min_obj_score_logits` in
+SAMURAI) the mask logits become NO_OBJ_SCORE and the pointer is blended with `no_obj_ptr`
+(hard blend, or sigmoid of the score with `soft_no_obj_ptr`).
+
+Mask prompts (`MaskPromptHead`) take SAM 2's `_use_mask_as_output` path instead
+(`use_mask_input_as_output_without_sam`): the mask itself is the output (logits +-10,
+antialiased bilinear downsampling to 256x256, predicted IoU 1, object score +-10 from whether
+the mask has a pixel), and only the object pointer comes from the decoder, run on the raw image
+features with the mask (`mask_downsample`, a 4x4 stride-4 convolution) as dense prompt.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
 from sam2_triton.python_backend.masks import TokenChoice, stability_scores
 
 NO_OBJ_SCORE = -1024.0  # SAM 2's mask logit for "object absent"
+SAM2_PRESENCE_THRESHOLD = 0.0  # object present where its score logit is above this
+MASK_OUTPUT_SCALE = 20.0  # _use_mask_as_output: logits = mask * 20 - 10 (sigmoid(-10) ~ 4.5e-5)
+MASK_OUTPUT_BIAS = -10.0
+MASK_DOWNSAMPLE_STRIDE = IMAGE_SIZE // LOW_RES_MASK_SIZE  # 4
 
 
 @dataclass(frozen=True)
@@ -69,19 +84,28 @@ class HeadOutputs:
 
 
 def choose_outputs(decoded: Mapping[str, np.ndarray], multimask: np.ndarray,
-                   settings: HeadSettings) -> HeadOutputs:
-    """mask_decoder outputs of N objects and a bool [N] multimask flag -> HeadOutputs."""
+                   settings: HeadSettings, presence_threshold: float = SAM2_PRESENCE_THRESHOLD,
+                   multimask_tokens: Optional[np.ndarray] = None) -> HeadOutputs:
+    """mask_decoder outputs of N objects and a bool [N] multimask flag -> HeadOutputs.
+
+    multimask_tokens: int [N], for multimask rows the token (1-3) to use instead of the
+    argmax-IoU one where > 0 (SAMURAI's choice); ignored on single-mask rows.
+    """
     masks = decoded["masks"]
     iou = decoded["iou_scores"]
     tokens = decoded["object_pointers"]
     score_logits = np.asarray(decoded["object_score_logits"], dtype=np.float32).reshape(-1, 1)
     rows = np.arange(masks.shape[0])
-    best = 1 + np.argmax(iou[:, 1:], axis=-1)
-    single = np.zeros_like(best)
+    argmax_iou = 1 + np.argmax(iou[:, 1:], axis=-1)
+    best = argmax_iou
+    if multimask_tokens is not None:
+        chosen = np.asarray(multimask_tokens).reshape(-1)
+        best = np.where(chosen > 0, chosen, argmax_iou)
+    single = np.zeros_like(argmax_iou)
     if settings.token_choice.dynamic_multimask_via_stability:
         stable = stability_scores(masks[:, 0], 0.0, settings.token_choice.stability_delta) >= (
             settings.token_choice.stability_thresh)
-        single = np.where(stable, 0, best)
+        single = np.where(stable, 0, argmax_iou)
     multimask = np.asarray(multimask, dtype=bool)
     mask_token = np.where(multimask, best, single)
     pointer_token = np.where(multimask & settings.use_multimask_token_for_obj_ptr, best, 0)
@@ -89,19 +113,122 @@ def choose_outputs(decoded: Mapping[str, np.ndarray], multimask: np.ndarray,
     low_res = masks[rows, mask_token][:, None].astype(np.float32, copy=True)
     pointers = tokens[rows, pointer_token].astype(np.float32, copy=True)
     if settings.pred_obj_scores:
-        present = score_logits > 0  # [N, 1]
+        present = score_logits > presence_threshold  # [N, 1]
         low_res = np.where(present[:, :, None, None], low_res, np.float32(NO_OBJ_SCORE))
         if settings.soft_no_obj_ptr:
             weight = 1.0 / (1.0 + np.exp(-score_logits))
         else:
             weight = present.astype(np.float32)
-        if settings.fixed_no_obj_ptr:
-            pointers = weight * pointers
-        if settings.no_obj_ptr is not None:
-            pointers = pointers + (1.0 - weight) * settings.no_obj_ptr[None]
+        pointers = no_object_blend(pointers, weight, settings)
     return HeadOutputs(
         low_res_masks=low_res.astype(np.float32, copy=False),
         scores=iou[rows, mask_token].astype(np.float32),
         object_pointers=pointers.astype(np.float32, copy=False),
         object_score_logits=score_logits,
     )
+
+
+def no_object_blend(pointers: np.ndarray, weight: np.ndarray, settings: HeadSettings) -> np.ndarray:
+    """SAM 2's object-pointer blend: weight [N, 1] (1 present, 0 absent) of pointers [N, 256]."""
+    if settings.fixed_no_obj_ptr:
+        pointers = weight * pointers
+    if settings.no_obj_ptr is not None:
+        pointers = pointers + (1.0 - weight) * settings.no_obj_ptr[None]
+    return pointers.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class MaskPromptHead:
+    """SAM 2's `_use_mask_as_output` for mask prompts (see the module docstring)."""
+
+    downsample_weight: np.ndarray  # float32 [1, 1, 4, 4], SAM2Base.mask_downsample
+    downsample_bias: np.ndarray  # float32 [1]
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping) -> Optional["MaskPromptHead"]:
+        """None when the export cannot take mask prompts (no mask_downsample, or a model that
+        decodes mask prompts with SAM instead of using them as output)."""
+        constants = metadata["constants"]
+        weight, bias = constants.get("mask_downsample_weight"), constants.get("mask_downsample_bias")
+        if weight is None or bias is None:
+            return None
+        if not metadata["settings"].get("use_mask_input_as_output_without_sam", False):
+            return None
+        stride = MASK_DOWNSAMPLE_STRIDE
+        return cls(np.asarray(weight, np.float32).reshape(1, 1, stride, stride),
+                   np.asarray(bias, np.float32).reshape(1))
+
+    def decoder_input(self, masks: np.ndarray) -> np.ndarray:
+        """Binary masks [N, 1, 1024, 1024] -> the decoder's dense prompt [N, 1, 256, 256]."""
+        with torch.inference_mode():
+            out = F.conv2d(torch.from_numpy(np.ascontiguousarray(masks, np.float32)),
+                           torch.from_numpy(self.downsample_weight),
+                           torch.from_numpy(self.downsample_bias), stride=MASK_DOWNSAMPLE_STRIDE)
+            return out.numpy()
+
+    def outputs(self, masks: np.ndarray, pointers: np.ndarray, settings: HeadSettings
+                ) -> HeadOutputs:
+        """Binary masks [N, 1, 1024, 1024] and the object pointers [N, 256] the decoder gave
+        for them (after its own no-object blend) -> the masks as output (module docstring)."""
+        n = masks.shape[0]
+        present = masks.reshape(n, -1).any(axis=1).astype(np.float32)[:, None]  # [N, 1]
+        with torch.inference_mode():
+            logits = torch.from_numpy(np.ascontiguousarray(masks, np.float32))
+            low_res = F.interpolate(logits * MASK_OUTPUT_SCALE + MASK_OUTPUT_BIAS,
+                                    size=(LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE), mode="bilinear",
+                                    align_corners=False, antialias=True).numpy()
+        pointers = np.asarray(pointers, np.float32).reshape(n, -1)
+        if settings.pred_obj_scores:
+            pointers = no_object_blend(pointers, present, settings)
+        return HeadOutputs(
+            low_res_masks=low_res.astype(np.float32, copy=False),
+            scores=np.ones((n,), np.float32),
+            object_pointers=pointers,
+            object_score_logits=(MASK_OUTPUT_SCALE * present + MASK_OUTPUT_BIAS).astype(np.float32),
+        )
+
+
+def _bilinear_taps(size_in: int, start: int, stop: int, scale: int
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Output indices start .. stop-1 of a `scale`-times bilinear upsampling of `size_in` samples
+    (align_corners=False, as torch computes it in float32): (first source index, second,
+    weight of the first, weight of the second), each [stop - start]."""
+    dst = np.arange(start, stop, dtype=np.float32)
+    src = (dst + np.float32(0.5)) * np.float32(1.0 / scale) - np.float32(0.5)
+    src = np.maximum(src, np.float32(0.0))
+    first = np.floor(src).astype(np.int64)
+    second = np.minimum(first + 1, size_in - 1)
+    weight = (src - first).astype(np.float32)
+    return first, second, np.float32(1.0) - weight, weight
+
+
+def upscaled_mask_box(logits: np.ndarray, scale: int = MASK_DOWNSAMPLE_STRIDE) -> Optional[np.ndarray]:
+    """Pixel-edge xyxy box (float64 [4], None if empty) of the pixels > 0 of `logits` [h, w]
+    upsampled `scale` times (bilinear, align_corners=False: SAM 2's low-res -> 1024 resize).
+
+    Only the upsampled rows and columns whose taps reach a positive low-res row / column are
+    computed (any other upsampled pixel mixes values <= 0), so a box costs a small band instead
+    of a 1024x1024 map. The interpolation is torch's (horizontal, then vertical, float32), in
+    numpy; it matches `F.interpolate` on random and smooth maps (tests/test_video_samurai.py).
+    """
+    positive = logits > 0
+    rows = np.flatnonzero(positive.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(positive.any(axis=0))
+    height, width = logits.shape
+    y_range = (max(scale * (int(rows[0]) - 1), 0), min(scale * (int(rows[-1]) + 2), scale * height))
+    x_range = (max(scale * (int(cols[0]) - 1), 0), min(scale * (int(cols[-1]) + 2), scale * width))
+    y_first, y_second, y_w0, y_w1 = _bilinear_taps(height, *y_range, scale)
+    x_first, x_second, x_w0, x_w1 = _bilinear_taps(width, *x_range, scale)
+    top = int(y_first[0])
+    band = np.asarray(logits[top : int(y_second[-1]) + 1], dtype=np.float32)
+    horizontal = x_w0 * band[:, x_first] + x_w1 * band[:, x_second]
+    upsampled = (y_w0[:, None] * horizontal[y_first - top]
+                 + y_w1[:, None] * horizontal[y_second - top]) > 0
+    up_rows = np.flatnonzero(upsampled.any(axis=1))
+    if up_rows.size == 0:
+        return None
+    up_cols = np.flatnonzero(upsampled.any(axis=0))
+    return np.array([x_range[0] + up_cols[0], y_range[0] + up_rows[0],
+                     x_range[0] + up_cols[-1] + 1, y_range[0] + up_rows[-1] + 1], dtype=np.float64)
