@@ -5,10 +5,13 @@
 * conditioning frames (frames the user prompted): spatial memory + object pointer each, kept
   while they can still be selected (all of them when `max_cond_frames_in_attn` is -1; they grow
   with the number of prompts, never with the video length);
-* non-conditioning frames (tracked frames): spatial memories of the recent frames SAM 2 can still
-  pick (num_maskmem - 1 frames at stride 1) and object pointers of the last
-  max_obj_ptrs_in_encoder - 1 frames. Older entries are dropped as the stream advances, so a
-  10,000-frame sequence holds no more than a 50-frame one.
+* non-conditioning frames (tracked frames): spatial memories and object pointers of the recent
+  frames that the last stored frame (which may still be corrected, see `VideoTracker.correct`)
+  or a later frame can select. Older entries are dropped as the stream advances, so a
+  10,000-frame sequence holds no more than a 50-frame one. With SAM 2's rule that is
+  num_maskmem frames of memories (t-6 .. t at stride 1) and max_obj_ptrs_in_encoder pointers
+  (t-15 .. t); with an owner-chosen rule (`external_recent`, SAMURAI) the owner says which
+  memories stay (`retain_memories`).
 
 `select(frame_idx)` returns the graph inputs for frame `frame_idx` as SAM 2's
 `_prepare_memory_conditioned_features` chooses them when tracking forward in eval mode:
@@ -16,21 +19,23 @@
 * memories: the selected conditioning frames first (t_pos 0), then for t_pos = 1 .. num_maskmem-1
   the frame t_rel = num_maskmem - t_pos before (the previous frame for t_rel 1, every
   `stride`-th frame beyond); frames with no memory are skipped; a conditioning frame left out by
-  `max_cond_frames_in_attn` still serves as a recent frame;
+  `max_cond_frames_in_attn` still serves as a recent frame. With `recent_frames` (SAMURAI's
+  choice, newest first) item i fills t_pos num_maskmem-1-i instead;
 * pointers: those of the selected conditioning frames (only those not after frame t when
   `only_obj_ptrs_in_the_past_for_eval`), then up to min(num_frames, max_obj_ptrs_in_encoder) - 1
   previous frames; positions = signed distance (t - frame) / (min(num_frames, max_ptrs) - 1).
 
 Spatial memories are stored as bfloat16 by default, as `SAM2VideoPredictor` stores them
 (`maskmem_features.to(torch.bfloat16)`): same numbers as the reference, half the bytes. numpy
-has no bfloat16, so they are kept as the upper 16 bits (round to nearest even) in uint16.
+has no bfloat16, so they are kept as the upper 16 bits (round to nearest even) in uint16 and
+unpacked straight into the batch tensor of the memory-attention call (`stack_memory_features`).
 Only forward (increasing frame index) tracking is supported: a stream has no future frames.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,6 +52,14 @@ def to_bfloat16_bits(array: np.ndarray) -> np.ndarray:
 def from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
     """uint16 bfloat16 bit patterns -> float32."""
     return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def unpack_into(out: np.ndarray, stored: np.ndarray) -> None:
+    """Write a stored memory (uint16 bfloat16 bits or float32) into float32 `out` (same shape)."""
+    if stored.dtype == np.uint16:
+        np.left_shift(stored, np.uint32(16), out=out.view(np.uint32), dtype=np.uint32)
+    else:
+        out[...] = stored
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,7 @@ class MemorySettings:
 
     @property
     def memory_window(self) -> int:
-        """How many frames back (from the next frame) a non-conditioning memory can be picked."""
+        """How many frames back from frame t a non-conditioning memory can fill a slot of t."""
         stride = self.memory_temporal_stride
         return 2 + (stride - 1) + max(self.num_maskmem - 3, 0) * stride
 
@@ -109,9 +122,13 @@ class FrameMemory:
 
 @dataclass
 class Selection:
-    """Memory-attention inputs of one object for one frame (no batch axis)."""
+    """Memory-attention inputs of one object for one frame (no batch axis).
 
-    memory_features: np.ndarray  # float32 [M, 64, 64, 64]
+    `memories` are the bank's stored arrays (not copies); `memory_features` unpacks them, and
+    `stack_memory_features` unpacks several selections straight into one batch tensor.
+    """
+
+    memories: Tuple[np.ndarray, ...]  # M x [64, 64, 64], uint16 bfloat16 bits or float32
     memory_temporal_positions: np.ndarray  # int32 [M]
     object_pointers: np.ndarray  # float32 [P, 256]
     object_pointer_positions: np.ndarray  # float32 [P]
@@ -119,17 +136,40 @@ class Selection:
     pointer_frames: Tuple[int, ...] = ()
 
     @property
+    def memory_features(self) -> np.ndarray:
+        """float32 [M, 64, 64, 64]."""
+        return stack_memory_features([self])[0]
+
+    @property
     def signature(self) -> Tuple[int, int]:
         """(M, P): objects with equal signatures can share one memory-attention batch."""
-        return int(self.memory_features.shape[0]), int(self.object_pointers.shape[0])
+        return len(self.memories), int(self.object_pointers.shape[0])
+
+
+def stack_memory_features(selections: Sequence[Selection]) -> np.ndarray:
+    """float32 [G, M, 64, 64, 64] of selections with equal M, unpacked in one pass."""
+    count = len(selections[0].memories)
+    out = np.empty((len(selections), count) + MEMORY_SHAPE, np.float32)
+    for g, selection in enumerate(selections):
+        if len(selection.memories) != count:
+            raise ValueError("selections of one batch must have the same number of memories")
+        for m, stored in enumerate(selection.memories):
+            unpack_into(out[g, m], stored)
+    return out
 
 
 @dataclass
 class MemoryBank:
-    """Bounded memory of one object (see the module docstring)."""
+    """Bounded memory of one object (see the module docstring).
+
+    external_recent: the owner chooses the recent memory frames (`select(recent_frames=...)`)
+    and which non-conditioning memories stay (`retain_memories`); SAM 2's window then prunes
+    only the pointers.
+    """
 
     settings: MemorySettings
     storage: str = "bfloat16"  # or "float32"
+    external_recent: bool = False
     cond: Dict[int, FrameMemory] = field(default_factory=dict)
     non_cond_memories: Dict[int, np.ndarray] = field(default_factory=dict)
     non_cond_pointers: Dict[int, np.ndarray] = field(default_factory=dict)
@@ -145,12 +185,11 @@ class MemoryBank:
         memory = np.asarray(memory, dtype=np.float32).reshape(MEMORY_SHAPE)
         return to_bfloat16_bits(memory) if self.storage == "bfloat16" else memory.copy()
 
-    def _unpack(self, memory: np.ndarray) -> np.ndarray:
-        return from_bfloat16_bits(memory) if memory.dtype == np.uint16 else memory
-
     def add(self, frame_idx: int, memory: np.ndarray, pointer: np.ndarray, object_score: float,
             is_conditioning: bool) -> None:
-        """Store frame `frame_idx`'s output; then drop what no later frame can select."""
+        """Store frame `frame_idx`'s output (a conditioning frame replaces a tracked output of
+        the same frame); then drop what neither this frame (a correction) nor a later one can
+        select."""
         frame_idx = int(frame_idx)
         pointer = np.asarray(pointer, dtype=np.float32).reshape(-1).copy()
         packed = self._pack(memory)
@@ -163,16 +202,20 @@ class MemoryBank:
             self.non_cond_memories[frame_idx] = packed
             self.non_cond_pointers[frame_idx] = pointer
         self.last_frame = max(self.last_frame, frame_idx)
-        self.prune(self.last_frame + 1)
+        self.prune(self.last_frame)
 
-    def prune(self, next_frame: int) -> None:
-        """Drop entries that no frame >= next_frame can select (forward tracking)."""
-        oldest_memory = next_frame - self.settings.memory_window
-        for t in [t for t in self.non_cond_memories if t < oldest_memory]:
-            del self.non_cond_memories[t]
-        oldest_pointer = next_frame - (self.settings.max_obj_ptrs_in_encoder - 1)
+    def prune(self, first_frame: int) -> None:
+        """Drop entries that no frame >= first_frame can select (forward tracking).
+
+        `add` passes the last stored frame: it may still be corrected, which selects again.
+        """
+        oldest_memory = first_frame - self.settings.memory_window
+        if not self.external_recent:
+            for t in [t for t in self.non_cond_memories if t < oldest_memory]:
+                del self.non_cond_memories[t]
+        oldest_pointer = first_frame - (self.settings.max_obj_ptrs_in_encoder - 1)
         if not self.settings.use_obj_ptrs_in_encoder:
-            oldest_pointer = next_frame
+            oldest_pointer = first_frame
         for t in [t for t in self.non_cond_pointers if t < oldest_pointer]:
             del self.non_cond_pointers[t]
         limit = self.settings.max_cond_frames_in_attn
@@ -183,6 +226,14 @@ class MemoryBank:
             oldest = min(oldest_memory, oldest_pointer)
             for t in [t for t in self.cond if t not in keep and t < oldest]:
                 del self.cond[t]
+
+    def retain_memories(self, frames: Collection[int]) -> None:
+        """Keep only the non-conditioning memories of `frames` (owner-chosen recent memories)."""
+        if not self.external_recent:
+            raise ValueError("retain_memories is for banks whose owner chooses recent memories")
+        keep = set(frames)
+        for t in [t for t in self.non_cond_memories if t not in keep]:
+            del self.non_cond_memories[t]
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -209,9 +260,26 @@ class MemoryBank:
         selected += rest[: limit - len(selected)]
         return selected, [t for t in frames if t not in selected]
 
-    def select(self, frame_idx: int, num_frames: Optional[int] = None) -> Selection:
-        """Memory-attention inputs for tracking this object on frame `frame_idx`."""
+    def _recent_slots(self, frame_idx: int, recent_frames: Optional[Sequence[int]]
+                      ) -> List[Tuple[int, int]]:
+        """(t_pos, frame) of the recent memories, t_pos ascending (oldest slot first)."""
         s = self.settings
+        if recent_frames is None:
+            return [(t_pos, s.memory_frame(frame_idx, t_pos)) for t_pos in range(1, s.num_maskmem)]
+        newest_first = list(recent_frames)[: s.num_maskmem - 1]
+        return [(s.num_maskmem - 1 - i, t) for i, t in reversed(list(enumerate(newest_first)))]
+
+    def select(self, frame_idx: int, num_frames: Optional[int] = None,
+               recent_frames: Optional[Sequence[int]] = None) -> Selection:
+        """Memory-attention inputs for tracking this object on frame `frame_idx`.
+
+        recent_frames: the recent memory frames, newest first (item i -> t_pos
+        num_maskmem-1-i), instead of SAM 2's last num_maskmem-1 frames; required when the
+        owner chooses them (`external_recent`).
+        """
+        s = self.settings
+        if self.external_recent and recent_frames is None:
+            raise ValueError("this bank's owner chooses the recent memories: pass recent_frames")
         if not self.cond:
             raise ValueError("the object has no conditioning frame: prompt it first")
         selected, unselected = self._split_cond(frame_idx)
@@ -229,8 +297,7 @@ class MemoryBank:
             memories.append(self.cond[t].memory)
             t_positions.append(0)
             memory_frames.append(t)
-        for t_pos in range(1, s.num_maskmem):
-            t = s.memory_frame(frame_idx, t_pos)
+        for t_pos, t in self._recent_slots(frame_idx, recent_frames):
             memory = recent(t)[0]
             if memory is not None:
                 memories.append(memory)
@@ -261,7 +328,7 @@ class MemoryBank:
             scale = 1
 
         return Selection(
-            memory_features=np.stack([self._unpack(m) for m in memories]).astype(np.float32, copy=False),
+            memories=tuple(memories),
             memory_temporal_positions=np.asarray(t_positions, dtype=np.int32),
             object_pointers=(np.stack(pointers).astype(np.float32, copy=False) if pointers
                              else np.zeros((0, 256), np.float32)),

@@ -1,22 +1,69 @@
-"""Streaming SAM 2 video object tracking over the four exported graphs.
+"""Streaming SAM 2 (and SAMURAI) video object tracking over the four exported graphs.
 
 `VideoTracker` does, frame by frame, what `SAM2VideoPredictor` does over a whole video, with the
 networks behind `VideoNetworks` (ONNX Runtime in tests, Triton BLS in the server):
 
-    tracker = VideoTracker(networks, metadata, num_frames=None)
+    tracker = VideoTracker(networks, metadata, num_frames=None)   # samurai=SamuraiSettings(...)
     tracker.add_prompt(0, obj_id=1, points=[[x, y]], labels=[1])   # pixels of the frame
     tracker.add_prompt(0, obj_id=2, box=[x0, y0, x1, y1])
+    tracker.add_prompt(0, obj_id=3, mask=mask)                      # bool [H, W]
     result = tracker.track(0, frame0)          # prompted objects: conditioning frame
     result = tracker.track(1, frame1)          # every object tracked from its memory
+    tracker.add_prompt(1, obj_id=1, points=[[x, y]], labels=[0])   # clicks on frame 1 ...
+    result = tracker.correct(1)                # ... correct the frame already tracked
     tracker.remove_object(2)
 
-Per frame: one image-encoder call; the objects prompted on this frame are decoded from
-`image_embed + no_mem_embed` with their points (SAM 2's "initial conditioning frame", as the
-reference treats any prompt on a frame it has not tracked yet); every other object goes through
-memory attention (one batch per distinct (memories, pointers) count: usually all objects are one
-batch) and the decoder with SAM 2's padding prompt; then one memory-encoder batch writes every
-object's memory for this frame (binarized mask on prompted frames). Prompted frames are
-conditioning frames of their objects.
+Frames and prompts
+* Frames come in increasing index order (gaps allowed). Every frame of a sequence must have the
+  size of its first frame, also frames tracked while no object exists yet: another size raises
+  InputError naming both sizes. Results list objects by ascending object id.
+* `add_prompt(t, ...)` prompts the next frame to track (t > the last tracked frame; `track(t,
+  image)` applies the prompts) or the last tracked frame (t == last; `correct(t)` applies them).
+  Only the last tracked frame can be corrected: a stream keeps no older frame. All pending
+  prompts are for one frame; `discard_pending()` drops them.
+* Each `add_prompt` call for an object is one reference `add_new_points_or_box` call: several
+  calls for one object on one frame are replayed in order, each call's mask logits being the
+  next call's mask input; `clear_old_points=False` adds the clicks to those the object already
+  has on that frame. A mask prompt (`add_new_mask`) stands alone: combining it with points or a
+  box of the same object on the same frame raises InputError; a later mask replaces an earlier.
+  User mistakes raise `InputError` (a ValueError) with a message naming the problem.
+
+One frame (`track`): one image-encoder call; the objects prompted on this frame are decoded from
+`image_embed + no_mem_embed` with their clicks (SAM 2's initial conditioning frame, as the
+reference treats any prompt on a frame it has not tracked yet), or take their mask prompt as
+output (SAM 2's `_use_mask_as_output`); every other object goes through memory attention (one
+batch per distinct (memories, pointers) count: usually all objects are one batch) and the
+decoder with SAM 2's padding prompt; the decoder runs one batch per prompt-point count (and
+one more per extra add_prompt call); then one memory-encoder batch writes every object's memory
+for this frame (binarized mask on prompted frames). Prompted frames are conditioning frames of
+their objects.
+
+Corrections (`correct`): as `SAM2VideoPredictor` when clicks are added on a frame an object was
+already tracked on (not an initial conditioning frame): the decoder reads the memory-conditioned
+features of that frame (memory attention is run again on the bank, which keeps what the last
+frame selected), the object's previous mask logits on that frame (clamped to +-32) as mask
+input, and the new clicks (multimask with one click, argmax IoU). The frame then becomes a
+conditioning frame of the corrected object and its memory for the frame is encoded again from
+the corrected (binarized) mask, as the reference does with `add_all_frames_to_correct_as_cond`
+(its default, False, keeps the corrected frame as a tracked frame that the next propagation
+recomputes; a stream cannot recompute, so corrections persist here). Objects first prompted on
+that frame are decoded as on a new frame. Other objects keep their results. To correct, the
+tracker keeps the last frame's image features (or, for a frame tracked with no object, the
+frame itself, encoded on demand) and each object's low-res logits there.
+
+SAMURAI (`samurai=SamuraiSettings`, python_backend/samurai.py, per tracker = per sequence):
+per object, on tracked (not prompted) multimask frames, the mask among the 3 candidates is
+chosen by `choose_mask` (motion-aware once the object's Kalman filter is stable; the candidates'
+boxes are measured on the 1024x1024 model frame) and the object's pointer follows that choice;
+every tracked frame leaves a record (predicted IoU, object-score logit, motion score); recent
+memories are chosen by `select_memory_frames` instead of the last 6 frames; objects are present
+where their score logit > `min_obj_score_logits` (masks, pointers, `present`; the memory encoder
+keeps > 0). A prompt or a correction restarts the object's filter (it initialises again on the
+next tracked frame). Objects are still batched through the networks as in SAM 2 mode.
+
+State size: memory banks (bounded: see memory_bank.py), SAMURAI motion state (records pruned to
+`reachable_memory_frames`), the last frame's features and per-object outputs, pending prompts:
+`nbytes` counts them all and stays constant on a long video (it never grows with its length).
 
 Object-pointer positions: SAM 2 divides the frame distance by min(num_frames, 16) - 1. With a
 known length (`num_frames=...`) the tracker reproduces the offline predictor exactly. A stream
@@ -27,49 +74,72 @@ frames, tracked without their length, differ (slightly: pointer positions scaled
 Differences from `SAM2VideoPredictor` (offline):
 * forward only; an object prompted after frame 0 is tracked from its first prompt on (the
   offline predictor also tracks it backwards / from other objects' start frame using its future
-  conditioning frame, which a stream cannot have);
-* prompts apply to the frame about to be tracked (`add_prompt(t)` then `track(t)`), and
-  `clear_old_points=False` adds clicks to those pending for the same frame; refining a frame
-  already tracked (the reference's correction clicks with the previous mask as mask input) is
-  not implemented here;
+  conditioning frame, which a stream cannot have; it also refuses new objects once tracking has
+  started, which a stream allows);
+* corrections apply to the last tracked frame only, and make it a conditioning frame (above);
 * `fill_hole_area` (needs SAM 2's optional CUDA extension; the reference skips it with a
   warning when the extension is missing) and `non_overlap_masks` are not applied.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
+from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.masks import masks_at_original_size
-from sam2_triton.python_backend.video.frames import preprocess_frame
-from sam2_triton.python_backend.video.heads import HeadSettings, choose_outputs
-from sam2_triton.python_backend.video.memory_bank import MemoryBank, MemorySettings, Selection
+from sam2_triton.python_backend.samurai import (
+    FrameRecord,
+    ObjectMotionState,
+    SamuraiSettings,
+    choose_box,
+    reachable_memory_frames,
+    select_memory_frames,
+)
+from sam2_triton.python_backend.video.frames import (
+    check_frame,
+    check_prompt_mask,
+    preprocess_frame,
+    prompt_mask_input,
+)
+from sam2_triton.python_backend.video.heads import (
+    SAM2_PRESENCE_THRESHOLD,
+    HeadSettings,
+    MaskPromptHead,
+    choose_outputs,
+    upscaled_mask_box,
+)
+from sam2_triton.python_backend.video.memory_bank import (
+    MemoryBank,
+    MemorySettings,
+    Selection,
+    stack_memory_features,
+)
 from sam2_triton.python_backend.video.networks import VideoNetworks
+
+PAD_COORDS = np.zeros((1, 2), np.float32)  # SAM 2's prompt without clicks: (0, 0) labelled -1
+PAD_LABELS = -np.ones((1,), np.int32)
+CLICK_LABELS = (0, 1)  # negative, positive
+BOX_LABELS = (2, 3)  # SAM 2 encodes a box as its two corners with these labels, before clicks
+PREVIOUS_LOGIT_LIMIT = 32.0  # the reference clamps previous mask logits fed back as mask input
+FEATURE_NAMES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
 
 
 @dataclass
 class FrameResult:
-    """Tracking answer for one frame: one row per object, in `obj_ids` order."""
+    """Tracking answer for one frame: one row per object, in `obj_ids` order (ascending)."""
 
     frame_idx: int
     obj_ids: List[int]
     masks: np.ndarray  # bool [N, H, W] at the frame's original size
-    scores: np.ndarray  # float32 [N], predicted IoU of the chosen mask token
-    object_score_logits: np.ndarray  # float32 [N], > 0: object present
+    scores: np.ndarray  # float32 [N], predicted IoU of the chosen mask token (1 for a mask prompt)
+    object_score_logits: np.ndarray  # float32 [N], > presence threshold: object present
     present: np.ndarray  # bool [N]
     boxes: np.ndarray  # float32 [N, 4] (x0, y0, x1, y1) of the mask, inclusive pixels; 0 if empty
     low_res_logits: np.ndarray  # float32 [N, 1, 256, 256], NO_OBJ_SCORE where absent
-
-
-@dataclass
-class _Prompt:
-    points: np.ndarray  # float32 [P, 2], pixels of the original frame (box corners first)
-    labels: np.ndarray  # int32 [P]
 
 
 def mask_boxes(masks: np.ndarray) -> np.ndarray:
@@ -83,246 +153,655 @@ def mask_boxes(masks: np.ndarray) -> np.ndarray:
     return boxes
 
 
+# -- per-object state --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Clicks:
+    """The clicks of one add_prompt call, with those it added to (clear_old_points=False)."""
+
+    points: np.ndarray  # float32 [P, 2], pixels of the original frame (box corners first)
+    labels: np.ndarray  # int32 [P]: 0, 1, box corners 2, 3
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.points.nbytes + self.labels.nbytes)
+
+
+@dataclass
+class _PendingPrompt:
+    """What add_prompt calls left for one object on the pending frame: clicks or a mask."""
+
+    rounds: List[_Clicks] = field(default_factory=list)  # one per call, replayed in order
+    mask: Optional[np.ndarray] = None  # bool [H, W]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.rounds) + (0 if self.mask is None else self.mask.nbytes)
+
+
+@dataclass
+class _ObjectOutput:
+    """One object's answer on one frame."""
+
+    low_res: np.ndarray  # float32 [1, 256, 256] mask logits (NO_OBJ_SCORE where absent)
+    score: float  # predicted IoU of the chosen mask
+    object_score_logit: float
+    pointer: np.ndarray  # float32 [256], after the no-object blend
+    prompted: bool  # from the user's prompt: memory encoded from the binarized mask
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.low_res.nbytes + self.pointer.nbytes)
+
+
+@dataclass
+class _TrackedObject:
+    """An object with a memory: its bank, SAMURAI state, and its output on the last frame."""
+
+    bank: MemoryBank
+    motion: Optional[ObjectMotionState]  # SAMURAI only
+    output: _ObjectOutput  # on the tracker's last frame
+    clicks: Optional[_Clicks] = None  # clicks it got on the last frame (None: tracked / mask)
+
+    @property
+    def nbytes(self) -> int:
+        return (self.bank.nbytes + (self.motion.nbytes if self.motion is not None else 0)
+                + self.output.nbytes + (self.clicks.nbytes if self.clicks is not None else 0))
+
+
+@dataclass
+class _LastFrame:
+    """What a correction of the last tracked frame needs of the frame itself."""
+
+    frame_idx: int
+    features: Optional[Dict[str, np.ndarray]]  # image-encoder outputs (image_embed raw)
+    image: Optional[np.ndarray] = None  # uint8 [H, W, 3], only while `features` is None
+
+    @property
+    def nbytes(self) -> int:
+        arrays = list((self.features or {}).values()) + [self.image]
+        return int(sum(a.nbytes for a in arrays if a is not None))
+
+
+# -- decoding work -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    """How one object is decoded on the current frame.
+
+    Tracked: no rounds, no mask (padding prompt, memory-conditioned features). Clicks: one
+    decoder pass per round. Mask prompt: one pass for the pointer, the mask is the output.
+    """
+
+    embed: np.ndarray  # float32 [256, 64, 64], the features the decoder reads
+    is_init: bool = False  # SAM 2's is_init_cond_frame (decoded without memory)
+    rounds: Sequence[_Clicks] = ()
+    mask: Optional[np.ndarray] = None  # float32 [1, 1, 1024, 1024] binary mask prompt
+    mask_dense: Optional[np.ndarray] = None  # float32 [1, 256, 256], its decoder dense prompt
+    previous_logits: Optional[np.ndarray] = None  # float32 [1, 256, 256] (a correction)
+
+    @property
+    def num_passes(self) -> int:
+        return max(len(self.rounds), 1)
+
+
+@dataclass
+class _Row:
+    """One decoder row."""
+
+    obj_id: int
+    embed: np.ndarray  # float32 [256, 64, 64]
+    coords: np.ndarray  # float32 [P, 2], pixels of the 1024x1024 model input
+    labels: np.ndarray  # int32 [P]
+    mask_input: Optional[np.ndarray]  # float32 [1, 256, 256] dense prompt, or None
+    multimask: bool
+    motion_choice: bool = False  # SAMURAI chooses among the multimask candidates
+    prompted: bool = True  # a user prompt (not a tracked frame)
+
+
+@dataclass
+class _MotionStep:
+    """SAMURAI state of one frame's tracked objects, changed on copies until committed."""
+
+    frame_idx: int
+    states: Dict[int, ObjectMotionState] = field(default_factory=dict)
+    motion_scores: Dict[int, Optional[float]] = field(default_factory=dict)
+
+
 class VideoTracker:
-    """One video stream: objects, their memory banks, prompts pending for the next frame."""
+    """One video stream: objects, their memory banks, prompts pending for one frame."""
 
     def __init__(self, networks: VideoNetworks, metadata: Mapping, num_frames: Optional[int] = None,
-                 preprocessing: str = "video", memory_storage: str = "bfloat16") -> None:
+                 preprocessing: str = "video", memory_storage: str = "bfloat16",
+                 samurai: Optional[SamuraiSettings] = None) -> None:
         settings = metadata["settings"]
         if not settings.get("directly_add_no_mem_embed", True):
             raise NotImplementedError("models without directly_add_no_mem_embed are not supported")
         if num_frames is not None and int(num_frames) < 1:
-            raise ValueError(f"num_frames must be >= 1 or None, not {num_frames}")
+            raise InputError(f"num_frames must be >= 1 or None, not {num_frames}")
         self.networks = networks
         self.num_frames = None if num_frames is None else int(num_frames)
         self.preprocessing = preprocessing
         self.memory_storage = memory_storage
+        self.samurai = samurai
         self.memory_settings = MemorySettings.from_metadata(settings)
         self.head_settings = HeadSettings.from_metadata(metadata)
+        self.mask_head = MaskPromptHead.from_metadata(metadata)
+        self.presence_threshold = (SAM2_PRESENCE_THRESHOLD if samurai is None
+                                   else float(samurai.min_obj_score_logits))
         self.binarize_prompted = bool(settings.get("binarize_mask_from_pts_for_mem_enc", False))
         self.no_mem_embed = np.asarray(
             metadata["constants"]["no_mem_embed"], dtype=np.float32).reshape(1, -1, 1, 1)
-        self.banks: "OrderedDict[int, MemoryBank]" = OrderedDict()
-        self.pending: Dict[int, _Prompt] = {}
+        self.objects: Dict[int, _TrackedObject] = {}
+        self.pending: Dict[int, _PendingPrompt] = {}
         self.pending_frame: Optional[int] = None
         self.last_frame: int = -1
-        self.frame_size: Optional[Tuple[int, int]] = None
+        self.frame_size: Optional[Tuple[int, int]] = None  # (H, W) of the first frame
+        self._last: Optional[_LastFrame] = None
 
     # -- objects and prompts ------------------------------------------------------------------
 
     @property
     def obj_ids(self) -> List[int]:
-        """Objects in output order: tracked ones, then new ones prompted for the next frame."""
-        return list(self.banks) + [o for o in self.pending if o not in self.banks]
+        """Every object (tracked, or prompted for the pending frame), ascending."""
+        return sorted(set(self.objects) | set(self.pending))
 
     def add_prompt(self, frame_idx: int, obj_id: int, points=None, labels=None, box=None,
-                   clear_old_points: bool = True) -> None:
-        """Prompt `obj_id` on frame `frame_idx`, the next frame `track` will be called with.
+                   mask=None, clear_old_points: bool = True) -> None:
+        """Prompt `obj_id` on frame `frame_idx`: the next frame to track, or the last tracked
+        frame (a correction, applied by `correct`).
 
         points [P, 2] (x, y) with labels [P] (1 positive, 0 negative), and/or box
-        (x0, y0, x1, y1), in pixels of the original frame. The box goes first, as two corner
-        points labelled 2 and 3 (as SAM 2 does). The frame becomes a conditioning frame of the
-        object; a new object starts being tracked there.
+        (x0, y0, x1, y1), in pixels of the original frame: the box goes first, as two corner
+        points labelled 2 and 3 (as SAM 2 does). Or mask: bool [H, W] at the frame's size, alone.
+        The frame becomes a conditioning frame of the object; a new object starts there.
         """
+        frame_idx = self._check_prompt_frame(frame_idx)
+        obj_id = int(obj_id)
+        pending = self.pending.get(obj_id)
+        if mask is not None:
+            prompt = self._mask_prompt(obj_id, frame_idx, pending, mask, points, labels, box)
+        else:
+            clicks = self._clicks(points, labels, box, clear_old_points)
+            if pending is not None and pending.mask is not None:
+                raise InputError(f"object {obj_id} has a mask prompt pending for frame {frame_idx}: "
+                                 "a mask prompt cannot be combined with points or a box")
+            if not clear_old_points:
+                clicks = self._after_earlier_clicks(obj_id, frame_idx, pending, clicks)
+            prompt = _PendingPrompt(rounds=(pending.rounds if pending else []) + [clicks])
+        self.pending[obj_id] = prompt
+        self.pending_frame = frame_idx
+
+    def _check_prompt_frame(self, frame_idx: int) -> int:
         frame_idx = int(frame_idx)
-        if frame_idx <= self.last_frame:
-            raise ValueError(
-                f"frame {frame_idx} is already tracked (last tracked frame: {self.last_frame}); "
-                "prompts apply to the next frame to track"
-            )
+        if frame_idx < 0:
+            raise InputError(f"frame index {frame_idx} is negative")
         if self.pending_frame is not None and frame_idx != self.pending_frame:
-            raise ValueError(
-                f"prompts are pending for frame {self.pending_frame}: track it before prompting "
-                f"frame {frame_idx}"
-            )
+            raise InputError(
+                f"prompts are pending for frame {self.pending_frame}: track or correct it (or "
+                f"discard the prompts) before prompting frame {frame_idx}")
+        if frame_idx < self.last_frame:
+            raise InputError(
+                f"frame {frame_idx} is before the last tracked frame {self.last_frame}: prompts go "
+                "to the next frame to track, or correct the last tracked frame (older frames "
+                "are not kept by a stream)")
+        if self.num_frames is not None and frame_idx >= self.num_frames:
+            raise InputError(f"frame {frame_idx} is beyond num_frames={self.num_frames}")
+        return frame_idx
+
+    def _mask_prompt(self, obj_id: int, frame_idx: int, pending: Optional[_PendingPrompt], mask,
+                     points, labels, box) -> _PendingPrompt:
+        if points is not None or labels is not None or box is not None:
+            raise InputError(f"object {obj_id}: a mask prompt cannot be combined with points or a "
+                             "box")
+        if pending is not None and pending.rounds:
+            raise InputError(f"object {obj_id} has points or a box pending for frame {frame_idx}: "
+                             "a mask prompt cannot be combined with them")
+        if self.mask_head is None:
+            raise InputError("this model's export cannot take mask prompts (its metadata has no "
+                             "mask_downsample, or the model decodes mask prompts with SAM)")
+        mask = check_prompt_mask(mask)
+        if self.frame_size is not None:
+            self._check_mask_size(obj_id, mask, self.frame_size)
+        return _PendingPrompt(mask=mask.copy())
+
+    @staticmethod
+    def _check_mask_size(obj_id: int, mask: np.ndarray, size: Tuple[int, int]) -> None:
+        if tuple(mask.shape) != tuple(size):
+            raise InputError(f"the mask prompt of object {obj_id} is {mask.shape[1]}x"
+                             f"{mask.shape[0]}; the video's frames are {size[1]}x{size[0]}")
+
+    @staticmethod
+    def _clicks(points, labels, box, clear_old_points: bool) -> _Clicks:
+        """Validated clicks of one call, box corners first."""
         if (points is None) != (labels is None):
-            raise ValueError("points and labels must be given together")
+            raise InputError("points and labels must be given together")
         if points is None and box is None:
-            raise ValueError("give points with labels, and/or a box")
+            raise InputError("give points with labels, a box, or a mask")
         coords = np.zeros((0, 2), np.float32) if points is None else (
             np.asarray(points, dtype=np.float32).reshape(-1, 2))
         codes = np.zeros((0,), np.int32) if labels is None else (
-            np.asarray(labels, dtype=np.int32).reshape(-1))
+            np.asarray(labels).reshape(-1))
         if coords.shape[0] != codes.shape[0]:
-            raise ValueError(f"{coords.shape[0]} points but {codes.shape[0]} labels")
-        if not np.all(np.isin(codes, (0, 1))):
-            raise ValueError("point labels must be 0 (negative) or 1 (positive)")
+            raise InputError(f"{coords.shape[0]} points but {codes.shape[0]} labels")
+        if not np.all(np.isin(codes, CLICK_LABELS)):
+            raise InputError("point labels must be 0 (negative) or 1 (positive)")
         if not np.all(np.isfinite(coords)):
-            raise ValueError("points must be finite")
+            raise InputError("points must be finite")
+        codes = codes.astype(np.int32)
         if box is not None:
             if not clear_old_points:
-                raise ValueError("a box must come first: use clear_old_points=True with a box")
-            corners = np.asarray(box, dtype=np.float32).reshape(2, 2)
-            if not np.all(np.isfinite(corners)):
-                raise ValueError("box must be finite")
-            coords = np.concatenate([corners, coords])
-            codes = np.concatenate([np.array([2, 3], np.int32), codes])
-        old = None if clear_old_points else self.pending.get(int(obj_id))
-        if old is not None:
-            coords = np.concatenate([old.points, coords])
-            codes = np.concatenate([old.labels, codes])
-        self.pending[int(obj_id)] = _Prompt(coords, codes)
-        self.pending_frame = frame_idx
+                raise InputError("a box must come first: use clear_old_points=True with a box")
+            corners = np.asarray(box, dtype=np.float32).reshape(-1)
+            if corners.shape[0] != 4 or not np.all(np.isfinite(corners)):
+                raise InputError(f"a box is 4 finite numbers (x0, y0, x1, y1), got {corners.tolist()}")
+            coords = np.concatenate([corners.reshape(2, 2), coords])
+            codes = np.concatenate([np.array(BOX_LABELS, np.int32), codes])
+        return _Clicks(coords, codes)
+
+    def _after_earlier_clicks(self, obj_id: int, frame_idx: int,
+                              pending: Optional[_PendingPrompt], clicks: _Clicks) -> _Clicks:
+        """clear_old_points=False: the object's earlier clicks on this frame, then these."""
+        earlier = pending.rounds[-1] if pending is not None and pending.rounds else None
+        state = self.objects.get(obj_id)
+        if earlier is None and frame_idx == self.last_frame and state is not None:
+            earlier = state.clicks
+        if earlier is None:
+            return clicks
+        return _Clicks(np.concatenate([earlier.points, clicks.points]),
+                       np.concatenate([earlier.labels, clicks.labels]))
+
+    def discard_pending(self) -> None:
+        """Drop every prompt not yet applied by track / correct."""
+        self.pending.clear()
+        self.pending_frame = None
 
     def remove_object(self, obj_id: int) -> None:
+        """Forget an object (its memory and pending prompts); InputError if unknown."""
         obj_id = int(obj_id)
-        if obj_id not in self.banks and obj_id not in self.pending:
-            raise KeyError(f"unknown object id {obj_id}")
-        self.banks.pop(obj_id, None)
+        if obj_id not in self.objects and obj_id not in self.pending:
+            raise InputError(f"unknown object id {obj_id}; the sequence has objects "
+                             f"{self.obj_ids or 'none'}")
+        self.objects.pop(obj_id, None)
         self.pending.pop(obj_id, None)
         if not self.pending:
             self.pending_frame = None
 
     def reset(self) -> None:
-        self.banks.clear()
-        self.pending.clear()
-        self.pending_frame = None
+        """Back to a fresh sequence (no objects, no frame, any frame size)."""
+        self.objects.clear()
+        self.discard_pending()
         self.last_frame = -1
         self.frame_size = None
+        self._last = None
 
     # -- state size ---------------------------------------------------------------------------
 
     @property
     def nbytes(self) -> int:
-        return sum(bank.nbytes for bank in self.banks.values())
+        """Bytes of everything held for the sequence: banks, SAMURAI state, last-frame cache,
+        pending prompts."""
+        return int(sum(state.nbytes for state in self.objects.values())
+                   + sum(prompt.nbytes for prompt in self.pending.values())
+                   + (self._last.nbytes if self._last is not None else 0))
 
     @property
     def counts(self) -> Dict[int, Dict[str, int]]:
-        return {obj_id: bank.counts for obj_id, bank in self.banks.items()}
+        """Per object (ascending id): entries of its bank (+ SAMURAI records)."""
+        counts = {}
+        for obj_id in sorted(self.objects):
+            state = self.objects[obj_id]
+            counts[obj_id] = dict(state.bank.counts)
+            if state.motion is not None:
+                counts[obj_id]["motion_records"] = len(state.motion.records)
+        return counts
 
     # -- tracking -----------------------------------------------------------------------------
 
-    def _model_points(self, prompt: _Prompt, size: Tuple[int, int]) -> np.ndarray:
-        """Pixels of the original frame -> pixels of the 1024x1024 model input (float32)."""
-        height, width = size
-        scale = np.array([width, height], dtype=np.float32)
-        return (prompt.points / scale * np.float32(IMAGE_SIZE)).astype(np.float32)
+    def track(self, frame_idx: int, image: np.ndarray) -> FrameResult:
+        """Segment every object on the new frame `frame_idx` (RGB uint8 [H, W, 3]), applying
+        the prompts pending for it, and update memory."""
+        frame_idx = self._check_new_frame(frame_idx)
+        image = check_frame(image)
+        size = (int(image.shape[0]), int(image.shape[1]))
+        self._check_frame_size(frame_idx, size)
+        for obj_id, prompt in self.pending.items():
+            if prompt.mask is not None:
+                self._check_mask_size(obj_id, prompt.mask, size)
+        if not self.objects and not self.pending:  # nothing to track: no network call
+            self._commit_frame(_LastFrame(frame_idx, None, image.copy()), size)
+            return self._result(frame_idx, size)
+        features = self._encode(image)
+        obj_ids = self.obj_ids
+        tracked = [o for o in obj_ids if o not in self.pending]
+        conditioned = self._condition(tracked, frame_idx, features)
+        jobs = self._prompt_jobs([o for o in obj_ids if o in self.pending], features, {})
+        jobs.update({o: _Job(embed=conditioned[o]) for o in tracked})
+        motion = _MotionStep(frame_idx)
+        if self.samurai is not None:
+            motion.states = {o: self.objects[o].motion.copy() for o in tracked}
+        outputs = self._decode_jobs(jobs, features, size, motion)
+        memories = self._encode_memories(features, outputs)
 
-    def _decode(self, embeds: np.ndarray, feats: Mapping[str, np.ndarray], coords: np.ndarray,
-                labels: np.ndarray) -> Dict[str, np.ndarray]:
-        n = coords.shape[0]
-        num_images = embeds.shape[0]
+        for obj_id in obj_ids:  # commit: nothing above changed the tracker
+            self._store(obj_id, frame_idx, outputs[obj_id], memories[obj_id], motion)
+        self._commit_frame(_LastFrame(frame_idx, features), size)
+        return self._result(frame_idx, size)
 
-        def tile(x: np.ndarray) -> np.ndarray:
-            return x if num_images == 1 else np.ascontiguousarray(
-                np.broadcast_to(x, (num_images,) + x.shape[1:]))
+    def correct(self, frame_idx: int) -> FrameResult:
+        """Apply the prompts pending for the last tracked frame `frame_idx` (see the module
+        docstring); results for every object on that frame."""
+        frame_idx = int(frame_idx)
+        if self._last is None:
+            raise InputError("no frame was tracked yet: there is nothing to correct")
+        if frame_idx != self.last_frame:
+            raise InputError(f"only the last tracked frame ({self.last_frame}) can be corrected, "
+                             f"not frame {frame_idx}")
+        if not self.pending or self.pending_frame != frame_idx:
+            raise InputError(f"no prompts are pending for frame {frame_idx}: add_prompt"
+                             f"({frame_idx}, ...) before correcting it")
+        features = self._last_features()
+        size = self.frame_size
+        prompted = sorted(self.pending)
+        corrected = [o for o in prompted if o in self.objects and self.pending[o].mask is None]
+        conditioned = self._condition(corrected, frame_idx, features)
+        jobs = self._prompt_jobs(prompted, features, conditioned)
+        outputs = self._decode_jobs(jobs, features, size, _MotionStep(frame_idx))
+        memories = self._encode_memories(features, outputs)
 
-        return self.networks.decode({
-            "image_embed": np.ascontiguousarray(embeds, dtype=np.float32),
-            "high_res_feats_0": tile(feats["high_res_feats_0"]),
-            "high_res_feats_1": tile(feats["high_res_feats_1"]),
-            "point_coords": coords.astype(np.float32),
-            "point_labels": labels.astype(np.int32),
-            "mask_input": np.zeros((n, 1, LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE), np.float32),
-            "has_mask_input": np.zeros((n,), np.float32),
-        })
+        for obj_id in prompted:  # commit
+            self._store(obj_id, frame_idx, outputs[obj_id], memories[obj_id], None)
+        self._commit_frame(_LastFrame(frame_idx, features), size)
+        return self._result(frame_idx, size)
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def _check_new_frame(self, frame_idx: int) -> int:
+        frame_idx = int(frame_idx)
+        if frame_idx <= self.last_frame:
+            raise InputError(f"frame {frame_idx} does not come after frame {self.last_frame}: "
+                             "frames must be tracked in increasing order (correct() applies "
+                             "prompts to the last tracked frame)")
+        if self.num_frames is not None and frame_idx >= self.num_frames:
+            raise InputError(f"frame {frame_idx} is beyond num_frames={self.num_frames}")
+        if self.pending and self.pending_frame != frame_idx:
+            what = " (a correction: call correct())" if self.pending_frame == self.last_frame else ""
+            raise InputError(
+                f"prompts are pending for frame {self.pending_frame}{what}, not {frame_idx}")
+        return frame_idx
+
+    def _check_frame_size(self, frame_idx: int, size: Tuple[int, int]) -> None:
+        if self.frame_size is not None and size != self.frame_size:
+            height, width = self.frame_size
+            raise InputError(f"frame {frame_idx} is {size[1]}x{size[0]} but this sequence's frames "
+                             f"are {width}x{height}: every frame must have the first frame's size")
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _encode(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+        pixels, _ = preprocess_frame(image, self.preprocessing)
+        encoded = self.networks.encode(pixels)
+        return {name: np.asarray(encoded[name], dtype=np.float32) for name in FEATURE_NAMES}
+
+    def _last_features(self) -> Dict[str, np.ndarray]:
+        """The last frame's features (encoded now if it was tracked with no object)."""
+        if self._last.features is None:
+            return self._encode(self._last.image)
+        return self._last.features
+
+    def _prompt_jobs(self, obj_ids: Sequence[int], features: Mapping[str, np.ndarray],
+                     conditioned: Mapping[int, np.ndarray]) -> Dict[int, _Job]:
+        """Jobs for the pending prompts of `obj_ids`. Clicks correcting an object in
+        `conditioned` read its memory-conditioned features and its previous logits; other
+        clicks are decoded without memory (initial conditioning frame); masks are the output."""
+        image_embed = features["image_embed"]
+        no_mem = None  # shared by every object decoded without memory
+        jobs = {}
+        for obj_id in obj_ids:
+            prompt = self.pending[obj_id]
+            if prompt.mask is not None:  # _use_mask_as_output reads the raw features
+                mask = prompt_mask_input(prompt.mask)
+                jobs[obj_id] = _Job(embed=image_embed[0], mask=mask,
+                                    mask_dense=self.mask_head.decoder_input(mask)[0])
+            elif obj_id in conditioned:
+                jobs[obj_id] = _Job(embed=conditioned[obj_id], rounds=prompt.rounds,
+                                    previous_logits=self.objects[obj_id].output.low_res)
+            else:
+                if no_mem is None:
+                    no_mem = (image_embed + self.no_mem_embed)[0]
+                jobs[obj_id] = _Job(embed=no_mem, is_init=True, rounds=prompt.rounds)
+        return jobs
+
+    def _selection(self, obj_id: int, frame_idx: int) -> Selection:
+        state = self.objects[obj_id]
+        recent = None
+        if self.samurai is not None:
+            recent = select_memory_frames(state.motion.records, frame_idx, self.samurai,
+                                          cond_frames=set(state.bank.cond))
+        return state.bank.select(frame_idx, self.num_frames, recent)
+
+    def _condition(self, obj_ids: Sequence[int], frame_idx: int,
+                   features: Mapping[str, np.ndarray]) -> Dict[int, np.ndarray]:
+        """Memory-conditioned features [256, 64, 64] per object: one memory-attention batch per
+        distinct (memories, pointers) signature."""
+        selections = {o: self._selection(o, frame_idx) for o in obj_ids}
+        groups: Dict[Tuple[int, int], List[int]] = {}
+        for obj_id in obj_ids:
+            groups.setdefault(selections[obj_id].signature, []).append(obj_id)
+        conditioned = {}
+        for ids in groups.values():
+            batch = self._attend(features["image_embed"], [selections[o] for o in ids])
+            conditioned.update(zip(ids, batch))
+        return conditioned
 
     def _attend(self, image_embed: np.ndarray, selections: Sequence[Selection]) -> np.ndarray:
         """Memory-conditioned features [G, 256, 64, 64] of objects with equal (M, P)."""
         g = len(selections)
         return self.networks.attend({
-            "current_features": np.ascontiguousarray(
-                np.broadcast_to(image_embed, (g,) + image_embed.shape[1:]), dtype=np.float32),
-            "memory_features": np.stack([s.memory_features for s in selections]),
+            "current_features": _repeat(image_embed, g),
+            "memory_features": stack_memory_features(selections),
             "memory_temporal_positions": np.stack([s.memory_temporal_positions for s in selections]),
             "object_pointers": np.stack([s.object_pointers for s in selections]),
             "object_pointer_positions": np.stack([s.object_pointer_positions for s in selections]),
         })["conditioned_features"]
 
-    def track(self, frame_idx: int, image: np.ndarray) -> FrameResult:
-        """Segment every object on frame `frame_idx` (RGB uint8 [H, W, 3]) and update memory."""
-        frame_idx = int(frame_idx)
-        if frame_idx <= self.last_frame:
-            raise ValueError(f"frame {frame_idx} comes after frame {self.last_frame}: "
-                             "frames must be tracked in increasing order")
-        if self.num_frames is not None and frame_idx >= self.num_frames:
-            raise ValueError(f"frame {frame_idx} is beyond num_frames={self.num_frames}")
-        if self.pending and self.pending_frame != frame_idx:
-            raise ValueError(f"prompts are pending for frame {self.pending_frame}, not {frame_idx}")
-        pixels, size = preprocess_frame(image, self.preprocessing)
-        if not self.banks and not self.pending:  # nothing to track: no network call
-            self.last_frame = frame_idx
+    def _decode_jobs(self, jobs: Mapping[int, _Job], features: Mapping[str, np.ndarray],
+                     size: Tuple[int, int], motion: _MotionStep) -> Dict[int, _ObjectOutput]:
+        """Every object's output: pass k decodes round k of every job that has one (pass 0:
+        all objects), each round reading the previous round's logits as mask input."""
+        outputs: Dict[int, _ObjectOutput] = {}
+        for k in range(max((job.num_passes for job in jobs.values()), default=0)):
+            rows = [self._row(obj_id, job, k, outputs.get(obj_id), size)
+                    for obj_id, job in jobs.items() if k < job.num_passes]
+            for obj_id, output in self._decode_rows(rows, features, motion).items():
+                job = jobs[obj_id]
+                if job.mask is not None:
+                    output = self._mask_output(job, output)
+                outputs[obj_id] = output
+        return outputs
+
+    def _row(self, obj_id: int, job: _Job, k: int, previous: Optional[_ObjectOutput],
+             size: Tuple[int, int]) -> _Row:
+        if job.mask is not None:
+            return _Row(obj_id, job.embed, PAD_COORDS, PAD_LABELS, job.mask_dense, False)
+        if not job.rounds:  # tracked: SAM 2's padding prompt, no clicks
+            multimask = self.head_settings.use_multimask(False, 0)
+            return _Row(obj_id, job.embed, PAD_COORDS, PAD_LABELS, None, multimask,
+                        motion_choice=multimask and self.samurai is not None, prompted=False)
+        clicks = job.rounds[k]
+        logits = previous.low_res if previous is not None else job.previous_logits
+        mask_input = None if logits is None else np.clip(
+            logits, -PREVIOUS_LOGIT_LIMIT, PREVIOUS_LOGIT_LIMIT)
+        multimask = self.head_settings.use_multimask(job.is_init, int(clicks.labels.shape[0]))
+        return _Row(obj_id, job.embed, self._model_points(clicks, size), clicks.labels, mask_input,
+                    multimask)
+
+    def _model_points(self, clicks: _Clicks, size: Tuple[int, int]) -> np.ndarray:
+        """Pixels of the original frame -> pixels of the 1024x1024 model input (float32)."""
+        height, width = size
+        scale = np.array([width, height], dtype=np.float32)
+        return (clicks.points / scale * np.float32(IMAGE_SIZE)).astype(np.float32)
+
+    def _decode_rows(self, rows: Sequence[_Row], features: Mapping[str, np.ndarray],
+                     motion: _MotionStep) -> Dict[int, _ObjectOutput]:
+        """One decoder batch per prompt-point count; heads chosen per row."""
+        by_points: Dict[int, List[_Row]] = {}
+        for row in rows:
+            by_points.setdefault(row.coords.shape[0], []).append(row)
+        outputs = {}
+        for group in by_points.values():
+            decoded = self._decode(group, features)
+            tokens = self._motion_tokens(group, decoded, motion)
+            heads = choose_outputs(decoded, np.array([r.multimask for r in group]),
+                                   self.head_settings, self.presence_threshold, tokens)
+            for i, row in enumerate(group):
+                outputs[row.obj_id] = _ObjectOutput(
+                    low_res=heads.low_res_masks[i].copy(), score=float(heads.scores[i]),
+                    object_score_logit=float(heads.object_score_logits[i, 0]),
+                    pointer=heads.object_pointers[i].copy(), prompted=row.prompted)
+        return outputs
+
+    def _decode(self, rows: Sequence[_Row], features: Mapping[str, np.ndarray]
+                ) -> Dict[str, np.ndarray]:
+        n = len(rows)
+        shared = all(row.embed is rows[0].embed for row in rows)  # e.g. all decoded without memory
+        images = 1 if shared else n
+        embeds = rows[0].embed[None] if shared else np.stack([row.embed for row in rows])
+        mask_input = np.zeros((n, 1, LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE), np.float32)
+        has_mask = np.zeros((n,), np.float32)
+        for i, row in enumerate(rows):
+            if row.mask_input is not None:
+                mask_input[i] = row.mask_input
+                has_mask[i] = 1.0
+        return self.networks.decode({
+            "image_embed": np.ascontiguousarray(embeds, dtype=np.float32),
+            "high_res_feats_0": _repeat(features["high_res_feats_0"], images),
+            "high_res_feats_1": _repeat(features["high_res_feats_1"], images),
+            "point_coords": np.stack([row.coords for row in rows]).astype(np.float32, copy=False),
+            "point_labels": np.stack([row.labels for row in rows]).astype(np.int32, copy=False),
+            "mask_input": mask_input,
+            "has_mask_input": has_mask,
+        })
+
+    def _motion_tokens(self, rows: Sequence[_Row], decoded: Mapping[str, np.ndarray],
+                       motion: _MotionStep) -> Optional[np.ndarray]:
+        """SAMURAI's token (1-3) per row choosing by motion (0 elsewhere); updates the copies of
+        the objects' motion state and notes each choice's motion score."""
+        if not any(row.motion_choice for row in rows):
+            return None
+        tokens = np.zeros((len(rows),), np.int64)
+        for i, row in enumerate(rows):
+            if not row.motion_choice:
+                continue
+            present = decoded["object_score_logits"][i].reshape(-1)[0] > self.presence_threshold
+            boxes = _candidate_boxes(decoded["masks"][i, 1:], bool(present))
+            index, motion_score = choose_box(motion.states[row.obj_id], boxes,
+                                             decoded["iou_scores"][i, 1:], self.samurai)
+            tokens[i] = 1 + index
+            motion.motion_scores[row.obj_id] = motion_score
+        return tokens
+
+    def _mask_output(self, job: _Job, decoded: _ObjectOutput) -> _ObjectOutput:
+        heads = self.mask_head.outputs(job.mask, decoded.pointer[None], self.head_settings)
+        return _ObjectOutput(low_res=heads.low_res_masks[0], score=float(heads.scores[0]),
+                             object_score_logit=float(heads.object_score_logits[0, 0]),
+                             pointer=heads.object_pointers[0].copy(), prompted=True)
+
+    def _encode_memories(self, features: Mapping[str, np.ndarray],
+                         outputs: Mapping[int, _ObjectOutput]) -> Dict[int, np.ndarray]:
+        """This frame's memory [64, 64, 64] of every object in `outputs`: one batch."""
+        ids = list(outputs)
+        low_res = np.stack([outputs[o].low_res for o in ids])  # [N, 1, 256, 256]
+        scores = np.array([[outputs[o].object_score_logit] for o in ids], dtype=np.float32)
+        from_prompt = np.array([float(outputs[o].prompted and self.binarize_prompted) for o in ids],
+                               dtype=np.float32)
+        memories = self.networks.encode_memory({
+            "image_embed": _repeat(features["image_embed"], len(ids)),
+            "mask_logits": low_res,
+            "object_score_logits": scores,
+            "is_mask_from_points": from_prompt,
+        })["memory_features"]
+        return dict(zip(ids, memories))
+
+    # -- commit -------------------------------------------------------------------------------
+
+    def _store(self, obj_id: int, frame_idx: int, output: _ObjectOutput, memory: np.ndarray,
+               motion: Optional[_MotionStep]) -> None:
+        """Write one object's output on frame `frame_idx` into its state (creating it)."""
+        prompted = obj_id in self.pending
+        state = self.objects.get(obj_id)
+        if state is None:
+            state = self.objects[obj_id] = _TrackedObject(
+                bank=MemoryBank(self.memory_settings, self.memory_storage,
+                                external_recent=self.samurai is not None),
+                motion=ObjectMotionState() if self.samurai is not None else None,
+                output=output)
+        state.bank.add(frame_idx, memory, output.pointer, output.object_score_logit,
+                       is_conditioning=prompted)
+        state.output = output
+        prompt = self.pending.get(obj_id)
+        state.clicks = prompt.rounds[-1] if prompt is not None and prompt.rounds else None
+        if self.samurai is not None:
+            self._store_motion(state, obj_id, frame_idx, output, prompted, motion)
+
+    def _store_motion(self, state: _TrackedObject, obj_id: int, frame_idx: int,
+                      output: _ObjectOutput, prompted: bool, motion: Optional[_MotionStep]) -> None:
+        if prompted:  # a prompted frame is a conditioning frame: no record, filter restarts
+            state.motion.restart()
+            state.motion.records.pop(frame_idx, None)
+        else:
+            state.motion = motion.states[obj_id]
+            state.motion.add_record(FrameRecord(frame_idx, output.score, output.object_score_logit,
+                                                motion.motion_scores.get(obj_id)))
+        keep = reachable_memory_frames(state.motion.records, frame_idx, self.samurai,
+                                       cond_frames=set(state.bank.cond))
+        state.bank.retain_memories(keep)
+        state.motion.prune(keep)
+
+    def _commit_frame(self, last: _LastFrame, size: Tuple[int, int]) -> None:
+        self._last = last
+        self.last_frame = last.frame_idx
+        self.frame_size = size
+        self.discard_pending()
+
+    def _result(self, frame_idx: int, size: Tuple[int, int]) -> FrameResult:
+        """Every object's output on the last frame, by ascending id."""
+        obj_ids = sorted(self.objects)
+        outputs = [self.objects[o].output for o in obj_ids]
+        if not outputs:
             empty = np.zeros((0,), np.float32)
             return FrameResult(frame_idx, [], np.zeros((0,) + size, bool), empty, empty,
                                np.zeros((0,), bool), np.zeros((0, 4), np.float32),
                                np.zeros((0, 1, LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE), np.float32))
-        if self.frame_size is not None and size != self.frame_size:
-            raise ValueError(f"frame is {size[1]}x{size[0]}, the video is "
-                             f"{self.frame_size[1]}x{self.frame_size[0]}")
-        feats = self.networks.encode(pixels)
-        image_embed = np.asarray(feats["image_embed"], dtype=np.float32)
-
-        obj_ids = self.obj_ids
-        prompted = [o for o in obj_ids if o in self.pending]
-        tracked = [o for o in obj_ids if o not in self.pending]
-
-        # Decoder inputs per object: (embed [256,64,64], model points [P,2], labels [P], multimask)
-        rows: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = {}
-        no_mem = (image_embed + self.no_mem_embed)[0]
-        for obj_id in prompted:
-            prompt = self.pending[obj_id]
-            multimask = self.head_settings.use_multimask(True, int(prompt.labels.shape[0]))
-            rows[obj_id] = (no_mem, self._model_points(prompt, size), prompt.labels, multimask)
-
-        selections = {o: self.banks[o].select(frame_idx, self.num_frames) for o in tracked}
-        groups: Dict[Tuple[int, int], List[int]] = {}
-        for obj_id in tracked:
-            groups.setdefault(selections[obj_id].signature, []).append(obj_id)
-        pad_coords = np.zeros((1, 2), np.float32)  # SAM 2's prompt when tracking: (0, 0) / -1
-        pad_labels = -np.ones((1,), np.int32)
-        tracking_multimask = self.head_settings.use_multimask(False, 0)
-        for ids in groups.values():
-            conditioned = self._attend(image_embed, [selections[o] for o in ids])
-            for obj_id, embed in zip(ids, conditioned):
-                rows[obj_id] = (embed, pad_coords, pad_labels, tracking_multimask)
-
-        # Decoder: one batch per distinct number of prompt points.
-        heads = {}
-        by_points: Dict[int, List[int]] = {}
-        for obj_id in obj_ids:
-            by_points.setdefault(rows[obj_id][1].shape[0], []).append(obj_id)
-        for ids in by_points.values():
-            decoded = self._decode(
-                np.stack([rows[o][0] for o in ids]), feats,
-                np.stack([rows[o][1] for o in ids]), np.stack([rows[o][2] for o in ids]))
-            chosen = choose_outputs(decoded, np.array([rows[o][3] for o in ids]), self.head_settings)
-            for i, obj_id in enumerate(ids):
-                heads[obj_id] = (chosen.low_res_masks[i], chosen.scores[i],
-                                 chosen.object_pointers[i], chosen.object_score_logits[i])
-
-        # Memory encoder: all objects in one batch.
-        n = len(obj_ids)
-        low_res = np.stack([heads[o][0] for o in obj_ids]).astype(np.float32)  # [N,1,256,256]
-        score_logits = np.stack([heads[o][3] for o in obj_ids]).astype(np.float32)  # [N,1]
-        from_points = np.array(
-            [1.0 if (o in self.pending and self.binarize_prompted) else 0.0 for o in obj_ids],
-            dtype=np.float32)
-        memories = self.networks.encode_memory({
-            "image_embed": np.ascontiguousarray(np.broadcast_to(image_embed, (n,) + image_embed.shape[1:])),
-            "mask_logits": low_res,
-            "object_score_logits": score_logits,
-            "is_mask_from_points": from_points,
-        })["memory_features"]
-
-        for i, obj_id in enumerate(obj_ids):
-            bank = self.banks.get(obj_id)
-            if bank is None:
-                bank = self.banks[obj_id] = MemoryBank(self.memory_settings, self.memory_storage)
-            bank.add(frame_idx, memories[i], heads[obj_id][2], float(score_logits[i, 0]),
-                     is_conditioning=obj_id in self.pending)
-
-        self.pending.clear()
-        self.pending_frame = None
-        self.last_frame = frame_idx
-        self.frame_size = size
+        low_res = np.stack([out.low_res for out in outputs])
+        score_logits = np.array([out.object_score_logit for out in outputs], np.float32)
         masks = masks_at_original_size(low_res, size)[:, 0]
         return FrameResult(
             frame_idx=frame_idx,
-            obj_ids=list(obj_ids),
+            obj_ids=obj_ids,
             masks=masks,
-            scores=np.array([heads[o][1] for o in obj_ids], dtype=np.float32),
-            object_score_logits=score_logits.reshape(-1),
-            present=score_logits.reshape(-1) > 0,
+            scores=np.array([out.score for out in outputs], np.float32),
+            object_score_logits=score_logits,
+            present=score_logits > self.presence_threshold,
             boxes=mask_boxes(masks),
             low_res_logits=low_res,
         )
+
+
+def _repeat(x: np.ndarray, n: int) -> np.ndarray:
+    """[1, ...] -> contiguous float32 [n, ...] (no copy for n == 1)."""
+    if n == 1:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return np.ascontiguousarray(np.broadcast_to(x, (n,) + x.shape[1:]), dtype=np.float32)
+
+
+def _candidate_boxes(logits: np.ndarray, present: bool) -> List[Optional[np.ndarray]]:
+    """SAMURAI's candidate boxes on the 1024x1024 model frame: [K, 256, 256] low-res logits ->
+    K xyxy boxes of the upsampled masks (None if empty; all empty where the object is absent:
+    SAM 2 sets absent logits to NO_OBJ_SCORE)."""
+    if not present:
+        return [None] * logits.shape[0]
+    return [upscaled_mask_box(candidate, IMAGE_SIZE // LOW_RES_MASK_SIZE) for candidate in logits]
+
