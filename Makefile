@@ -1,8 +1,9 @@
 # sam2-triton: set up, export, test. Everything runs inside the virtual environment $(VENV).
 #
 #   make install          create $(VENV) and install everything (torch, sam2, ONNX, Triton, client)
-#   make run              the main job: export tiny, lint it, serve it with Triton and segment a
-#                         sample image through the client (random weights if no checkpoint)
+#   make run              the main job: export tiny, lint it, serve it with Triton, segment a
+#                         sample image and track an object through a sample video with the
+#                         client (random weights if no checkpoint)
 #   make serve            build the model repository and run Triton on it (Ctrl-C stops)
 #   make test             the test suite (what CI runs)
 #
@@ -57,8 +58,9 @@ system-deps:
 
 # The main job: export the tiny model (the official checkpoint when present in ./checkpoints,
 # random weights with a warning otherwise), check the graphs against TensorRT's parser, then
-# build the CPU repository, start Triton, segment a sample image through the client, write the
-# overlay into demo/, and stop the server.
+# build the CPU repository, start Triton, segment a sample image and track a disc through a
+# 10-frame sample video through the client, write the overlays and masks into demo/ and
+# demo/video/, and stop the server.
 run: install
 	$(CLI) export --model $(MODEL) --random-weights-if-missing --output $(ARTIFACTS)/$(MODEL)
 	$(CLI) lint $(ARTIFACTS)/$(MODEL)

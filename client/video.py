@@ -438,13 +438,13 @@ class VideoSession:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _submit(self, tensors: dict[str, np.ndarray], end: bool = False) -> int:
+    def _submit(self, tensors: dict[str, np.ndarray]) -> int:
         if self.ended:
             raise Sam2ClientError(f"video session {self.sequence_id} has ended")
         start = not self._started
         if start:
             tensors = {**tensors, **self._start_tensors}
-        ticket = self._transport.submit(tensors, contract.TRACK_OUTPUTS, start=start, end=end)
+        ticket = self._transport.submit(tensors, contract.TRACK_OUTPUTS, start=start)
         if start:
             self._started, self._start_ticket = True, ticket
         return ticket

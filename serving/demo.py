@@ -1,11 +1,17 @@
-"""The main job's image demo: repository -> real Triton server -> client -> overlay -> stop.
+"""The main job's demo: repository -> real Triton server -> client -> overlays -> stop.
 
     python -m sam2_triton.serving.demo --export-dir artifacts/tiny --output demo
 
 Builds the CPU-profile repository from the export, starts the Triton server carried by
-nvidia-pytriton, writes a sample image (synthetic: nothing is downloaded), segments it through
-the client command (`sam2-triton-client segment`) with a click and a box, writes the overlay,
-masks PNG and COCO RLE JSON into --output, and stops the server.
+nvidia-pytriton, and then, through the client command (`sam2-triton-client`):
+
+* image: writes a sample image (synthetic: nothing is downloaded), segments it with a click
+  and a box (`segment`), writes the overlay, mask PNGs and COCO RLE JSON into --output;
+* video: writes a short sample video (an orange disc moving over a textured background) with
+  PyAV, tracks the disc from a box on frame 0 (`track`, gRPC stream), writes
+  --output/video/overlay.mp4 and one mask PNG per frame into --output/video/masks/;
+
+and stops the server. `--video-frames 0` skips the video.
 """
 
 from __future__ import annotations
@@ -14,36 +20,99 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
+
+import numpy as np
 
 from sam2_triton.benchmarks.perf_analyzer import synthetic_image
 from sam2_triton.client.cli import main as client_main
+from sam2_triton.client.video_io import VideoWriter
 from sam2_triton.configs import get_profile
 from sam2_triton.errors import Sam2TritonError
 from sam2_triton.serving.local_server import LocalTritonServer
 from sam2_triton.serving.repository import build_repository
 
 SAMPLE_SIZE = (640, 480)  # width, height of the generated sample image
+VIDEO_SIZE = (320, 240)  # width, height of the generated sample video
+# Each tracked frame costs about 8 s with the tiny model on a 2-core CPU (image encoder ~3 s,
+# memory attention ~5 s), so 10 frames keep the video part near a minute and a half while the
+# tracker still fills its memory bank (7 memories) and has to follow the disc over 60 pixels.
+VIDEO_FRAMES = 10
+VIDEO_FPS = 10
+DISC_RADIUS = 28
+DISC_STEP = (6, 2)  # pixels per frame (x, y)
 
 
-def run_demo(export_dir: Path, output: Path, http_port: int, grpc_port: int, metrics_port: int) -> int:
-    output.mkdir(parents=True, exist_ok=True)
+def _disc_center(frame: int) -> Tuple[float, float]:
+    return 80.0 + DISC_STEP[0] * frame, 110.0 + DISC_STEP[1] * frame
+
+
+def write_sample_video(path: Path, frames: int = VIDEO_FRAMES, size: Tuple[int, int] = VIDEO_SIZE,
+                       fps: float = VIDEO_FPS) -> Tuple[float, float, float, float]:
+    """An H.264 MP4 of an orange disc moving right and down over a textured background (stripes,
+    a grid of squares, soft noise); returns the disc's box (x0, y0, x1, y1) on frame 0."""
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    noise = np.random.default_rng(0).normal(0.0, 6.0, (height, width, 1))
+    background = np.stack([
+        90 + 40 * np.sin(xx / 7.0 + yy / 13.0),
+        110 + 35 * np.cos(yy / 9.0),
+        120 + 30 * (((xx // 24) + (yy // 24)) % 2),
+    ], axis=-1) + noise
+    with VideoWriter(path, fps) as writer:
+        for t in range(frames):
+            cx, cy = _disc_center(t)
+            picture = background.copy()
+            disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= DISC_RADIUS**2
+            picture[disc] = (240, 140, 30)
+            writer.write(picture.clip(0, 255).astype(np.uint8))
+    cx, cy = _disc_center(0)
+    return cx - DISC_RADIUS - 2, cy - DISC_RADIUS - 2, cx + DISC_RADIUS + 2, cy + DISC_RADIUS + 2
+
+
+def segment_image(output: Path, grpc_port: int) -> int:
+    """The image part: `sam2-triton-client segment` on a sample image into `output`."""
     image = output / "sample.png"
     image.write_bytes(synthetic_image(*SAMPLE_SIZE))
     width, height = SAMPLE_SIZE
+    # The red ellipse of the sample image: a click on it and a box around it.
+    return client_main([
+        "segment", str(image),
+        "--point", f"{width * 0.5:.0f},{height * 0.5:.0f}",
+        "--box", f"{width * 0.33:.0f},{height * 0.28:.0f},{width * 0.67:.0f},{height * 0.72:.0f}",
+        "--protocol", "grpc", "--url", f"localhost:{grpc_port}",
+        "--output", str(output),
+    ])
+
+
+def track_video(output: Path, grpc_port: int, frames: int) -> int:
+    """The video part: `sam2-triton-client track` on a sample video into `output`/video."""
+    folder = output / "video"
+    folder.mkdir(parents=True, exist_ok=True)
+    video = folder / "sample.mp4"
+    box = write_sample_video(video, frames)
+    print(f"tracking {frames} frames of {video} (about 8 s per frame on a 2-core CPU) ...", flush=True)
+    return client_main([
+        "track", str(video),
+        "--box", "0:1:" + ",".join(f"{v:.0f}" for v in box),
+        "--num-frames-known",
+        "--protocol", "grpc", "--url", f"localhost:{grpc_port}",
+        "--output", str(folder),
+    ])
+
+
+def run_demo(export_dir: Path, output: Path, http_port: int, grpc_port: int, metrics_port: int,
+             video_frames: int = VIDEO_FRAMES) -> int:
+    output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sam2-demo-") as tmp:
         repository = build_repository(export_dir, Path(tmp) / "model_repository", get_profile("cpu"))
         print(f"starting tritonserver on {repository} (HTTP {http_port}, gRPC {grpc_port}) ...", flush=True)
         with LocalTritonServer(repository, http_port, grpc_port, metrics_port,
                                log_file=output / "tritonserver.log"):
-            # The red ellipse of the sample image: a click on it and a box around it.
-            return client_main([
-                "segment", str(image),
-                "--point", f"{width * 0.5:.0f},{height * 0.5:.0f}",
-                "--box", f"{width * 0.33:.0f},{height * 0.28:.0f},{width * 0.67:.0f},{height * 0.72:.0f}",
-                "--protocol", "grpc", "--url", f"localhost:{grpc_port}",
-                "--output", str(output),
-            ])
+            code = segment_image(output, grpc_port)
+            if code == 0 and video_frames > 0:
+                code = track_video(output, grpc_port, video_frames)
+            return code
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -53,10 +122,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--video-frames", type=int, default=VIDEO_FRAMES,
+                        help=f"frames of the sample video to track (default {VIDEO_FRAMES}; 0: none)")
     args = parser.parse_args(argv)
     try:
         return run_demo(Path(args.export_dir), Path(args.output), args.http_port, args.grpc_port,
-                        args.metrics_port)
+                        args.metrics_port, args.video_frames)
     except Sam2TritonError as exc:
         print(f"sam2-triton demo: error: {exc}", file=sys.stderr)
         return 2
