@@ -290,6 +290,8 @@ def test_too_many_objects(served, protocol):
                  POINT_OBJ_IDS=np.arange(n, dtype=np.int64),
                  POINT_COORDS=np.full((n, 1, 2), 10, np.float32),
                  POINT_LABELS=np.ones((n, 1), np.int32))
+    result = sequence.send(start=False, end=True)  # a request with no tensors: END only
+    assert result["TRACKED_FRAME"].tolist() == [-1] and result["OBJ_IDS"].shape == (0,)
     assert_healthy(served, protocol)
 
 
@@ -304,8 +306,11 @@ def test_other_mistakes_name_the_problem(served, protocol):
     expect_error(sequence, "FRAME_INDEX 0 is not after the last tracked frame 0", SMALL,
                  FRAME_INDEX=np.array([0], np.int64))
     expect_error(sequence, "lies far outside the 64x48 image", SMALL, **click_prompt(1, [500, 5]))
-    expect_error(sequence, "KF_SCORE_WEIGHT", SMALL, start=True, SAMURAI=np.array([True]),
+    expect_error(sequence, "kf_score_weight must be in [0, 1]", SMALL, start=True, SAMURAI=np.array([True]),
                  KF_SCORE_WEIGHT=np.array([3.0], np.float32))
+    # the refused START left no state behind: the next frame must START again
+    expect_error(sequence, "could not start (kf_score_weight", SMALL, start=False)
+    assert sequence.send(SMALL, start=True)["TRACKED_FRAME"].tolist() == [0]
     # an END request that fails still ends the sequence
     expect_error(sequence, "cannot remove objects [9]", end=True, REMOVE_OBJ_IDS=np.array([9], np.int64))
     expect_error(sequence, "must specify the START flag", SMALL, start=False)
