@@ -144,6 +144,7 @@ def test_mask_prompt_is_the_output():
     tracker.add_prompt(0, 2, mask=np.zeros(FAKE_SIZE, bool))
     result = tracker.track(0, fake_frame(0))
 
+    assert networks.calls == [("encode", 1), ("decode", 2, 1, 1), ("encode_memory", 2)]
     rows = networks.decoded
     assert [r["labels"].tolist() for r in rows] == [[-1], [-1]]  # no clicks: SAM 2's padding
     assert all(r["has_mask"] == 1.0 and not r["no_mem"] for r in rows)  # raw image features

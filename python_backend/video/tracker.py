@@ -557,13 +557,14 @@ class VideoTracker:
         `conditioned` read its memory-conditioned features and its previous logits; other
         clicks are decoded without memory (initial conditioning frame); masks are the output."""
         image_embed = features["image_embed"]
+        raw = image_embed[0]  # one array for all mask prompts: their rows share the embedding
         no_mem = None  # shared by every object decoded without memory
         jobs = {}
         for obj_id in obj_ids:
             prompt = self.pending[obj_id]
             if prompt.mask is not None:  # _use_mask_as_output reads the raw features
                 mask = prompt_mask_input(prompt.mask)
-                jobs[obj_id] = _Job(embed=image_embed[0], mask=mask,
+                jobs[obj_id] = _Job(embed=raw, mask=mask,
                                     mask_dense=self.mask_head.decoder_input(mask)[0])
             elif obj_id in conditioned:
                 jobs[obj_id] = _Job(embed=conditioned[obj_id], rounds=prompt.rounds,
