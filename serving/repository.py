@@ -247,9 +247,25 @@ class RepositoryBuilder:
         (self.output / model.name / "config.pbtxt").write_text(text, encoding="utf-8")
 
     def video_settings(self) -> VideoSettings:
-        """serving.yaml's `video` section (or the one given), max_objects capped by the engines' object axes."""
-        cap = min(self.profile.axis_range(network, axis)[2] for network, axis in OBJECT_AXES)
-        return dataclasses.replace(self.video, max_objects=min(self.video.max_objects, cap))
+        """serving.yaml's `video` section (or the one given), capped by the engines' shapes:
+        objects by the object axes; prompted frames per object by memory attention's
+        num_memories (they come with num_maskmem - 1 recent memories) and num_pointers (with
+        max_obj_ptrs_in_encoder - 1 recent pointers)."""
+        objects = min(self.profile.axis_range(network, axis)[2] for network, axis in OBJECT_AXES)
+        settings = self.metadata["settings"]
+        prompted = min(
+            self.profile.axis_range("memory_attention", "num_memories")[2] - (int(settings["num_maskmem"]) - 1),
+            self.profile.axis_range("memory_attention", "num_pointers")[2]
+            - (int(settings["max_obj_ptrs_in_encoder"]) - 1),
+        )
+        if prompted < 1:
+            raise ConfigError(f"profile {self.profile.name}: memory_attention's num_memories / num_pointers "
+                              "leave no room for a conditioning frame")
+        return dataclasses.replace(
+            self.video,
+            max_objects=min(self.video.max_objects, objects),
+            max_prompted_frames=min(self.video.max_prompted_frames, prompted),
+        )
 
     def video_template_values(self) -> Dict[str, str]:
         """Placeholders of track_video's config (ignored by the other templates)."""

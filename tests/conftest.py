@@ -98,7 +98,7 @@ SERVED_MAX_IMAGE_PIXELS = 4_000_000
 SERVED_MAX_IMAGE_BYTES = 8 * 1024 * 1024
 # Video settings of the served test repository: few objects (so "too many" is cheap to send),
 # an idle timeout longer than any test waits between two frames of a sequence.
-SERVED_VIDEO_SETTINGS = dict(max_objects=4, max_sequences=8, idle_timeout_s=600.0,
+SERVED_VIDEO_SETTINGS = dict(max_objects=4, max_prompted_frames=10, max_sequences=8, idle_timeout_s=600.0,
                              preprocessing="video", memory_storage="bfloat16")
 
 

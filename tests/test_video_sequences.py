@@ -34,7 +34,7 @@ class FakeTracker:
 
 
 def settings(**overrides) -> VideoSettings:
-    values = dict(max_objects=4, max_sequences=3, idle_timeout_s=10.0, preprocessing="video",
+    values = dict(max_objects=4, max_prompted_frames=3, max_sequences=3, idle_timeout_s=10.0, preprocessing="video",
                   memory_storage="bfloat16")
     values.update(overrides)
     return VideoSettings(**values)
@@ -186,3 +186,55 @@ def test_result_tensors_without_a_frame_have_zero_rows():
     tensors = result_tensors(None, (4, 6), 123)
     assert tensors["MASKS"].shape == (0, 4, 6) and tensors["MASKS"].dtype == bool
     assert tensors["TRACKED_FRAME"].tolist() == [-1] and tensors["STATE_BYTES"].tolist() == [123]
+
+
+# -- the handler over a real VideoTracker (stand-in networks, tests/test_video_tracking.py) ------
+
+def handler_with_fake_networks(**overrides):
+    from test_video_tracking import fake_tracker
+
+    from sam2_triton.python_backend.video.frame_requests import VideoRequestHandler
+
+    video = settings(**overrides)
+    store = SequenceStore(lambda options: fake_tracker(options.num_frames)[1], video)
+    return VideoRequestHandler(store, video, LIMITS), store
+
+
+def click(obj_id: int, x: float = 4.0, y: float = 4.0) -> dict:
+    return dict(POINT_OBJ_IDS=np.array([obj_id], np.int64),
+                POINT_COORDS=np.array([[[x, y]]], np.float32),
+                POINT_LABELS=np.array([[1]], np.int32))
+
+
+def test_handler_caps_prompted_frames_per_object():
+    from test_video_tracking import fake_frame
+
+    handler, store = handler_with_fake_networks(max_prompted_frames=2)
+    handle = lambda t, start=False, frame=True, **tensors: handler.handle(  # noqa: E731
+        parse(start=start, image=fake_frame(t) if frame else None, **tensors))
+    assert handle(0, start=True, **click(1)).obj_ids == [1]
+    assert handle(1, **click(1)).frame_idx == 1  # second conditioning frame of object 1
+    assert handle(1, frame=False, **click(1, 5.0)).frame_idx == 1  # correcting it adds none
+    with pytest.raises(InputError, match="object 1 was prompted on 2 frames, the most this server keeps"):
+        handle(2, **click(1))
+    tracker = store.get(42)
+    assert tracker.last_frame == 1 and not tracker.pending  # the refused request changed nothing
+    result = handle(2, **click(2))  # another object may still be prompted
+    assert result.obj_ids == [1, 2] and result.frame_idx == 2
+
+
+def test_handler_leaves_the_sequence_as_it_was_after_a_refused_frame():
+    from test_video_tracking import fake_frame
+
+    handler, store = handler_with_fake_networks()
+    handler.handle(parse(start=True, image=fake_frame(0), **click(1)))
+    small = fake_frame(1)[:10, :10]
+    with pytest.raises(InputError, match="every frame must have the first frame's size"):
+        handler.handle(parse(start=False, image=small, **click(2)))
+    with pytest.raises(InputError, match="cannot remove objects \\[5\\]"):
+        handler.handle(parse(start=False, image=fake_frame(1), REMOVE_OBJ_IDS=np.array([5], np.int64)))
+    tracker = store.get(42)
+    assert tracker.obj_ids == [1] and tracker.last_frame == 0
+    assert handler.handle(parse(start=False, image=fake_frame(1))).obj_ids == [1]
+    result = handler.handle(parse(start=False, end=True, REMOVE_OBJ_IDS=np.array([1], np.int64)))
+    assert result is None and 42 not in store

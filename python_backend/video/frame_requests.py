@@ -281,6 +281,7 @@ class VideoRequestHandler:
             raise InputError(f"a sequence tracks at most {self.settings.max_objects} objects; this "
                              f"request would make it {len(after)}")
         last = tracker.last_frame
+        self._check_prompted_frames(tracker, request)
         if request.image is not None:
             frame_idx = last + 1 if request.frame_index is None else request.frame_index
             if frame_idx <= last:
@@ -309,6 +310,20 @@ class VideoRequestHandler:
             return None, None
         self._check_prompts(request, size)
         return frame_idx, size
+
+    def _check_prompted_frames(self, tracker: VideoTracker, request: FrameRequest) -> None:
+        """A prompt on a frame makes it one more conditioning frame of the object (unless it
+        already is one); SAM 2 attends to all of them, so their number is capped."""
+        limit = self.settings.max_prompted_frames
+        tracked = set(tracker.obj_ids) - set(request.remove)
+        for obj_id in request.prompted_ids:
+            if obj_id not in tracked:
+                continue
+            frames = tracker.conditioning_frames(obj_id)
+            held = len(frames)
+            if held >= limit and not (request.image is None and tracker.last_frame in frames):
+                raise InputError(f"object {obj_id} was prompted on {held} frames, the most this server "
+                                 f"keeps per object ({limit}): remove the object and prompt it anew")
 
     def _check_prompts(self, request: FrameRequest, size: Tuple[int, int]) -> None:
         margin = self.limits.point_margin

@@ -37,14 +37,15 @@ class VideoSettings:
     """Per-deployment limits of the video model (configs/serving.yaml, section `video`)."""
 
     max_objects: int  # objects per sequence
+    max_prompted_frames: int  # conditioning (prompted or corrected) frames per object
     max_sequences: int  # sequences held at once (Triton's max_candidate_sequences)
     idle_timeout_s: float  # a sequence idle this long is evicted
     preprocessing: str  # "video" (SAM2VideoPredictor's frame loading) or "image"
     memory_storage: str  # "bfloat16" (as SAM 2 stores memories) or "float32"
 
     def __post_init__(self) -> None:
-        if self.max_objects < 1 or self.max_sequences < 1:
-            raise ValueError("max_objects and max_sequences must be >= 1")
+        if min(self.max_objects, self.max_sequences, self.max_prompted_frames) < 1:
+            raise ValueError("max_objects, max_sequences and max_prompted_frames must be >= 1")
         if not self.idle_timeout_s > 0:
             raise ValueError(f"idle_timeout_s must be > 0, not {self.idle_timeout_s}")
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -58,6 +59,7 @@ class VideoSettings:
         try:
             return cls(
                 max_objects=int(values["max_objects"]),
+                max_prompted_frames=int(values["max_prompted_frames"]),
                 max_sequences=int(values["max_sequences"]),
                 idle_timeout_s=float(values["idle_timeout_s"]),
                 preprocessing=str(values["preprocessing"]),

@@ -447,6 +447,13 @@ class VideoTracker:
                    + sum(prompt.nbytes for prompt in self.pending.values())
                    + (self._last.nbytes if self._last is not None else 0))
 
+    def conditioning_frames(self, obj_id: int) -> List[int]:
+        """Frames the object was prompted (or corrected) on and still remembers, ascending."""
+        state = self.objects.get(int(obj_id))
+        if state is None:
+            raise InputError(f"unknown object id {obj_id}")
+        return sorted(state.bank.cond)
+
     @property
     def counts(self) -> Dict[int, Dict[str, int]]:
         """Per object (ascending id): entries of its bank (+ SAMURAI records)."""
