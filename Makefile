@@ -33,7 +33,8 @@ TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
 SAM2_SPEC ?= sam2==1.1.0
 
 .PHONY: install system-deps run export export-all download lint test fidelity-all \
-        bench-networks bench-serving perf-analyzer repository serve engines verify-engines clean
+        bench-networks bench-serving bench-video perf-analyzer perf-analyzer-video repository serve \
+        engines verify-engines clean
 
 install: $(VENV)/.installed
 
@@ -102,10 +103,20 @@ bench-serving: install
 	$(PY) -m sam2_triton.benchmarks.image_serving --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
 	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights} $(PORTS)
 
+bench-video: install
+	$(PY) -m sam2_triton.benchmarks.video_tracking --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
+	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights} $(PORTS)
+
 # perf_analyzer against the `segment` ensemble of a running server (`make serve` in another shell).
 perf-analyzer: install
 	$(PY) -m sam2_triton.benchmarks.perf_analyzer --url localhost:$(GRPC_PORT) --protocol grpc \
 	  $${IMAGE:+--image $$IMAGE} --csv perf_analyzer_segment.csv
+
+# perf_analyzer driving `track_video` sequences (FRAMES=folder of frames, else synthetic ones).
+perf-analyzer-video: install
+	$(PY) -m sam2_triton.benchmarks.perf_analyzer --model track_video --url localhost:$(GRPC_PORT) \
+	  --protocol grpc $${FRAMES:+--video $$FRAMES} --sequence-length $${SEQUENCE_LENGTH:-8} \
+	  --csv perf_analyzer_track_video.csv
 
 bench-networks: install
 	$(PY) -m sam2_triton.benchmarks.networks --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \

@@ -61,7 +61,8 @@ class MemoryAttentionNet(nn.Module):
             _rotary_table(first.cross_attn_image, size), first.cross_attn_image.num_heads
         )
         for layer in self.layers:
-            for attn, reference in ((layer.self_attn, first.self_attn), (layer.cross_attn_image, first.cross_attn_image)):
+            pairs = ((layer.self_attn, first.self_attn), (layer.cross_attn_image, first.cross_attn_image))
+            for attn, reference in pairs:
                 if attn.num_heads != reference.num_heads or not torch.equal(
                     _rotary_table(attn, size), _rotary_table(reference, size)
                 ):
