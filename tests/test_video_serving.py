@@ -138,7 +138,8 @@ def test_served_tracking_matches_sam2_video_predictor(served, tmp_path):
     print(f"\nreference {reference_s:.1f} s, served {served_s:.1f} s; IoU per frame "
           f"(obj 1, obj 2):\n{np.array2string(ious, precision=5)}")
     assert ious.min() >= 0.99
-    assert results[-1]["STATE_BYTES"][0] > 0
+    assert results[-2]["STATE_BYTES"][0] > 0
+    assert results[-1]["STATE_BYTES"][0] == 0  # the last frame carried END: freed at once
 
 
 # -- sequences do not leak into each other -----------------------------------------------------
