@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sam2_triton.benchmarks.networks import add_model_arguments, summarize
+from sam2_triton.benchmarks.networks import add_model_arguments, add_server_arguments, summarize
 from sam2_triton.benchmarks.perf_analyzer import synthetic_image
 from sam2_triton.client import Sam2Client
 from sam2_triton.configs import get_model, get_profile
@@ -57,11 +57,7 @@ def main() -> None:
     add_model_arguments(parser)
     parser.add_argument("--image", type=Path, help="image file (default: synthetic 1280x720 PNG)")
     parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--protocol", choices=("http", "grpc"), default="grpc")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--json", help="also write the results here")
+    add_server_arguments(parser)
     args = parser.parse_args()
 
     from sam2.sam2_image_predictor import SAM2ImagePredictor

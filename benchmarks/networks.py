@@ -79,6 +79,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--random-weights", action="store_true")
 
 
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Protocol and ports of the Triton server a serving benchmark starts, and --json."""
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="grpc")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--json", help="also write the results here")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)

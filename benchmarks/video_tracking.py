@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sam2_triton.benchmarks.networks import add_model_arguments
+from sam2_triton.benchmarks.networks import add_model_arguments, add_server_arguments
 from sam2_triton.client import Sam2Client
 from sam2_triton.configs import get_model, get_profile
 from sam2_triton.export.checkpoints import build_sam2_model
@@ -123,11 +123,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--sequences", type=int, default=4, help="concurrent sequences")
     parser.add_argument("--cases", default="1,3,seq", help="comma list of 1, 3, seq")
-    parser.add_argument("--protocol", choices=("http", "grpc"), default="grpc")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--json", help="also write the results here")
+    add_server_arguments(parser)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]

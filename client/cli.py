@@ -379,6 +379,18 @@ def cmd_health(args) -> int:
     return 0 if ready else 1
 
 
+def add_setting_options(group, table) -> None:
+    """One --option per setting of `table` (name -> (input, dtype)): true|false for bools,
+    integers or floats otherwise; left out means the server's default."""
+    for key, (_, dtype) in table.items():
+        option = "--" + key.replace("_", "-")
+        if dtype is np.bool_:
+            group.add_argument(option, dest=key, type=parse_bool, metavar="true|false")
+            continue
+        whole = np.issubdtype(dtype, np.integer)
+        group.add_argument(option, dest=key, type=int if whole else float, metavar="N" if whole else "F")
+
+
 def build_parser() -> argparse.ArgumentParser:
     server = _Parser(add_help=False)
     group = server.add_argument_group("server")
@@ -428,19 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("image", help="JPEG / PNG / BMP / WebP file")
     generate.add_argument("--output", required=True, metavar="DIR", help=OUTPUT_HELP)
-    settings = generate.add_argument_group("mask generator settings (server defaults if left out)")
-    for key, (_, dtype) in contract.GENERATOR_SETTINGS.items():
-        if dtype is np.bool_:
-            settings.add_argument("--" + key.replace("_", "-"), dest=key, type=parse_bool,
-                                  metavar="true|false")
-            continue
-        whole = np.issubdtype(dtype, np.integer)
-        settings.add_argument(
-            "--" + key.replace("_", "-"),
-            dest=key,
-            type=int if whole else float,
-            metavar="N" if whole else "F",
-        )
+    add_setting_options(
+        generate.add_argument_group("mask generator settings (server defaults if left out)"),
+        contract.GENERATOR_SETTINGS,
+    )
     generate.set_defaults(run=cmd_generate)
 
     track = commands.add_parser(
@@ -500,16 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"frames on their way at once over gRPC (default {DEFAULT_MAX_IN_FLIGHT})",
     )
-    samurai = track.add_argument_group("SAMURAI settings (with --samurai; server defaults if "
-                                       "left out)")
-    for key, (_, dtype) in contract.SAMURAI_SETTINGS.items():
-        whole = np.issubdtype(dtype, np.integer)
-        samurai.add_argument(
-            "--" + key.replace("_", "-"),
-            dest=key,
-            type=int if whole else float,
-            metavar="N" if whole else "F",
-        )
+    add_setting_options(
+        track.add_argument_group("SAMURAI settings (with --samurai; server defaults if left out)"),
+        contract.SAMURAI_SETTINGS,
+    )
     track.set_defaults(run=cmd_track)
 
     health = commands.add_parser(

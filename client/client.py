@@ -25,7 +25,7 @@ from sam2_triton.client.images import ImageLike, image_tensor
 from sam2_triton.client.prompts import normalize_prompts
 from sam2_triton.client.results import GeneratedMask, ImageEmbeddings, Segmentation, generated_masks
 from sam2_triton.client.transport import DEFAULT_TIMEOUT_S, Transport
-from sam2_triton.client.video import SequenceTransport, VideoSession, new_sequence_id
+from sam2_triton.client.video import SequenceTransport, VideoSession, new_sequence_id, setting_tensors
 
 
 def settings_tensors(settings: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -33,18 +33,7 @@ def settings_tensors(settings: Mapping[str, Any]) -> Dict[str, np.ndarray]:
 
     Settings set to None are left out (server default). Unknown names raise TypeError.
     """
-    tensors = {}
-    for key, value in settings.items():
-        if key not in contract.GENERATOR_SETTINGS:
-            known = ", ".join(contract.GENERATOR_SETTINGS)
-            raise TypeError(f"unknown mask generator setting {key!r} (known: {known})")
-        if value is None:
-            continue
-        name, dtype = contract.GENERATOR_SETTINGS[key]
-        if np.issubdtype(dtype, np.integer) and float(value) != int(value):
-            raise ValueError(f"mask generator setting {key} must be a whole number, got {value!r}")
-        tensors[name] = np.array([value], dtype=dtype)
-    return tensors
+    return setting_tensors(settings, contract.GENERATOR_SETTINGS, "mask generator")
 
 
 class Sam2Client:

@@ -151,21 +151,27 @@ def mask_tensors(masks: MaskPrompts) -> dict[str, np.ndarray]:
     }
 
 
-def samurai_tensors(settings: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """SAMURAI settings (names of contract.SAMURAI_SETTINGS, configs/samurai.yaml) -> [1]
-    tensors. None values are left out (server default); unknown names raise TypeError."""
+def setting_tensors(settings: Mapping[str, Any], table: Mapping[str, tuple], what: str
+                    ) -> dict[str, np.ndarray]:
+    """Settings (keys of `table`: name -> (input, dtype), e.g. contract.SAMURAI_SETTINGS) ->
+    [1] tensors. None values are left out (server default); unknown names raise TypeError,
+    a fraction for an integer setting ValueError; `what` names the kind in messages."""
     tensors = {}
     for key, value in settings.items():
-        if key not in contract.SAMURAI_SETTINGS:
-            known = ", ".join(contract.SAMURAI_SETTINGS)
-            raise TypeError(f"unknown SAMURAI setting {key!r} (known: {known})")
+        if key not in table:
+            raise TypeError(f"unknown {what} setting {key!r} (known: {', '.join(table)})")
         if value is None:
             continue
-        name, dtype = contract.SAMURAI_SETTINGS[key]
+        name, dtype = table[key]
         if np.issubdtype(dtype, np.integer) and float(value) != int(value):
-            raise ValueError(f"SAMURAI setting {key} must be a whole number, got {value!r}")
+            raise ValueError(f"{what} setting {key} must be a whole number, got {value!r}")
         tensors[name] = np.array([value], dtype=dtype)
     return tensors
+
+
+def samurai_tensors(settings: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """SAMURAI settings (names of contract.SAMURAI_SETTINGS, configs/samurai.yaml) -> [1] tensors."""
+    return setting_tensors(settings, contract.SAMURAI_SETTINGS, "SAMURAI")
 
 
 @dataclass(frozen=True)

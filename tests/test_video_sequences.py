@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -238,3 +239,15 @@ def test_handler_leaves_the_sequence_as_it_was_after_a_refused_frame():
     assert handler.handle(parse(start=False, image=fake_frame(1))).obj_ids == [1]
     result = handler.handle(parse(start=False, end=True, REMOVE_OBJ_IDS=np.array([1], np.int64)))
     assert result is None and 42 not in store
+
+
+def test_client_and_server_agree_on_samurai_inputs():
+    """client/contract.py's SAMURAI_SETTINGS name the inputs the model reads, with the
+    integer / float kind of each setting."""
+    from sam2_triton.client.contract import SAMURAI_SETTINGS
+    from sam2_triton.python_backend.video.frame_requests import SAMURAI_INPUTS
+
+    assert {name: setting for setting, (name, _) in SAMURAI_SETTINGS.items()} == SAMURAI_INPUTS
+    kinds = {f.name: f.type for f in dataclasses.fields(SamuraiSettings)}
+    for setting, (_, dtype) in SAMURAI_SETTINGS.items():
+        assert np.issubdtype(dtype, np.integer) == (kinds[setting] == "int"), setting

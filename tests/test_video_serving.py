@@ -249,33 +249,23 @@ def test_frame_without_start_and_after_end(served, protocol):
     assert_healthy(served, protocol)
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_removing_an_unknown_object(served, protocol):
-    sequence = Sequence(url(served, protocol), protocol)
-    sequence.send(SMALL)
-    expect_error(sequence, "cannot remove objects [7]: the sequence tracks no objects",
-                 REMOVE_OBJ_IDS=np.array([7], np.int64))
-    result = sequence.send(SMALL, end=True)  # the sequence is still usable
-    assert result["TRACKED_FRAME"].tolist() == [1]
-    assert_healthy(served, protocol)
+# (message, frame, extra tensors) of requests a sequence refuses without losing its state
+REFUSED_MIDWAY = {
+    "unknown object": ("cannot remove objects [7]: the sequence tracks no objects", None,
+                       dict(REMOVE_OBJ_IDS=np.array([7], np.int64))),
+    "size change": ("frame 1 is 60x40 but this sequence's frames are 64x48", SMALL[:40, :60], {}),
+    "corrupt bytes": ("IMAGE", None, dict(IMAGE=np.array([b"\x89PNG\r\n not an image"], dtype=np.object_))),
+}
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_frame_size_must_not_change(served, protocol):
+@pytest.mark.parametrize("case", sorted(REFUSED_MIDWAY))
+def test_refused_request_leaves_the_sequence_usable(served, protocol, case):
+    message, frame, tensors = REFUSED_MIDWAY[case]
     sequence = Sequence(url(served, protocol), protocol)
     sequence.send(SMALL)
-    expect_error(sequence, "frame 1 is 60x40 but this sequence's frames are 64x48", SMALL[:40, :60])
-    result = sequence.send(SMALL, end=True)
-    assert result["TRACKED_FRAME"].tolist() == [1]
-    assert_healthy(served, protocol)
-
-
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_corrupt_frame_bytes(served, protocol):
-    sequence = Sequence(url(served, protocol), protocol)
-    sequence.send(SMALL)
-    expect_error(sequence, "IMAGE", IMAGE=np.array([b"\x89PNG\r\n not an image"], dtype=np.object_))
-    result = sequence.send(SMALL, end=True)
+    expect_error(sequence, message, frame, **tensors)
+    result = sequence.send(SMALL, end=True)  # the sequence goes on at the next frame
     assert result["TRACKED_FRAME"].tolist() == [1]
     assert_healthy(served, protocol)
 

@@ -120,14 +120,23 @@ def _point_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, Poi
     return prompts
 
 
-def _box_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, np.ndarray]:
-    ids_array, boxes = tensors.get("BOX_OBJ_IDS"), tensors.get("BOXES")
+def _rows_by_object(tensors: Mapping[str, Optional[np.ndarray]], ids_name: str, rows_name: str
+                    ) -> Tuple[List[int], Optional[np.ndarray]]:
+    """(object ids, one row per id) of a single-tensor prompt kind; ([], None) when not sent."""
+    ids_array, rows = tensors.get(ids_name), tensors.get(rows_name)
     if ids_array is None:
-        if boxes is not None:
-            raise InputError("BOXES needs BOX_OBJ_IDS: the object of each row")
+        if rows is not None:
+            raise InputError(f"{rows_name} needs {ids_name}: the object of each row")
+        return [], None
+    ids = _object_ids(ids_name, ids_array)
+    return ids, _rows(rows_name, ids_name, ids, rows)
+
+
+def _box_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, np.ndarray]:
+    ids, boxes = _rows_by_object(tensors, "BOX_OBJ_IDS", "BOXES")
+    if boxes is None:
         return {}
-    ids = _object_ids("BOX_OBJ_IDS", ids_array)
-    boxes = _rows("BOXES", "BOX_OBJ_IDS", ids, boxes).astype(np.float32)
+    boxes = boxes.astype(np.float32)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise InputError(f"BOXES must be [objects, 4] (x0, y0, x1, y1), got {list(boxes.shape)}")
     check_finite("BOXES", boxes)
@@ -135,13 +144,9 @@ def _box_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, np.nd
 
 
 def _mask_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, np.ndarray]:
-    ids_array, masks = tensors.get("MASK_OBJ_IDS"), tensors.get("MASK_PROMPTS")
-    if ids_array is None:
-        if masks is not None:
-            raise InputError("MASK_PROMPTS needs MASK_OBJ_IDS: the object of each row")
+    ids, masks = _rows_by_object(tensors, "MASK_OBJ_IDS", "MASK_PROMPTS")
+    if masks is None:
         return {}
-    ids = _object_ids("MASK_OBJ_IDS", ids_array)
-    masks = _rows("MASK_PROMPTS", "MASK_OBJ_IDS", ids, masks)
     if masks.ndim != 3:
         raise InputError(f"MASK_PROMPTS must be [objects, height, width], got {list(masks.shape)}")
     return {obj_id: masks[row].astype(bool) for row, obj_id in enumerate(ids)}
