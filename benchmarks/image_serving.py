@@ -18,17 +18,21 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from sam2_triton.benchmarks.networks import add_model_arguments, add_server_arguments, summarize
+from sam2_triton.benchmarks.networks import (
+    add_model_arguments,
+    add_server_arguments,
+    machine_description,
+    summarize,
+)
 from sam2_triton.benchmarks.perf_analyzer import synthetic_image
 from sam2_triton.client import Sam2Client
 from sam2_triton.configs import get_model, get_profile
@@ -37,13 +41,14 @@ from sam2_triton.serving.local_server import LocalTritonServer
 from sam2_triton.serving.repository import build_repository
 
 
-def interleaved(reference: Callable[[], object], served: Callable[[], object], repeat: int,
-                warmup: int = 1) -> Tuple[List[float], List[float]]:
+def interleaved(
+    reference: Callable[[], object], served: Callable[[], object], repeat: int, warmup: int = 1
+) -> tuple[list[float], list[float]]:
     """Milliseconds of `repeat` calls of each, alternating reference and served."""
     for _ in range(warmup):
         reference()
         served()
-    times: Tuple[List[float], List[float]] = ([], [])
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
         for fn, out in ((reference, times[0]), (served, times[1])):
             start = time.perf_counter()
@@ -65,15 +70,22 @@ def main() -> None:
     image_bytes = args.image.read_bytes() if args.image else synthetic_image(1280, 720)
     pixels = np.array(Image.open(io.BytesIO(image_bytes)).convert("RGB"))
     height, width = pixels.shape[:2]
-    click = dict(point_coords=np.array([[width * 0.5, height * 0.5]], np.float32),
-                 point_labels=np.array([1], np.int32))
+    click = dict(
+        point_coords=np.array([[width * 0.5, height * 0.5]], np.float32),
+        point_labels=np.array([1], np.int32),
+    )
 
-    model = build_sam2_model(get_model(args.model), checkpoint=args.checkpoint,
-                             random_weights=args.random_weights)
+    model = build_sam2_model(
+        get_model(args.model), checkpoint=args.checkpoint, random_weights=args.random_weights
+    )
     reference = SAM2ImagePredictor(model)
-    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-               "model": args.model, "image": f"{width}x{height}", "protocol": args.protocol,
-               "repeat": args.repeat}
+    results = {
+        "machine": machine_description(),
+        "model": args.model,
+        "image": f"{width}x{height}",
+        "protocol": args.protocol,
+        "repeat": args.repeat,
+    }
 
     def reference_one_shot():
         with torch.inference_mode():
@@ -87,22 +99,32 @@ def main() -> None:
             client = Sam2Client(url, args.protocol)
             # Reference and served calls alternate, so that a machine whose speed drifts
             # (shared VMs) slows both sides alike.
-            one_shot = interleaved(reference_one_shot, lambda: client.segment(image_bytes, **click),
-                                   args.repeat)
+            one_shot = interleaved(
+                reference_one_shot, lambda: client.segment(image_bytes, **click), args.repeat
+            )
             with client.session(image_bytes) as session:
                 reference_one_shot()  # the reference predictor holds the same image
-                click_times = interleaved(lambda: reference.predict(**click),
-                                          lambda: session.predict(**click), args.repeat * 3)
+                click_times = interleaved(
+                    lambda: reference.predict(**click),
+                    lambda: session.predict(**click),
+                    args.repeat * 3,
+                )
     results["reference_one_shot"], results["served_one_shot"] = map(summarize, one_shot)
     results["reference_click"], results["served_click"] = map(summarize, click_times)
 
-    results["one_shot_ratio_p50"] = results["served_one_shot"]["p50_ms"] / results["reference_one_shot"]["p50_ms"]
-    results["click_ratio_p50"] = results["served_click"]["p50_ms"] / results["reference_click"]["p50_ms"]
+    results["one_shot_ratio_p50"] = (
+        results["served_one_shot"]["p50_ms"] / results["reference_one_shot"]["p50_ms"]
+    )
+    results["click_ratio_p50"] = (
+        results["served_click"]["p50_ms"] / results["reference_click"]["p50_ms"]
+    )
     print(f"{'':22s}{'p50 ms':>10s}{'p95 ms':>10s}")
     for key in ("reference_one_shot", "served_one_shot", "reference_click", "served_click"):
         print(f"{key:22s}{results[key]['p50_ms']:10.1f}{results[key]['p95_ms']:10.1f}")
-    print(f"served / reference p50: one-shot {results['one_shot_ratio_p50']:.3f}, "
-          f"click {results['click_ratio_p50']:.3f}")
+    print(
+        f"served / reference p50: one-shot {results['one_shot_ratio_p50']:.3f}, "
+        f"click {results['click_ratio_p50']:.3f}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -31,20 +31,25 @@ from sam2_triton.export.sample_inputs import random_inputs
 from sam2_triton.python_backend.onnx_networks import fuse_cpu_attention
 
 
-def official_call(model, inputs: Dict[str, np.ndarray]) -> Callable[[], torch.Tensor]:
+def official_call(model, inputs: dict[str, np.ndarray]) -> Callable[[], torch.Tensor]:
     """The official memory attention on the tensors SAM 2 would build from `inputs`."""
     batch = inputs["memory_temporal_positions"].shape[0]
     num_pointers = inputs["object_pointers"].shape[1]
     hidden, mem_dim, size = model.hidden_dim, model.mem_dim, 64
     with torch.no_grad():
         current = torch.from_numpy(inputs["current_features"])
-        current_pos = model.image_encoder.neck.position_encoding(current[:1]).expand(batch, -1, -1, -1)
+        current_pos = model.image_encoder.neck.position_encoding(current[:1]).expand(
+            batch, -1, -1, -1
+        )
         mem_pos = model.memory_encoder.position_encoding(torch.zeros(1, mem_dim, size, size))
         memory = torch.from_numpy(inputs["memory_features"]).flatten(3).permute(1, 3, 0, 2)
         memory = memory.reshape(-1, batch, mem_dim)  # [M*HW, B, mem_dim]
-        tpos = model.maskmem_tpos_enc[model.num_maskmem - 1 - torch.from_numpy(
-            inputs["memory_temporal_positions"][0]).long()]  # [M, 1, 1, mem_dim]
-        memory_pos = (mem_pos.flatten(2).permute(2, 0, 1).unsqueeze(0) + tpos).reshape(-1, 1, mem_dim)
+        tpos = model.maskmem_tpos_enc[
+            model.num_maskmem - 1 - torch.from_numpy(inputs["memory_temporal_positions"][0]).long()
+        ]  # [M, 1, 1, mem_dim]
+        memory_pos = (mem_pos.flatten(2).permute(2, 0, 1).unsqueeze(0) + tpos).reshape(
+            -1, 1, mem_dim
+        )
         split = hidden // mem_dim
         pointers = torch.from_numpy(inputs["object_pointers"]).permute(1, 0, 2)  # [P, B, C]
         pointers = pointers.reshape(num_pointers, batch, split, mem_dim).permute(0, 2, 1, 3)
@@ -64,7 +69,10 @@ def official_call(model, inputs: Dict[str, np.ndarray]) -> Callable[[], torch.Te
     def run() -> torch.Tensor:
         with torch.inference_mode():
             return model.memory_attention(
-                curr=[curr], curr_pos=[curr_pos], memory=memory, memory_pos=memory_pos,
+                curr=[curr],
+                curr_pos=[curr_pos],
+                memory=memory,
+                memory_pos=memory_pos,
                 num_obj_ptr_tokens=num_pointers * split,
             )
 
@@ -81,13 +89,17 @@ def main() -> None:
     parser.add_argument("--onnx", nargs="*", default=[], help="more graphs to compare (A/B)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: default)")
     parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--plain", action="store_true",
-                        help="also run the graphs as exported (without the CPU attention fusion)")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="also run the graphs as exported (without the CPU attention fusion)",
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    model = build_sam2_model(get_model(args.model), checkpoint=args.checkpoint,
-                             random_weights=args.random_weights).eval()
+    model = build_sam2_model(
+        get_model(args.model), checkpoint=args.checkpoint, random_weights=args.random_weights
+    ).eval()
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     graphs = [f"{args.export_dir}/{CONTRACTS['memory_attention'].file}"] + list(args.onnx)
@@ -98,14 +110,17 @@ def main() -> None:
             if fused:  # as OnnxNetworks runs it on CPU
                 fuse_cpu_attention(proto)
             sessions[f"{graph}{'' if fused else ' (plain)'}"] = ort.InferenceSession(
-                proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    results: Dict[str, Dict[str, Dict[str, float]]] = {}
+                proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+    results: dict[str, dict[str, dict[str, float]]] = {}
     for batch in args.batch:
         sizes = {"batch": batch, "num_memories": args.memories, "num_pointers": args.pointers}
         inputs = random_inputs(CONTRACTS["memory_attention"], sizes, np.random.default_rng(0))
         for name in ("memory_temporal_positions", "object_pointer_positions"):  # as SAM 2 batches
-            inputs[name] = np.ascontiguousarray(np.broadcast_to(inputs[name][:1], inputs[name].shape))
-        variants: Dict[str, Callable[[], object]] = {
+            inputs[name] = np.ascontiguousarray(
+                np.broadcast_to(inputs[name][:1], inputs[name].shape)
+            )
+        variants: dict[str, Callable[[], object]] = {
             f"onnxruntime {g}": (lambda s=s, x=inputs: s.run(None, x)) for g, s in sessions.items()
         }
         if not args.no_torch:
@@ -113,10 +128,12 @@ def main() -> None:
             if batch == args.batch[0]:  # same computation on both sides
                 ours = next(iter(sessions.values())).run(None, inputs)[0]
                 ref = variants["pytorch official"]().permute(1, 2, 0).reshape(ours.shape).numpy()
-                print(f"relative L2 error ONNX vs official: "
-                      f"{np.linalg.norm(ours - ref) / np.linalg.norm(ref):.2e}")
-        times: Dict[str, List[float]] = {name: [] for name in variants}
-        for name, fn in variants.items():  # warm-up
+                print(
+                    f"relative L2 error ONNX vs official: "
+                    f"{np.linalg.norm(ours - ref) / np.linalg.norm(ref):.2e}"
+                )
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for fn in variants.values():  # warm-up
             fn()
         for _ in range(args.repeat):
             for name, fn in variants.items():

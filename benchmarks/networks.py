@@ -20,7 +20,7 @@ import argparse
 import json
 import platform
 import time
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from sam2_triton.export.sample_inputs import random_inputs
 from sam2_triton.python_backend.onnx_networks import OnnxNetworks
 
 # One typical call per network: one image; one prompt of two clicks; one object; a full memory bank.
-TYPICAL_SIZES: Dict[str, Dict[str, int]] = {
+TYPICAL_SIZES: dict[str, dict[str, int]] = {
     "image_encoder": {"batch": 1},
     "mask_decoder": {"num_images": 1, "num_prompts": 1, "num_points": 2},
     "memory_encoder": {"batch": 1, "mask_height": 256, "mask_width": 256},
@@ -41,7 +41,7 @@ TYPICAL_SIZES: Dict[str, Dict[str, int]] = {
 }
 
 
-def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 2) -> List[float]:
+def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 2) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
@@ -52,12 +52,14 @@ def time_calls(fn: Callable[[], object], repeat: int, warmup: int = 2) -> List[f
     return times
 
 
-def time_interleaved(fns: Dict[str, Callable[[], object]], repeat: int, warmup: int = 1) -> Dict[str, List[float]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 1
+) -> dict[str, list[float]]:
     """Milliseconds per call of each function, the functions called in turn `repeat` times."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times: Dict[str, List[float]] = {name: [] for name in fns}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             start = time.perf_counter()
@@ -66,7 +68,12 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], repeat: int, warmup: 
     return times
 
 
-def summarize(times: List[float]) -> Dict[str, float]:
+def machine_description() -> str:
+    """Processor and torch thread count, as every benchmark report names its machine."""
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def summarize(times: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
 
 
@@ -103,7 +110,7 @@ def main() -> None:
     onnx_networks = OnnxNetworks(args.export_dir, networks=args.networks)
     rng = np.random.default_rng(0)
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "machine": machine_description(),
         "model": spec.name,
         "objects": args.objects,
         "networks": {},
@@ -116,8 +123,13 @@ def main() -> None:
                 sizes[axis] = args.objects
         inputs = random_inputs(CONTRACTS[name], sizes, rng)
         if name == "memory_attention":
-            for key in ("memory_temporal_positions", "object_pointer_positions"):  # as SAM 2 batches
-                inputs[key] = np.ascontiguousarray(np.broadcast_to(inputs[key][:1], inputs[key].shape))
+            for key in (
+                "memory_temporal_positions",
+                "object_pointer_positions",
+            ):  # as SAM 2 batches
+                inputs[key] = np.ascontiguousarray(
+                    np.broadcast_to(inputs[key][:1], inputs[key].shape)
+                )
             run_torch = official_call(model, inputs)
         else:
             net = NETWORK_CLASSES[name](model).eval()
@@ -128,7 +140,10 @@ def main() -> None:
                     net(*tensors)
 
         times = time_interleaved(
-            {"onnxruntime": lambda n=name, x=inputs: onnx_networks.run(n, **x), "pytorch": run_torch},
+            {
+                "onnxruntime": lambda n=name, x=inputs: onnx_networks.run(n, **x),
+                "pytorch": run_torch,
+            },
             args.repeat,
         )
         ort_times, torch_times = summarize(times["onnxruntime"]), summarize(times["pytorch"])

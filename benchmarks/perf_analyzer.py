@@ -29,8 +29,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,27 +40,33 @@ def synthetic_image(width: int = 640, height: int = 480) -> bytes:
     from PIL import Image, ImageDraw
 
     yy, xx = np.mgrid[0:height, 0:width]
-    pixels = np.stack([(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)),
-                       np.full_like(xx, 96)], axis=-1).astype(np.uint8)
+    pixels = np.stack(
+        [(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)), np.full_like(xx, 96)],
+        axis=-1,
+    ).astype(np.uint8)
     image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
     draw.ellipse([width * 0.35, height * 0.3, width * 0.65, height * 0.7], fill=(230, 40, 40))
     draw.rectangle([width * 0.05, height * 0.1, width * 0.25, height * 0.45], fill=(30, 200, 60))
-    draw.polygon([(width * 0.7, height * 0.9), (width * 0.95, height * 0.9), (width * 0.82, height * 0.55)],
-                 fill=(40, 60, 220))
+    draw.polygon(
+        [(width * 0.7, height * 0.9), (width * 0.95, height * 0.9), (width * 0.82, height * 0.55)],
+        fill=(40, 60, 220),
+    )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def write_input_data(path: Path, image: bytes, point: Tuple[float, float]) -> Path:
+def write_input_data(path: Path, image: bytes, point: tuple[float, float]) -> Path:
     """perf_analyzer --input-data JSON for `segment`: one image, one foreground click."""
     data = {
-        "data": [{
-            "IMAGE": _bytes_tensor(image),
-            "POINT_COORDS": {"content": [float(point[0]), float(point[1])], "shape": [1, 1, 2]},
-            "POINT_LABELS": {"content": [1], "shape": [1, 1]},
-        }]
+        "data": [
+            {
+                "IMAGE": _bytes_tensor(image),
+                "POINT_COORDS": {"content": [float(point[0]), float(point[1])], "shape": [1, 1, 2]},
+                "POINT_LABELS": {"content": [1], "shape": [1, 1]},
+            }
+        ]
     }
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
@@ -68,16 +74,21 @@ def write_input_data(path: Path, image: bytes, point: Tuple[float, float]) -> Pa
 
 def _bytes_tensor(data: bytes) -> dict:
     # BYTES as base64 of the raw tensor payload: 4-byte little-endian length, then the bytes.
-    return {"b64": base64.b64encode(len(data).to_bytes(4, "little") + data).decode("ascii"), "shape": [1]}
+    return {
+        "b64": base64.b64encode(len(data).to_bytes(4, "little") + data).decode("ascii"),
+        "shape": [1],
+    }
 
 
-def synthetic_frames(count: int, width: int = 640, height: int = 480) -> List[bytes]:
+def synthetic_frames(count: int, width: int = 640, height: int = 480) -> list[bytes]:
     """PNG frames of a disc moving right over a gradient (something to track)."""
     from PIL import Image, ImageDraw
 
     yy, xx = np.mgrid[0:height, 0:width]
-    background = np.stack([(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)),
-                           np.full_like(xx, 96)], axis=-1).astype(np.uint8)
+    background = np.stack(
+        [(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)), np.full_like(xx, 96)],
+        axis=-1,
+    ).astype(np.uint8)
     frames = []
     for t in range(count):
         image = Image.fromarray(background)
@@ -89,15 +100,19 @@ def synthetic_frames(count: int, width: int = 640, height: int = 480) -> List[by
     return frames
 
 
-def write_sequence_input_data(path: Path, frames: Sequence[bytes], point: Tuple[float, float]) -> Path:
+def write_sequence_input_data(
+    path: Path, frames: Sequence[bytes], point: tuple[float, float]
+) -> Path:
     """perf_analyzer --input-data JSON for `track_video`: one stream, a frame per step, a click
     on object 1 with the first frame."""
     steps = [{"IMAGE": _bytes_tensor(frame)} for frame in frames]
-    steps[0].update({
-        "POINT_OBJ_IDS": {"content": [1], "shape": [1]},
-        "POINT_COORDS": {"content": [float(point[0]), float(point[1])], "shape": [1, 1, 2]},
-        "POINT_LABELS": {"content": [1], "shape": [1, 1]},
-    })
+    steps[0].update(
+        {
+            "POINT_OBJ_IDS": {"content": [1], "shape": [1]},
+            "POINT_COORDS": {"content": [float(point[0]), float(point[1])], "shape": [1, 1, 2]},
+            "POINT_LABELS": {"content": [1], "shape": [1, 1]},
+        }
+    )
     path.write_text(json.dumps({"data": [steps]}), encoding="utf-8")
     return path
 
@@ -115,24 +130,46 @@ def perf_analyzer_environment() -> dict:
         import nvidia.cuda_runtime
 
         lib = Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib"
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(lib), env.get("LD_LIBRARY_PATH", "")) if p)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(lib), env.get("LD_LIBRARY_PATH", "")) if p
+        )
     except ImportError:
         pass  # a system CUDA runtime may be on the library path already
     return env
 
 
 def perf_analyzer_command(
-    url: str, protocol: str, input_data: Path, model: str = "segment", csv: Optional[Path] = None,
-    concurrency: int = 1, request_count: int = 10, extra: Sequence[str] = (),
-) -> List[str]:
+    url: str,
+    protocol: str,
+    input_data: Path,
+    model: str = "segment",
+    csv: Path | None = None,
+    concurrency: int = 1,
+    request_count: int = 10,
+    extra: Sequence[str] = (),
+) -> list[str]:
     command = [
-        perf_analyzer_binary(), "-m", model, "-u", url, "-i", protocol,
-        "--input-data", str(input_data),
-        "--concurrency-range", f"{concurrency}:{concurrency}",
-        "--measurement-mode", "count_windows",
-        "--measurement-request-count", str(request_count),
-        "--max-trials", "3", "--stability-percentage", "100",
-        "--percentile", "95",
+        perf_analyzer_binary(),
+        "-m",
+        model,
+        "-u",
+        url,
+        "-i",
+        protocol,
+        "--input-data",
+        str(input_data),
+        "--concurrency-range",
+        f"{concurrency}:{concurrency}",
+        "--measurement-mode",
+        "count_windows",
+        "--measurement-request-count",
+        str(request_count),
+        "--max-trials",
+        "3",
+        "--stability-percentage",
+        "100",
+        "--percentile",
+        "95",
     ]
     if csv is not None:
         command += ["-f", str(csv)]
@@ -140,22 +177,40 @@ def perf_analyzer_command(
 
 
 def run(
-    url: str, protocol: str = "grpc", image: Optional[bytes] = None, point: Tuple[float, float] = (320, 240),
-    csv: Optional[Path] = None, concurrency: int = 1, request_count: int = 10, timeout_s: float = 1800,
+    url: str,
+    protocol: str = "grpc",
+    image: bytes | None = None,
+    point: tuple[float, float] = (320, 240),
+    csv: Path | None = None,
+    concurrency: int = 1,
+    request_count: int = 10,
+    timeout_s: float = 1800,
 ) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="sam2-perf-") as tmp:
         data = write_input_data(Path(tmp) / "input.json", image or synthetic_image(), point)
-        command = perf_analyzer_command(url, protocol, data, csv=csv, concurrency=concurrency,
-                                        request_count=request_count)
+        command = perf_analyzer_command(
+            url, protocol, data, csv=csv, concurrency=concurrency, request_count=request_count
+        )
         print("+", " ".join(command), flush=True)
-        return subprocess.run(command, env=perf_analyzer_environment(), capture_output=True, text=True,
-                              timeout=timeout_s)
+        return subprocess.run(
+            command,
+            env=perf_analyzer_environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
 
 
 def run_sequences(
-    url: str, protocol: str = "grpc", frames: Optional[Sequence[bytes]] = None,
-    point: Tuple[float, float] = (320, 240), sequence_length: int = 8, csv: Optional[Path] = None,
-    concurrency: int = 1, request_count: int = 16, timeout_s: float = 3600,
+    url: str,
+    protocol: str = "grpc",
+    frames: Sequence[bytes] | None = None,
+    point: tuple[float, float] = (320, 240),
+    sequence_length: int = 8,
+    csv: Path | None = None,
+    concurrency: int = 1,
+    request_count: int = 16,
+    timeout_s: float = 3600,
 ) -> subprocess.CompletedProcess:
     """perf_analyzer on `track_video`: sequences of `sequence_length` real frames."""
     frames = list(frames or synthetic_frames(sequence_length))
@@ -164,46 +219,82 @@ def run_sequences(
     with tempfile.TemporaryDirectory(prefix="sam2-perf-") as tmp:
         data = write_sequence_input_data(Path(tmp) / "input.json", frames[:sequence_length], point)
         command = perf_analyzer_command(
-            url, protocol, data, model="track_video", csv=csv, concurrency=concurrency,
+            url,
+            protocol,
+            data,
+            model="track_video",
+            csv=csv,
+            concurrency=concurrency,
             request_count=request_count,
-            extra=["--sequence-length", str(sequence_length), "--sequence-length-variation", "0",
-                   "--sequence-id-range", "1:1000000"],
+            extra=[
+                "--sequence-length",
+                str(sequence_length),
+                "--sequence-length-variation",
+                "0",
+                "--sequence-id-range",
+                "1:1000000",
+            ],
         )
         print("+", " ".join(command), flush=True)
-        return subprocess.run(command, env=perf_analyzer_environment(), capture_output=True, text=True,
-                              timeout=timeout_s)
+        return subprocess.run(
+            command,
+            env=perf_analyzer_environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
 
 
-def read_frames(folder: Path) -> List[bytes]:
+def read_frames(folder: Path) -> list[bytes]:
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not paths:
         raise FileNotFoundError(f"no .jpg / .jpeg / .png frames in {folder}")
     return [p.read_bytes() for p in paths]
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="localhost:8001")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("--model", choices=("segment", "track_video"), default="segment")
     parser.add_argument("--image", type=Path, help="image file (default: synthetic 640x480 PNG)")
-    parser.add_argument("--video", type=Path, help="track_video: folder of frames (default: synthetic)")
-    parser.add_argument("--sequence-length", type=int, default=8, help="track_video: frames per sequence")
+    parser.add_argument(
+        "--video", type=Path, help="track_video: folder of frames (default: synthetic)"
+    )
+    parser.add_argument(
+        "--sequence-length", type=int, default=8, help="track_video: frames per sequence"
+    )
     parser.add_argument("--point", default="320,240", help="click x,y in pixels")
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--request-count", type=int, default=10, help="requests per measurement window")
+    parser.add_argument(
+        "--request-count", type=int, default=10, help="requests per measurement window"
+    )
     parser.add_argument("--csv", type=Path, help="write perf_analyzer's CSV report here")
     args = parser.parse_args(argv)
     x, y = (float(v) for v in args.point.split(","))
     if args.model == "track_video":
-        result = run_sequences(args.url, args.protocol, read_frames(args.video) if args.video else None,
-                               (x, y), args.sequence_length, args.csv, args.concurrency,
-                               args.request_count)
+        result = run_sequences(
+            args.url,
+            args.protocol,
+            read_frames(args.video) if args.video else None,
+            (x, y),
+            args.sequence_length,
+            args.csv,
+            args.concurrency,
+            args.request_count,
+        )
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         return result.returncode
-    result = run(args.url, args.protocol, args.image.read_bytes() if args.image else None, (x, y),
-                 args.csv, args.concurrency, args.request_count)
+    result = run(
+        args.url,
+        args.protocol,
+        args.image.read_bytes() if args.image else None,
+        (x, y),
+        args.csv,
+        args.concurrency,
+        args.request_count,
+    )
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     return result.returncode

@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from sam2_triton.benchmarks.networks import add_model_arguments, add_server_arguments
+from sam2_triton.benchmarks.networks import (
+    add_model_arguments,
+    add_server_arguments,
+    machine_description,
+)
 from sam2_triton.client import Sam2Client
 from sam2_triton.configs import get_model, get_profile
 from sam2_triton.export.checkpoints import build_sam2_model
@@ -42,13 +45,18 @@ from sam2_triton.serving.repository import build_repository
 JPEG_QUALITY = 95
 
 
-def write_video(folder: Path, num_frames: int, width: int, height: int, seed: int) -> List[Path]:
+def write_video(folder: Path, num_frames: int, width: int, height: int, seed: int) -> list[Path]:
     """JPEG frames of three shapes moving over a textured background; returns their paths."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
-    background = np.stack([
-        80 + 40 * np.sin(xx / (17.0 + seed)), 90 + 40 * np.cos(yy / 23.0), np.full_like(xx, 110.0)
-    ], axis=-1)
+    background = np.stack(
+        [
+            80 + 40 * np.sin(xx / (17.0 + seed)),
+            90 + 40 * np.cos(yy / 23.0),
+            np.full_like(xx, 110.0),
+        ],
+        axis=-1,
+    )
     starts = rng.uniform(0.2, 0.6, size=(3, 2)) * (width, height)
     colours = ((230, 60, 40), (40, 200, 230), (240, 220, 60))
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,14 +72,16 @@ def write_video(folder: Path, num_frames: int, width: int, height: int, seed: in
     return paths
 
 
-def object_clicks(num_objects: int, width: int, height: int, seed: int) -> Dict[int, Tuple[float, float]]:
+def object_clicks(
+    num_objects: int, width: int, height: int, seed: int
+) -> dict[int, tuple[float, float]]:
     """A click on each of the first `num_objects` shapes of `write_video`'s frame 0."""
     rng = np.random.default_rng(seed)
     starts = rng.uniform(0.2, 0.6, size=(3, 2)) * (width, height)
     return {k + 1: (float(starts[k, 0]), float(starts[k, 1])) for k in range(num_objects)}
 
 
-def reference_run(model, folder: Path, clicks: Dict[int, Tuple[float, float]]) -> int:
+def reference_run(model, folder: Path, clicks: dict[int, tuple[float, float]]) -> int:
     """Track the video offline; returns the number of frames with masks."""
     with torch.inference_mode():
         state = model.init_state(str(folder))
@@ -80,8 +90,9 @@ def reference_run(model, folder: Path, clicks: Dict[int, Tuple[float, float]]) -
         return sum(1 for _ in model.propagate_in_video(state))
 
 
-def served_run(url: str, protocol: str, paths: Sequence[Path],
-               clicks: Dict[int, Tuple[float, float]]) -> int:
+def served_run(
+    url: str, protocol: str, paths: Sequence[Path], clicks: dict[int, tuple[float, float]]
+) -> int:
     """Track the video through the server, frame by frame from its JPEG bytes."""
     points = {obj_id: ([xy], [1]) for obj_id, xy in clicks.items()}
     with Sam2Client(url, protocol) as client, client.video_session(num_frames=len(paths)) as video:
@@ -89,7 +100,7 @@ def served_run(url: str, protocol: str, paths: Sequence[Path],
         return sum(1 for _ in video.track_frames(frames, {0: {"points": points}}))
 
 
-def timed(fn: Callable[[], int]) -> Tuple[float, int]:
+def timed(fn: Callable[[], int]) -> tuple[float, int]:
     start = time.perf_counter()
     frames = fn()
     return time.perf_counter() - start, frames
@@ -97,7 +108,7 @@ def timed(fn: Callable[[], int]) -> Tuple[float, int]:
 
 def concurrently(fns: Sequence[Callable[[], int]]) -> int:
     counts = [0] * len(fns)
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
         try:
@@ -130,18 +141,24 @@ def main() -> None:
 
     from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-    model = build_sam2_model(get_model(args.model), checkpoint=args.checkpoint,
-                             random_weights=args.random_weights)
+    model = build_sam2_model(
+        get_model(args.model), checkpoint=args.checkpoint, random_weights=args.random_weights
+    )
     if not isinstance(model, SAM2VideoPredictor):
         raise SystemExit("the reference model is not a SAM2VideoPredictor")
-    results: Dict[str, object] = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        "model": args.model, "frames": args.frames, "size": f"{width}x{height}",
-        "protocol": args.protocol, "repeat": args.repeat,
+    results: dict[str, object] = {
+        "machine": machine_description(),
+        "model": args.model,
+        "frames": args.frames,
+        "size": f"{width}x{height}",
+        "protocol": args.protocol,
+        "repeat": args.repeat,
     }
     with tempfile.TemporaryDirectory(prefix="sam2-video-bench-") as tmp:
-        videos = [write_video(Path(tmp) / f"video{i}", args.frames, width, height, seed=i)
-                  for i in range(max(args.sequences, 1))]
+        videos = [
+            write_video(Path(tmp) / f"video{i}", args.frames, width, height, seed=i)
+            for i in range(max(args.sequences, 1))
+        ]
         repository = build_repository(args.export_dir, Path(tmp) / "repository", get_profile("cpu"))
         with LocalTritonServer(repository, args.http_port, args.grpc_port, args.metrics_port):
             url = f"localhost:{args.grpc_port if args.protocol == 'grpc' else args.http_port}"
@@ -159,13 +176,18 @@ def main() -> None:
                     clicks = [object_clicks(1, width, height, i) for i in range(args.sequences)]
 
                     def reference(c=clicks):
-                        return sum(reference_run(model, videos[i][0].parent, c[i])
-                                   for i in range(args.sequences))
+                        return sum(
+                            reference_run(model, videos[i][0].parent, c[i])
+                            for i in range(args.sequences)
+                        )
 
                     def served(c=clicks):
-                        return concurrently([
-                            (lambda i=i: served_run(url, args.protocol, videos[i], c[i]))
-                            for i in range(args.sequences)])
+                        return concurrently(
+                            [
+                                (lambda i=i: served_run(url, args.protocol, videos[i], c[i]))
+                                for i in range(args.sequences)
+                            ]
+                        )
 
                     key = f"{args.sequences}_sequences"
                 else:
@@ -175,15 +197,24 @@ def main() -> None:
                     for side, fn in (("reference", reference), ("served", served)):
                         seconds, frames = timed(fn)
                         runs[side].append(frames / seconds)
-                        print(f"{key:14s} {side:9s} {frames} frames in {seconds:7.1f} s = "
-                              f"{frames / seconds:.3f} FPS", flush=True)
+                        print(
+                            f"{key:14s} {side:9s} {frames} frames in {seconds:7.1f} s = "
+                            f"{frames / seconds:.3f} FPS",
+                            flush=True,
+                        )
                 fps = {side: statistics.median(values) for side, values in runs.items()}
-                results[key] = {"reference_fps": fps["reference"], "served_fps": fps["served"],
-                                "ratio": fps["served"] / fps["reference"], "runs": runs}
+                results[key] = {
+                    "reference_fps": fps["reference"],
+                    "served_fps": fps["served"],
+                    "ratio": fps["served"] / fps["reference"],
+                    "runs": runs,
+                }
     print(f"\n{'':14s}{'reference FPS':>15s}{'served FPS':>12s}{'ratio':>8s}")
     for key, value in results.items():
         if isinstance(value, dict):
-            print(f"{key:14s}{value['reference_fps']:15.3f}{value['served_fps']:12.3f}{value['ratio']:8.2f}")
+            print(
+                f"{key:14s}{value['reference_fps']:15.3f}{value['served_fps']:12.3f}{value['ratio']:8.2f}"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 

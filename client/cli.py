@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import collections
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -54,7 +54,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def parse_point(text: str) -> Tuple[float, float, int]:
+def parse_point(text: str) -> tuple[float, float, int]:
     """Parse `X,Y` or `X,Y,LABEL` (pixels; label 1 foreground, the default, or 0 background)."""
     parts = text.split(",")
     try:
@@ -96,7 +96,7 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def parse_box(text: str) -> Tuple[float, float, float, float]:
+def parse_box(text: str) -> tuple[float, float, float, float]:
     """Parse `X0,Y0,X1,Y1` (pixels)."""
     parts = text.split(",")
     try:
@@ -108,7 +108,7 @@ def parse_box(text: str) -> Tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
-def _frame_and_object(text: str, head: Sequence[str], form: str) -> Tuple[int, int]:
+def _frame_and_object(text: str, head: Sequence[str], form: str) -> tuple[int, int]:
     try:
         frame, obj_id = int(head[0]), int(head[1])
     except ValueError:
@@ -118,7 +118,7 @@ def _frame_and_object(text: str, head: Sequence[str], form: str) -> Tuple[int, i
     return frame, obj_id
 
 
-def parse_frame_point(text: str) -> Tuple[int, int, float, float, int]:
+def parse_frame_point(text: str) -> tuple[int, int, float, float, int]:
     """Parse `FRAME:OBJ:X,Y` or `FRAME:OBJ:X,Y:LABEL` -> (frame, obj_id, x, y, label)."""
     form = "FRAME:OBJ:X,Y or FRAME:OBJ:X,Y:LABEL"
     parts = text.split(":")
@@ -134,7 +134,7 @@ def parse_frame_point(text: str) -> Tuple[int, int, float, float, int]:
     return frame, obj_id, x, y, label
 
 
-def parse_frame_box(text: str) -> Tuple[int, int, Tuple[float, float, float, float]]:
+def parse_frame_box(text: str) -> tuple[int, int, tuple[float, float, float, float]]:
     """Parse `FRAME:OBJ:X0,Y0,X1,Y1` -> (frame, obj_id, (x0, y0, x1, y1))."""
     form = "FRAME:OBJ:X0,Y0,X1,Y1"
     parts = text.split(":")
@@ -149,24 +149,25 @@ def parse_frame_box(text: str) -> Tuple[int, int, Tuple[float, float, float, flo
 
 
 def video_prompts_from_args(
-    points: Optional[Sequence[Tuple[int, int, float, float, int]]],
-    boxes: Optional[Sequence[Tuple[int, int, Tuple[float, float, float, float]]]],
-) -> Dict[int, FramePrompts]:
+    points: Sequence[tuple[int, int, float, float, int]] | None,
+    boxes: Sequence[tuple[int, int, tuple[float, float, float, float]]] | None,
+) -> dict[int, FramePrompts]:
     """Prompts per frame for `VideoSession.track_frames`: the clicks of one object on one frame
     make one point prompt; one box per object and frame."""
     points, boxes = list(points or []), list(boxes or [])
     if not points and not boxes:
         raise UsageError("give at least one --point or --box")
-    clicks: Dict[int, Dict[int, Tuple[list, list]]] = collections.defaultdict(dict)
+    clicks: dict[int, dict[int, tuple[list, list]]] = collections.defaultdict(dict)
     for frame, obj_id, x, y, label in points:
         coords, labels = clicks[frame].setdefault(obj_id, ([], []))
         coords.append([x, y])
         labels.append(label)
-    frame_boxes: Dict[int, Dict[int, Tuple[float, ...]]] = collections.defaultdict(dict)
+    frame_boxes: dict[int, dict[int, tuple[float, ...]]] = collections.defaultdict(dict)
     for frame, obj_id, box in boxes:
         if obj_id in frame_boxes[frame]:
-            raise UsageError(f"two --box for object {obj_id} on frame {frame}: one box per "
-                             "object and frame")
+            raise UsageError(
+                f"two --box for object {obj_id} on frame {frame}: one box per object and frame"
+            )
         frame_boxes[frame][obj_id] = box
     return {
         frame: FramePrompts(points=clicks.get(frame) or None, boxes=frame_boxes.get(frame) or None)
@@ -175,9 +176,9 @@ def video_prompts_from_args(
 
 
 def prompts_from_args(
-    points: Optional[Sequence[Tuple[float, float, int]]],
-    boxes: Optional[Sequence[Tuple[float, float, float, float]]],
-) -> Dict[str, np.ndarray]:
+    points: Sequence[tuple[float, float, int]] | None,
+    boxes: Sequence[tuple[float, float, float, float]] | None,
+) -> dict[str, np.ndarray]:
     """Keyword prompts for `Sam2Client.segment`: clicks and at most one box make one prompt;
     several boxes make one prompt each (then clicks are not allowed)."""
     points, boxes = list(points or []), list(boxes or [])
@@ -188,7 +189,7 @@ def prompts_from_args(
             "--point cannot be combined with several --box (each box is its own object): "
             "give one --box with its clicks, or boxes only"
         )
-    prompts: Dict[str, np.ndarray] = {}
+    prompts: dict[str, np.ndarray] = {}
     if points:
         prompts["point_coords"] = np.array([p[:2] for p in points], dtype=np.float32)
         prompts["point_labels"] = np.array([p[2] for p in points], dtype=np.int32)
@@ -204,7 +205,7 @@ def _client(args) -> Sam2Client:
     return Sam2Client(url, args.protocol, model_prefix=args.model_prefix, timeout_s=args.timeout)
 
 
-def _output_dirs(output: str) -> Tuple[Path, Path]:
+def _output_dirs(output: str) -> tuple[Path, Path]:
     root = Path(output)
     (root / MASK_DIR).mkdir(parents=True, exist_ok=True)
     return root, root / MASK_DIR
@@ -278,7 +279,7 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _markers(prompts: Optional[FramePrompts]) -> Dict[str, np.ndarray]:
+def _markers(prompts: FramePrompts | None) -> dict[str, np.ndarray]:
     """Overlay markers (clicks, boxes) of a frame's prompts."""
     if prompts is None:
         return {}
@@ -292,7 +293,7 @@ def _markers(prompts: Optional[FramePrompts]) -> Dict[str, np.ndarray]:
     return markers
 
 
-def _track_records(result: VideoFrameResult) -> List[dict]:
+def _track_records(result: VideoFrameResult) -> list[dict]:
     """COCO result records of a frame's masks, one per object."""
     return [
         visualize.mask_record(
@@ -331,16 +332,21 @@ def cmd_track(args) -> int:
             shown.append(pixels)
             yield encode_frame(pixels, args.frame_encoding)
 
-    records: List[dict] = []
+    records: list[dict] = []
     tracked = 0
-    with _client(args) as client, client.video_session(
-        num_frames=source.num_frames if args.num_frames_known else None,
-        samurai=args.samurai,
-        samurai_settings=settings if args.samurai else None,
-    ) as video, VideoWriter(root / VIDEO_OVERLAY_FILE, args.fps or source.fps) as writer:
+    with (
+        _client(args) as client,
+        client.video_session(
+            num_frames=source.num_frames if args.num_frames_known else None,
+            samurai=args.samurai,
+            samurai_settings=settings if args.samurai else None,
+        ) as video,
+        VideoWriter(root / VIDEO_OVERLAY_FILE, args.fps or source.fps) as writer,
+    ):
         results = video.track_frames(frames_to_send(), prompts, max_in_flight=args.max_in_flight)
-        for result in tqdm(results, total=source.num_frames, unit="frame", desc="tracking",
-                           disable=None):
+        for result in tqdm(
+            results, total=source.num_frames, unit="frame", desc="tracking", disable=None
+        ):
             pixels = shown.popleft()
             picture = visualize.overlay(
                 pixels,
@@ -388,7 +394,9 @@ def add_setting_options(group, table) -> None:
             group.add_argument(option, dest=key, type=parse_bool, metavar="true|false")
             continue
         whole = np.issubdtype(dtype, np.integer)
-        group.add_argument(option, dest=key, type=int if whole else float, metavar="N" if whole else "F")
+        group.add_argument(
+            option, dest=key, type=int if whole else float, metavar="N" if whole else "F"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -449,8 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     track = commands.add_parser(
         "track", parents=[server], help="follow objects through a video (track_video)"
     )
-    track.add_argument("source", help="video file (MP4, AVI, WebM, ...) or folder of frames "
-                       "(JPEG / PNG / BMP / WebP, in name order, digit runs as numbers)")
+    track.add_argument(
+        "source",
+        help="video file (MP4, AVI, WebM, ...) or folder of frames "
+        "(JPEG / PNG / BMP / WebP, in name order, digit runs as numbers)",
+    )
     track.add_argument(
         "--point",
         action="append",
@@ -466,8 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRAME:OBJ:X0,Y0,X1,Y1",
         help="box around object OBJ on frame FRAME, pixels; repeatable",
     )
-    track.add_argument("--samurai", action="store_true",
-                       help="SAMURAI motion-aware tracking (Kalman filter on each object's box)")
+    track.add_argument(
+        "--samurai",
+        action="store_true",
+        help="SAMURAI motion-aware tracking (Kalman filter on each object's box)",
+    )
     track.add_argument(
         "--num-frames-known",
         action="store_true",
@@ -494,8 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how frames travel: raw pixels (default; fastest on localhost) or PNG / JPEG bytes "
         "(smaller, for remote servers; JPEG is lossy)",
     )
-    track.add_argument("--fps", type=parse_positive(float), help="frame rate of the overlay video (default: the "
-                       "source's; 10 for a folder)")
+    track.add_argument(
+        "--fps",
+        type=parse_positive(float),
+        help="frame rate of the overlay video (default: the source's; 10 for a folder)",
+    )
     track.add_argument(
         "--max-in-flight",
         type=parse_positive(int),
@@ -516,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)

@@ -14,7 +14,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -25,10 +26,15 @@ from sam2_triton.client.images import ImageLike, image_tensor
 from sam2_triton.client.prompts import normalize_prompts
 from sam2_triton.client.results import GeneratedMask, ImageEmbeddings, Segmentation, generated_masks
 from sam2_triton.client.transport import DEFAULT_TIMEOUT_S, Transport
-from sam2_triton.client.video import SequenceTransport, VideoSession, new_sequence_id, setting_tensors
+from sam2_triton.client.video import (
+    SequenceTransport,
+    VideoSession,
+    new_sequence_id,
+    setting_tensors,
+)
 
 
-def settings_tensors(settings: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+def settings_tensors(settings: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Automatic mask generator settings (keywords of `SAM2AutomaticMaskGenerator`) -> [1] tensors.
 
     Settings set to None are left out (server default). Unknown names raise TypeError.
@@ -61,17 +67,17 @@ class Sam2Client:
         return f"{self.model_prefix}{model}"
 
     def _infer(
-        self, model: str, tensors: Mapping[str, np.ndarray], outputs: Tuple[str, ...]
-    ) -> Dict[str, np.ndarray]:
+        self, model: str, tensors: Mapping[str, np.ndarray], outputs: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
         return self._transport.infer(self.model_name(model), tensors, outputs)
 
     def segment(
         self,
         image: ImageLike,
-        point_coords: Optional[ArrayLike] = None,
-        point_labels: Optional[ArrayLike] = None,
-        box: Optional[ArrayLike] = None,
-        mask_input: Optional[ArrayLike] = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
         multimask_output: bool = True,
     ) -> Segmentation:
         """Encode `image` and decode the prompts in one call (the `segment` ensemble).
@@ -84,7 +90,7 @@ class Sam2Client:
         outputs = self._infer(contract.SEGMENT, tensors, contract.MASK_OUTPUTS)
         return Segmentation.from_outputs(outputs, prompts.batched)
 
-    def session(self, image: ImageLike) -> "InteractiveSession":
+    def session(self, image: ImageLike) -> InteractiveSession:
         """Encode `image` once on the server (`segment_interactive`); prompt it with `predict`.
 
         Close the session (or use it as a context manager) to free the server's cache entry.
@@ -108,10 +114,10 @@ class Sam2Client:
     def decode(
         self,
         embeddings: ImageEmbeddings,
-        point_coords: Optional[ArrayLike] = None,
-        point_labels: Optional[ArrayLike] = None,
-        box: Optional[ArrayLike] = None,
-        mask_input: Optional[ArrayLike] = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
         multimask_output: bool = True,
     ) -> Segmentation:
         """Masks for prompts on an encoded image (`decode_masks`); prompts as in `segment`."""
@@ -120,7 +126,7 @@ class Sam2Client:
         outputs = self._infer(contract.DECODE_MASKS, tensors, contract.MASK_OUTPUTS)
         return Segmentation.from_outputs(outputs, prompts.batched)
 
-    def generate_masks(self, image: ImageLike, **settings: Any) -> List[GeneratedMask]:
+    def generate_masks(self, image: ImageLike, **settings: Any) -> list[GeneratedMask]:
         """Masks of everything in `image` (`automatic_mask_generator`).
 
         `settings`: points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
@@ -135,10 +141,10 @@ class Sam2Client:
 
     def video_session(
         self,
-        num_frames: Optional[int] = None,
+        num_frames: int | None = None,
         samurai: bool = False,
-        samurai_settings: Optional[Mapping[str, Any]] = None,
-        sequence_id: Optional[int] = None,
+        samurai_settings: Mapping[str, Any] | None = None,
+        sequence_id: int | None = None,
     ) -> VideoSession:
         """A video to track with `track_video`: `track` / `track_frames` / `correct` / `end`.
 
@@ -165,7 +171,7 @@ class Sam2Client:
         """Whether the server is ready; Sam2ClientError if it cannot be reached."""
         return self._transport.is_server_ready()
 
-    def models_ready(self) -> Dict[str, bool]:
+    def models_ready(self) -> dict[str, bool]:
         """Readiness of each client-facing model, keyed by served name."""
         names = [self.model_name(model) for model in contract.CLIENT_MODELS]
         return {name: self._transport.is_model_ready(name) for name in names}
@@ -174,7 +180,7 @@ class Sam2Client:
         """Close the connections to the server."""
         self._transport.close()
 
-    def __enter__(self) -> "Sam2Client":
+    def __enter__(self) -> Sam2Client:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -187,7 +193,7 @@ class InteractiveSession:
     `image_id`: the server's id for the cached embeddings; `original_size`: (h, w) pixels.
     """
 
-    def __init__(self, client: Sam2Client, image_id: bytes, original_size: Tuple[int, int]):
+    def __init__(self, client: Sam2Client, image_id: bytes, original_size: tuple[int, int]):
         self._client = client
         self._image_id = image_id
         self.original_size = original_size
@@ -197,15 +203,15 @@ class InteractiveSession:
     def image_id(self) -> str:
         return self._image_id.decode("utf-8", errors="replace")
 
-    def _id_tensor(self) -> Dict[str, np.ndarray]:
+    def _id_tensor(self) -> dict[str, np.ndarray]:
         return {contract.IMAGE_ID: np.array([self._image_id], dtype=np.object_)}
 
     def predict(
         self,
-        point_coords: Optional[ArrayLike] = None,
-        point_labels: Optional[ArrayLike] = None,
-        box: Optional[ArrayLike] = None,
-        mask_input: Optional[ArrayLike] = None,
+        point_coords: ArrayLike | None = None,
+        point_labels: ArrayLike | None = None,
+        box: ArrayLike | None = None,
+        mask_input: ArrayLike | None = None,
         multimask_output: bool = True,
     ) -> Segmentation:
         """Masks for prompts on the session's image; prompts and shapes as `Sam2Client.segment`."""
@@ -224,7 +230,7 @@ class InteractiveSession:
         tensors = {**self._id_tensor(), contract.RELEASE: np.array([True], dtype=np.bool_)}
         self._client._infer(contract.SEGMENT_INTERACTIVE, tensors, (contract.IMAGE_ID,))
 
-    def __enter__(self) -> "InteractiveSession":
+    def __enter__(self) -> InteractiveSession:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:

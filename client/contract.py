@@ -5,8 +5,6 @@ Every model and tensor name the client sends or reads is written here once.
 
 from __future__ import annotations
 
-from typing import Dict
-
 import numpy as np
 
 # Models (a deployment may prefix every name, see `Sam2Client(model_prefix=...)`).
@@ -15,9 +13,17 @@ ENCODE_IMAGE = "encode_image"
 DECODE_MASKS = "decode_masks"
 SEGMENT_INTERACTIVE = "segment_interactive"
 AUTOMATIC_MASK_GENERATOR = "automatic_mask_generator"
-TRACK_VIDEO = "track_video"  # stateful: one sequence (correlation id) per video, one request per frame
+TRACK_VIDEO = (
+    "track_video"  # stateful: one sequence (correlation id) per video, one request per frame
+)
 CLIENT_MODELS = (
-    SEGMENT, ENCODE_IMAGE, DECODE_MASKS, SEGMENT_INTERACTIVE, AUTOMATIC_MASK_GENERATOR, TRACK_VIDEO)
+    SEGMENT,
+    ENCODE_IMAGE,
+    DECODE_MASKS,
+    SEGMENT_INTERACTIVE,
+    AUTOMATIC_MASK_GENERATOR,
+    TRACK_VIDEO,
+)
 
 # Image inputs (exactly one per request).
 IMAGE = "IMAGE"  # BYTES [1]: encoded JPEG / PNG / BMP / WebP
@@ -68,7 +74,7 @@ GENERATOR_OUTPUTS = (
 
 # automatic_mask_generator settings: keyword (as SAM2AutomaticMaskGenerator) -> (input, dtype).
 # Each is sent as a [1] tensor; settings left out keep the server's defaults.
-GENERATOR_SETTINGS: Dict[str, tuple] = {
+GENERATOR_SETTINGS: dict[str, tuple] = {
     "points_per_side": ("POINTS_PER_SIDE", np.int32),
     "points_per_batch": ("POINTS_PER_BATCH", np.int32),
     "pred_iou_thresh": ("PRED_IOU_THRESH", np.float32),
@@ -108,11 +114,19 @@ PRESENT = "PRESENT"  # BOOL [N]
 MASK_BOXES = "MASK_BOXES"  # FP32 [N, 4]: (x0, y0, x1, y1) of the mask, zeros if empty
 TRACKED_FRAME = "TRACKED_FRAME"  # INT64 [1]: the frame these masks belong to
 STATE_BYTES = "STATE_BYTES"  # INT64 [1]: memory the server holds for this sequence
-TRACK_OUTPUTS = (OBJ_IDS, OBJECT_MASKS, OBJECT_SCORES, OBJECT_SCORE_LOGITS, PRESENT, MASK_BOXES,
-                 TRACKED_FRAME, STATE_BYTES)
+TRACK_OUTPUTS = (
+    OBJ_IDS,
+    OBJECT_MASKS,
+    OBJECT_SCORES,
+    OBJECT_SCORE_LOGITS,
+    PRESENT,
+    MASK_BOXES,
+    TRACKED_FRAME,
+    STATE_BYTES,
+)
 
 # SAMURAI settings a sequence may override at START: name (configs/samurai.yaml) -> (input, dtype).
-SAMURAI_SETTINGS: Dict[str, tuple] = {
+SAMURAI_SETTINGS: dict[str, tuple] = {
     "kf_score_weight": ("KF_SCORE_WEIGHT", np.float32),
     "stable_frames_threshold": ("STABLE_FRAMES_THRESHOLD", np.int32),
     "stable_ious_threshold": ("STABLE_IOUS_THRESHOLD", np.float32),

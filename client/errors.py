@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 from sam2_triton.errors import Sam2TritonError
 
@@ -25,7 +24,7 @@ def clean_message(message: str) -> str:
     return " ".join(message.split())
 
 
-def attribute(message: str, model: Optional[str]) -> str:
+def attribute(message: str, model: str | None) -> str:
     """`message` as "<model>: ...", once: a leading "in ensemble '<model>', " or "<model>: "
     from the server is replaced rather than repeated."""
     if not model:
@@ -44,7 +43,7 @@ class Sam2ClientError(Sam2TritonError):
     model called, if any.
     """
 
-    def __init__(self, message: str, status: Optional[str] = None, model: Optional[str] = None):
+    def __init__(self, message: str, status: str | None = None, model: str | None = None):
         super().__init__(clean_message(message))
         self.status = status
         self.model = model

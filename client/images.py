@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Dict, Union
 
 import numpy as np
 from PIL import Image
@@ -17,17 +16,17 @@ from PIL import Image
 from sam2_triton.client import contract
 from sam2_triton.client.errors import Sam2ClientError
 
-ImageLike = Union[str, Path, bytes, bytearray, memoryview, np.ndarray, Image.Image]
+ImageLike = str | Path | bytes | bytearray | memoryview | np.ndarray | Image.Image
 
 
-def _read_file(path: Union[str, Path]) -> bytes:
+def _read_file(path: str | Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as error:
         raise Sam2ClientError(f"cannot read image {path}: {error.strerror or error}") from None
 
 
-def image_tensor(image: ImageLike) -> Dict[str, np.ndarray]:
+def image_tensor(image: ImageLike) -> dict[str, np.ndarray]:
     """{"IMAGE": object array [1] of the encoded bytes} or {"IMAGE_RAW": uint8 [H, W, 3]}."""
     if isinstance(image, (str, Path)):
         image = _read_file(image)

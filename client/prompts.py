@@ -10,7 +10,6 @@ here; the server checks everything else and says what is wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -30,13 +29,13 @@ _SINGLE_RANK = {
 class Prompts:
     """Prompts with a leading prompt axis N; `batched` is False when the caller gave one prompt."""
 
-    point_coords: Optional[np.ndarray]  # float32 [N, P, 2]
-    point_labels: Optional[np.ndarray]  # int32 [N, P]
-    boxes: Optional[np.ndarray]  # float32 [N, 4]
-    mask_input: Optional[np.ndarray]  # float32 [N, 1, 256, 256]
+    point_coords: np.ndarray | None  # float32 [N, P, 2]
+    point_labels: np.ndarray | None  # int32 [N, P]
+    boxes: np.ndarray | None  # float32 [N, 4]
+    mask_input: np.ndarray | None  # float32 [N, 1, 256, 256]
     batched: bool
 
-    def tensors(self, multimask_output: bool = True) -> Dict[str, np.ndarray]:
+    def tensors(self, multimask_output: bool = True) -> dict[str, np.ndarray]:
         """Request tensors: the prompts given, plus MULTIMASK_OUTPUT (BOOL [1])."""
         tensors = {
             contract.POINT_COORDS: self.point_coords,
@@ -49,7 +48,7 @@ class Prompts:
         return tensors
 
 
-def _as_array(name: str, value: Optional[ArrayLike], dtype) -> Optional[np.ndarray]:
+def _as_array(name: str, value: ArrayLike | None, dtype) -> np.ndarray | None:
     if value is None:
         return None
     array = np.asarray(value, dtype=dtype)
@@ -63,10 +62,10 @@ def _as_array(name: str, value: Optional[ArrayLike], dtype) -> Optional[np.ndarr
 
 
 def normalize_prompts(
-    point_coords: Optional[ArrayLike] = None,
-    point_labels: Optional[ArrayLike] = None,
-    box: Optional[ArrayLike] = None,
-    mask_input: Optional[ArrayLike] = None,
+    point_coords: ArrayLike | None = None,
+    point_labels: ArrayLike | None = None,
+    box: ArrayLike | None = None,
+    mask_input: ArrayLike | None = None,
 ) -> Prompts:
     """Prompts in either form -> `Prompts` with the prompt axis added where it was left out.
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class Segmentation:
     low_res_masks: np.ndarray
 
     @classmethod
-    def from_outputs(cls, outputs: Mapping[str, np.ndarray], batched: bool) -> "Segmentation":
+    def from_outputs(cls, outputs: Mapping[str, np.ndarray], batched: bool) -> Segmentation:
         """From MASKS [N, K, H, W], SCORES [N, K], LOW_RES_MASKS [N, K, 256, 256]; the N axis
         is dropped when the request held one prompt given without it."""
         masks = np.asarray(outputs[contract.MASKS], dtype=bool)
@@ -42,7 +43,7 @@ class Segmentation:
         """Whether the results carry a prompt axis N."""
         return self.scores.ndim == 2
 
-    def best_index(self) -> Union[int, np.ndarray]:
+    def best_index(self) -> int | np.ndarray:
         """Index of the highest-scoring mask: an int, or int64 [N] for N prompts."""
         index = np.argmax(self.scores, axis=-1)
         return index if self.batched else int(index)
@@ -65,10 +66,10 @@ class ImageEmbeddings:
     image_embed: np.ndarray
     high_res_feats_0: np.ndarray
     high_res_feats_1: np.ndarray
-    original_size: Tuple[int, int]
+    original_size: tuple[int, int]
 
     @classmethod
-    def from_outputs(cls, outputs: Mapping[str, np.ndarray]) -> "ImageEmbeddings":
+    def from_outputs(cls, outputs: Mapping[str, np.ndarray]) -> ImageEmbeddings:
         height, width = (
             int(v) for v in np.asarray(outputs[contract.ORIGINAL_SIZE]).reshape(-1)[:2]
         )
@@ -79,7 +80,7 @@ class ImageEmbeddings:
             original_size=(height, width),
         )
 
-    def tensors(self) -> Dict[str, np.ndarray]:
+    def tensors(self) -> dict[str, np.ndarray]:
         """The four `decode_masks` inputs that stand for the image."""
         return {
             contract.IMAGE_EMBED: np.ascontiguousarray(self.image_embed, dtype=np.float32),
@@ -103,18 +104,18 @@ class GeneratedMask:
     """
 
     rle: Rle
-    bbox: List[float]
+    bbox: list[float]
     area: int
     predicted_iou: float
     stability_score: float
-    point_coords: List[List[float]]
-    crop_box: List[float]
+    point_coords: list[list[float]]
+    crop_box: list[float]
 
     @cached_property
     def segmentation(self) -> np.ndarray:
         return rle.decode(self.rle)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The reference's record: segmentation (bool [H, W]), area, bbox, predicted_iou,
         point_coords, stability_score, crop_box."""
         return {
@@ -128,7 +129,7 @@ class GeneratedMask:
         }
 
 
-def generated_masks(outputs: Mapping[str, np.ndarray]) -> List[GeneratedMask]:
+def generated_masks(outputs: Mapping[str, np.ndarray]) -> list[GeneratedMask]:
     """`automatic_mask_generator` outputs (one row per mask) -> GeneratedMask list, same order."""
     size = [int(v) for v in np.asarray(outputs[contract.ORIGINAL_SIZE]).reshape(-1)[:2]]
     counts = np.asarray(outputs[contract.RLE_COUNTS]).reshape(-1)

@@ -7,7 +7,7 @@ Every failure leaves as `Sam2ClientError` with a one-line message.
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
@@ -50,7 +50,7 @@ class Transport:
             self._client = self._module.InferenceServerClient(
                 url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
             )
-            self._call_options: Dict[str, float] = {}
+            self._call_options: dict[str, float] = {}
         else:
             self._client = self._module.InferenceServerClient(url)
             self._call_options = {"client_timeout": self.timeout_s}
@@ -78,7 +78,7 @@ class Transport:
 
     def infer(
         self, model: str, tensors: Mapping[str, np.ndarray], outputs: Sequence[str]
-    ) -> Dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray]:
         """Run `model` on `tensors`; return the outputs named in `outputs`.
 
         Raises Sam2ClientError when a requested output is missing from the answer.
@@ -116,7 +116,7 @@ class Transport:
         except (InferenceServerException, OSError) as error:
             raise self.translate(error, model) from None
 
-    def translate(self, error: BaseException, model: Optional[str]) -> Sam2ClientError:
+    def translate(self, error: BaseException, model: str | None) -> Sam2ClientError:
         """A one-line Sam2ClientError for a tritonclient or socket error."""
         unreachable = f"server at {self.url} is not reachable over {self.protocol}"
         timed_out = f"no answer from the server at {self.url} within {self.timeout_s:g} s"

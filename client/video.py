@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from tritonclient.utils import InferenceServerException
+
 from sam2_triton.client import contract
 from sam2_triton.client.errors import Sam2ClientError
 from sam2_triton.client.images import ImageLike, image_tensor
 from sam2_triton.client.results import VideoFrameResult
 from sam2_triton.client.transport import DEFAULT_TIMEOUT_S, Transport
-from tritonclient.utils import InferenceServerException
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -94,7 +95,9 @@ def point_tensors(points: PointPrompts) -> dict[str, np.ndarray]:
         xy = xy.reshape(1, 2) if xy.shape == (2,) else xy
         lab = np.asarray(lab, dtype=np.int32).reshape(-1)
         if xy.ndim != 2 or xy.shape[1] != 2 or xy.shape[0] == 0:
-            raise ValueError(f"points of object {obj_id}: coords must be [P, 2], got {list(xy.shape)}")
+            raise ValueError(
+                f"points of object {obj_id}: coords must be [P, 2], got {list(xy.shape)}"
+            )
         if lab.shape[0] != xy.shape[0]:
             raise ValueError(
                 f"points of object {obj_id}: {xy.shape[0]} coordinate pair(s) but "
@@ -127,7 +130,9 @@ def box_tensors(boxes: BoxPrompts) -> dict[str, np.ndarray]:
     for obj_id, box in rows:
         box = np.asarray(box, dtype=np.float32).reshape(-1)
         if box.shape != (4,):
-            raise ValueError(f"box of object {obj_id} must be [x0, y0, x1, y1], got {box.size} values")
+            raise ValueError(
+                f"box of object {obj_id} must be [x0, y0, x1, y1], got {box.size} values"
+            )
         values.append(box)
     return {
         contract.BOX_OBJ_IDS: np.array([obj_id for obj_id, _ in rows], np.int64),
@@ -151,8 +156,9 @@ def mask_tensors(masks: MaskPrompts) -> dict[str, np.ndarray]:
     }
 
 
-def setting_tensors(settings: Mapping[str, Any], table: Mapping[str, tuple], what: str
-                    ) -> dict[str, np.ndarray]:
+def setting_tensors(
+    settings: Mapping[str, Any], table: Mapping[str, tuple], what: str
+) -> dict[str, np.ndarray]:
     """Settings (keys of `table`: name -> (input, dtype), e.g. contract.SAMURAI_SETTINGS) ->
     [1] tensors. None values are left out (server default); unknown names raise TypeError,
     a fraction for an integer setting ValueError; `what` names the kind in messages."""
@@ -170,7 +176,7 @@ def setting_tensors(settings: Mapping[str, Any], table: Mapping[str, tuple], wha
 
 
 def samurai_tensors(settings: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """SAMURAI settings (names of contract.SAMURAI_SETTINGS, configs/samurai.yaml) -> [1] tensors."""
+    """SAMURAI settings (contract.SAMURAI_SETTINGS names, configs/samurai.yaml) -> [1] tensors."""
     return setting_tensors(settings, contract.SAMURAI_SETTINGS, "SAMURAI")
 
 
@@ -207,8 +213,9 @@ class FramePrompts:
             return value
         unknown = set(value) - {"points", "boxes", "masks", "remove"}
         if unknown:
-            raise TypeError(f"unknown frame prompt keys {sorted(unknown)}: use points, boxes, "
-                            "masks, remove")
+            raise TypeError(
+                f"unknown frame prompt keys {sorted(unknown)}: use points, boxes, masks, remove"
+            )
         return cls(**value)
 
 
@@ -244,9 +251,7 @@ class SequenceTransport(Transport):
         # Tickets sent on the stream and not answered yet, oldest first.
         self._waiting: collections.deque[int] = collections.deque()
         self._answers: dict[int, tuple[Any, BaseException | None]] = {}
-        self._responses: queue.Queue[tuple[Any, InferenceServerException | None]] = (
-            queue.Queue()
-        )
+        self._responses: queue.Queue[tuple[Any, InferenceServerException | None]] = queue.Queue()
         self._stream_open = False
         self._stream_error: BaseException | None = None  # the stream is unusable
 
@@ -345,10 +350,13 @@ class SequenceTransport(Transport):
             result, error = self._responses.get(timeout=self.timeout_s)
         except queue.Empty:
             # A late answer could no longer be told apart: the stream is given up.
-            result, error = None, Sam2ClientError(
-                f"{self.model}: no answer from the server at {self.url} within "
-                f"{self.timeout_s:g} s",
-                model=self.model,
+            result, error = (
+                None,
+                Sam2ClientError(
+                    f"{self.model}: no answer from the server at {self.url} within "
+                    f"{self.timeout_s:g} s",
+                    model=self.model,
+                ),
             )
         self._file(result, error)
 
@@ -533,8 +541,9 @@ class VideoSession:
         prompts = {int(k): FramePrompts.of(v) for k, v in (prompts_by_frame or {}).items()}
         early = sorted(k for k in prompts if k < first)
         if early:
-            raise ValueError(f"prompts for frame(s) {early}, but this session continues at "
-                             f"frame {first}")
+            raise ValueError(
+                f"prompts for frame(s) {early}, but this session continues at frame {first}"
+            )
         in_flight: collections.deque[int] = collections.deque()
         index = first - 1
         try:

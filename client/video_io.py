@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
 from sam2_triton.client.errors import Sam2ClientError
 from sam2_triton.client.images import ImageLike, load_rgb
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import colorsys
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -54,11 +55,11 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 def overlay(
     image: np.ndarray,
     masks: Iterable[np.ndarray],
-    points: Optional[ArrayLike] = None,
-    labels: Optional[ArrayLike] = None,
-    boxes: Optional[ArrayLike] = None,
+    points: ArrayLike | None = None,
+    labels: ArrayLike | None = None,
+    boxes: ArrayLike | None = None,
     alpha: float = MASK_ALPHA,
-    colors: Optional[ArrayLike] = None,
+    colors: ArrayLike | None = None,
 ) -> Image.Image:
     """`image` (uint8 [H, W, 3] RGB) with each mask blended in its own color and outlined.
 
@@ -103,7 +104,7 @@ def overlay(
 
 
 def write_overlay(
-    path: Union[str, Path], image: np.ndarray, masks: Iterable[np.ndarray], **markers: Any
+    path: str | Path, image: np.ndarray, masks: Iterable[np.ndarray], **markers: Any
 ) -> Path:
     """Write `overlay(image, masks, **markers)` as PNG at `path`."""
     path = Path(path)
@@ -111,7 +112,7 @@ def write_overlay(
     return path
 
 
-def write_mask_png(path: Union[str, Path], mask: np.ndarray) -> Path:
+def write_mask_png(path: str | Path, mask: np.ndarray) -> Path:
     """Write a boolean mask [H, W] as a single-channel PNG: 255 foreground, 0 background."""
     path = Path(path)
     mask = np.asarray(mask, dtype=bool)
@@ -121,7 +122,7 @@ def write_mask_png(path: Union[str, Path], mask: np.ndarray) -> Path:
     return path
 
 
-def mask_record(mask_rle: rle.Rle, score: float, **extra: Any) -> Dict[str, Any]:
+def mask_record(mask_rle: rle.Rle, score: float, **extra: Any) -> dict[str, Any]:
     """A COCO result record: segmentation (RLE), bbox (x, y, w, h), area, score, then `extra`."""
     return {
         "segmentation": mask_rle,
@@ -132,7 +133,7 @@ def mask_record(mask_rle: rle.Rle, score: float, **extra: Any) -> Dict[str, Any]
     }
 
 
-def write_coco_json(path: Union[str, Path], records: Sequence[Dict[str, Any]]) -> Path:
+def write_coco_json(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
     """Write `records` (see `mask_record`) as a JSON list, one record per line."""
     path = Path(path)
     lines = ",\n".join(json.dumps(record) for record in records)
@@ -140,7 +141,7 @@ def write_coco_json(path: Union[str, Path], records: Sequence[Dict[str, Any]]) -
     return path
 
 
-def read_coco_json(path: Union[str, Path]) -> List[Dict[str, Any]]:
+def read_coco_json(path: str | Path) -> list[dict[str, Any]]:
     """Records written by `write_coco_json`, with each segmentation decoded to bool [H, W]
     under the key "mask"."""
     records = json.loads(Path(path).read_text())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import yaml
 
@@ -31,7 +30,7 @@ DEVICES = ("cpu", "gpu")
 NETWORKS = ("image_encoder", "mask_decoder", "memory_encoder", "memory_attention")
 
 # Axis ranges are [min, opt, max].
-AxisRange = Tuple[int, int, int]
+AxisRange = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class ModelSpec:
     url: str
     sha256: str
     size: int  # bytes
-    aliases: Tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class DeploymentProfile:
     device: str
     precision: str
     triton_backend: str = "python"
-    engine_shapes: Dict[str, Dict[str, AxisRange]] = field(default_factory=dict)
+    engine_shapes: dict[str, dict[str, AxisRange]] = field(default_factory=dict)
 
     def axis_range(self, network: str, axis: str) -> AxisRange:
         try:
@@ -80,8 +79,8 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-@functools.lru_cache(maxsize=None)
-def load_models(path: Path = MODELS_FILE) -> Dict[str, ModelSpec]:
+@functools.cache
+def load_models(path: Path = MODELS_FILE) -> dict[str, ModelSpec]:
     """All model sizes by canonical name."""
     entries = read_yaml(path).get("models") or {}
     specs = {}
@@ -102,7 +101,7 @@ def load_models(path: Path = MODELS_FILE) -> Dict[str, ModelSpec]:
     return specs
 
 
-def model_names() -> List[str]:
+def model_names() -> list[str]:
     return list(load_models())
 
 
@@ -112,12 +111,10 @@ def get_model(name: str) -> ModelSpec:
     for spec in load_models().values():
         if wanted == spec.name or wanted in (a.lower() for a in spec.aliases):
             return spec
-    raise ConfigError(
-        f"unknown model size {name!r}; choose one of: {', '.join(model_names())}"
-    )
+    raise ConfigError(f"unknown model size {name!r}; choose one of: {', '.join(model_names())}")
 
 
-def _axis_ranges(network: str, axes: dict, path: Path) -> Dict[str, AxisRange]:
+def _axis_ranges(network: str, axes: dict, path: Path) -> dict[str, AxisRange]:
     ranges = {}
     for axis, value in (axes or {}).items():
         if (
@@ -134,8 +131,8 @@ def _axis_ranges(network: str, axes: dict, path: Path) -> Dict[str, AxisRange]:
     return ranges
 
 
-@functools.lru_cache(maxsize=None)
-def load_profiles(path: Path = PROFILES_FILE) -> Dict[str, DeploymentProfile]:
+@functools.cache
+def load_profiles(path: Path = PROFILES_FILE) -> dict[str, DeploymentProfile]:
     """All deployment profiles by name."""
     data = read_yaml(path)
     shapes = {
@@ -199,7 +196,7 @@ class RequestLimits:
     max_points: int  # model points per prompt: clicks + 2 per box
 
     @classmethod
-    def for_profile(cls, profile: "DeploymentProfile", path: Path = None) -> "RequestLimits":
+    def for_profile(cls, profile: DeploymentProfile, path: Path = None) -> RequestLimits:
         """Limits from serving.yaml, prompt counts from the profile's decoder engine shapes."""
         settings = load_serving_settings(path or SERVING_FILE)
         limits = settings.get("limits") or {}
@@ -214,22 +211,24 @@ class RequestLimits:
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path or SERVING_FILE}: limits are malformed ({exc!r})") from exc
 
-    def as_parameters(self) -> Dict[str, str]:
+    def as_parameters(self) -> dict[str, str]:
         return {name: str(getattr(self, name)) for name in self.__dataclass_fields__}
 
     @classmethod
-    def from_parameters(cls, parameters: Dict[str, str]) -> "RequestLimits":
+    def from_parameters(cls, parameters: dict[str, str]) -> RequestLimits:
         """Inverse of as_parameters (what a Triton model reads from its config)."""
         try:
-            return cls(**{
-                name: (float if field.type == "float" else int)(parameters[name])
-                for name, field in cls.__dataclass_fields__.items()
-            })
+            return cls(
+                **{
+                    name: (float if field.type == "float" else int)(parameters[name])
+                    for name, field in cls.__dataclass_fields__.items()
+                }
+            )
         except KeyError as exc:
             raise ConfigError(f"model config lacks parameter {exc}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_serving_settings(path: Path = SERVING_FILE) -> dict:
     """serving.yaml as a mapping (limits, embedding_cache, automatic_mask_generator, video)."""
     data = read_yaml(path)

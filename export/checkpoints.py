@@ -15,7 +15,6 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
-from typing import Dict, Optional
 
 import torch
 import yaml
@@ -35,14 +34,14 @@ RANDOM_WEIGHTS_WARNING = (
 )
 
 
-def checkpoint_dir(directory: Optional[os.PathLike] = None) -> Path:
+def checkpoint_dir(directory: os.PathLike | None = None) -> Path:
     """Where checkpoints live: the argument, else $SAM2_TRITON_CHECKPOINTS, else ./checkpoints."""
     if directory is not None:
         return Path(directory)
     return Path(os.environ.get(CHECKPOINT_DIR_ENV, DEFAULT_CHECKPOINT_DIR))
 
 
-def checkpoint_path(spec: ModelSpec, directory: Optional[os.PathLike] = None) -> Path:
+def checkpoint_path(spec: ModelSpec, directory: os.PathLike | None = None) -> Path:
     return checkpoint_dir(directory) / spec.checkpoint
 
 
@@ -72,9 +71,9 @@ def verify_checkpoint_file(spec: ModelSpec, path: os.PathLike) -> None:
 
 def download_checkpoint(
     spec: ModelSpec,
-    directory: Optional[os.PathLike] = None,
+    directory: os.PathLike | None = None,
     *,
-    url: Optional[str] = None,
+    url: str | None = None,
     force: bool = False,
     timeout_s: float = 60.0,
     progress: bool = True,
@@ -119,18 +118,16 @@ def download_checkpoint(
     return target
 
 
-def _copy_with_progress(src, dst, total: Optional[int], label: str, progress: bool) -> None:
+def _copy_with_progress(src, dst, total: int | None, label: str, progress: bool) -> None:
     from tqdm import tqdm
 
-    with tqdm(
-        total=total, unit="B", unit_scale=True, desc=label, disable=not progress
-    ) as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress) as bar:
         for chunk in iter(lambda: src.read(_CHUNK), b""):
             dst.write(chunk)
             bar.update(len(chunk))
 
 
-def load_state_dict(path: os.PathLike) -> Dict[str, torch.Tensor]:
+def load_state_dict(path: os.PathLike) -> dict[str, torch.Tensor]:
     """Read the "model" state dict of an official-format checkpoint."""
     path = Path(path)
     if not path.is_file():
@@ -144,8 +141,7 @@ def load_state_dict(path: os.PathLike) -> Dict[str, torch.Tensor]:
         ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise CheckpointError(
-            f"{path} is not in the official SAM 2 format: expected a dict with a 'model' "
-            "state dict"
+            f"{path} is not in the official SAM 2 format: expected a dict with a 'model' state dict"
         )
     state = payload["model"]
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
@@ -154,7 +150,7 @@ def load_state_dict(path: os.PathLike) -> Dict[str, torch.Tensor]:
     return state
 
 
-def _trunk_signature(state: Dict[str, torch.Tensor]) -> tuple:
+def _trunk_signature(state: dict[str, torch.Tensor]) -> tuple:
     """(embed dim, number of Hiera blocks, has SAM 2.1 parameters) of a state dict."""
     patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
     embed = int(patch.shape[0]) if patch is not None else None
@@ -176,7 +172,7 @@ def _config_signature(spec: ModelSpec) -> tuple:
     return int(trunk["embed_dim"]), sum(trunk["stages"]), bool(cfg.get("no_obj_embed_spatial"))
 
 
-def guess_model_for(state: Dict[str, torch.Tensor]) -> Optional[str]:
+def guess_model_for(state: dict[str, torch.Tensor]) -> str | None:
     """Name of the configured size whose architecture matches `state`, if any."""
     signature = _trunk_signature(state)
     for name, spec in load_models().items():
@@ -186,7 +182,7 @@ def guess_model_for(state: Dict[str, torch.Tensor]) -> Optional[str]:
 
 
 def check_state_dict_matches(
-    model: torch.nn.Module, state: Dict[str, torch.Tensor], spec: ModelSpec, source: str
+    model: torch.nn.Module, state: dict[str, torch.Tensor], spec: ModelSpec, source: str
 ) -> None:
     """Raise CheckpointError naming what differs when `state` does not fit `model`."""
     expected = model.state_dict()
@@ -216,7 +212,7 @@ def check_state_dict_matches(
 
 def build_sam2_model(
     spec: ModelSpec,
-    checkpoint: Optional[os.PathLike] = None,
+    checkpoint: os.PathLike | None = None,
     *,
     random_weights: bool = False,
     seed: int = 0,
@@ -253,4 +249,3 @@ def write_checkpoint(model: torch.nn.Module, path: os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict()}, path)
     return path
-

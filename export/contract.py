@@ -12,11 +12,10 @@ checked against the model at export time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple, Union
 
 import numpy as np
 
-Dim = Union[int, str]
+Dim = int | str
 
 IMAGE_SIZE = 1024  # model input resolution (square, aspect ratio not kept)
 EMBED_SIZE = 64  # IMAGE_SIZE / backbone stride 16
@@ -34,18 +33,18 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 class TensorSpec:
     name: str
     dtype: str  # numpy dtype name: "float32", "int32", ...
-    shape: Tuple[Dim, ...]
+    shape: tuple[Dim, ...]
     doc: str
 
     @property
-    def dynamic_axes(self) -> Dict[int, str]:
+    def dynamic_axes(self) -> dict[int, str]:
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
 
     @property
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 
-    def concrete_shape(self, sizes: Dict[str, int]) -> Tuple[int, ...]:
+    def concrete_shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
         """The shape with each dynamic axis replaced by `sizes[axis]`."""
         return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
 
@@ -55,8 +54,8 @@ class GraphContract:
     name: str
     file: str
     doc: str
-    inputs: Tuple[TensorSpec, ...]
-    outputs: Tuple[TensorSpec, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
 
     @property
     def input_names(self) -> list:
@@ -67,11 +66,11 @@ class GraphContract:
         return [t.name for t in self.outputs]
 
     @property
-    def dynamic_axes(self) -> Dict[str, Dict[int, str]]:
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
         return {t.name: t.dynamic_axes for t in self.inputs + self.outputs if t.dynamic_axes}
 
     @property
-    def axis_names(self) -> Tuple[str, ...]:
+    def axis_names(self) -> tuple[str, ...]:
         seen = []
         for t in self.inputs + self.outputs:
             seen += [a for a in t.dynamic_axes.values() if a not in seen]
@@ -106,11 +105,15 @@ IMAGE_ENCODER = GraphContract(
             "stride-16 features, raw: no_mem_embed NOT added",
         ),
         TensorSpec(
-            "high_res_feats_0", _F32, ("batch", HIGH_RES_DIMS[0], 4 * _E, 4 * _E),
+            "high_res_feats_0",
+            _F32,
+            ("batch", HIGH_RES_DIMS[0], 4 * _E, 4 * _E),
             "stride-4 features after conv_s0",
         ),
         TensorSpec(
-            "high_res_feats_1", _F32, ("batch", HIGH_RES_DIMS[1], 2 * _E, 2 * _E),
+            "high_res_feats_1",
+            _F32,
+            ("batch", HIGH_RES_DIMS[1], 2 * _E, 2 * _E),
             "stride-8 features after conv_s1",
         ),
     ),
@@ -129,11 +132,15 @@ MASK_DECODER = GraphContract(
             "features (tracking); num_images is 1 (shared by all prompts) or num_prompts",
         ),
         TensorSpec(
-            "high_res_feats_0", _F32, ("num_images", HIGH_RES_DIMS[0], 4 * _E, 4 * _E),
+            "high_res_feats_0",
+            _F32,
+            ("num_images", HIGH_RES_DIMS[0], 4 * _E, 4 * _E),
             "from the image encoder",
         ),
         TensorSpec(
-            "high_res_feats_1", _F32, ("num_images", HIGH_RES_DIMS[1], 2 * _E, 2 * _E),
+            "high_res_feats_1",
+            _F32,
+            ("num_images", HIGH_RES_DIMS[1], 2 * _E, 2 * _E),
             "from the image encoder",
         ),
         TensorSpec(
@@ -151,26 +158,36 @@ MASK_DECODER = GraphContract(
             "-1 padding, 0 negative click, 1 positive click, 2 box top-left, 3 box bottom-right",
         ),
         TensorSpec(
-            "mask_input", _F32, ("num_prompts", 1, _M, _M),
+            "mask_input",
+            _F32,
+            ("num_prompts", 1, _M, _M),
             "low-res mask logits of an earlier prediction; ignored where has_mask_input is 0",
         ),
         TensorSpec(
-            "has_mask_input", _F32, ("num_prompts",),
+            "has_mask_input",
+            _F32,
+            ("num_prompts",),
             "1: use mask_input as dense prompt; 0: use the learned no-mask embedding",
         ),
     ),
     outputs=(
         TensorSpec(
-            "masks", _F32, ("num_prompts", NUM_MASK_TOKENS, _M, _M),
+            "masks",
+            _F32,
+            ("num_prompts", NUM_MASK_TOKENS, _M, _M),
             "mask logits of the 4 tokens (0: single-mask output, 1-3: multimask outputs)",
         ),
         TensorSpec("iou_scores", _F32, ("num_prompts", NUM_MASK_TOKENS), "predicted IoU per token"),
         TensorSpec(
-            "object_pointers", _F32, ("num_prompts", NUM_MASK_TOKENS, HIDDEN_DIM),
+            "object_pointers",
+            _F32,
+            ("num_prompts", NUM_MASK_TOKENS, HIDDEN_DIM),
             "obj_ptr_proj of each mask token's output (before the no-object blend)",
         ),
         TensorSpec(
-            "object_score_logits", _F32, ("num_prompts", 1),
+            "object_score_logits",
+            _F32,
+            ("num_prompts", 1),
             "object presence logit (> 0: present)",
         ),
     ),
@@ -182,7 +199,9 @@ MEMORY_ENCODER = GraphContract(
     doc="Mask -> memory: sigmoid (or binarize), scale/bias, downsample, fuse with raw features.",
     inputs=(
         TensorSpec(
-            "image_embed", _F32, ("batch", HIDDEN_DIM, _E, _E),
+            "image_embed",
+            _F32,
+            ("batch", HIDDEN_DIM, _E, _E),
             "raw stride-16 features of the frame (no no_mem_embed, not memory-conditioned)",
         ),
         TensorSpec(
@@ -193,18 +212,24 @@ MEMORY_ENCODER = GraphContract(
             "exactly as SAM 2 does) or 1024x1024 high-res logits",
         ),
         TensorSpec(
-            "object_score_logits", _F32, ("batch", 1),
+            "object_score_logits",
+            _F32,
+            ("batch", 1),
             "decoder object score; <= 0 adds SAM 2.1's no-object embedding",
         ),
         TensorSpec(
-            "is_mask_from_points", _F32, ("batch",),
+            "is_mask_from_points",
+            _F32,
+            ("batch",),
             "1: binarize the mask (frames with clicks, as the video predictor does); "
             "0: sigmoid of the logits",
         ),
     ),
     outputs=(
         TensorSpec(
-            "memory_features", _F32, ("batch", MEMORY_DIM, _E, _E),
+            "memory_features",
+            _F32,
+            ("batch", MEMORY_DIM, _E, _E),
             "spatial memory of this frame, no-object embedding included",
         ),
     ),
@@ -216,11 +241,15 @@ MEMORY_ATTENTION = GraphContract(
     doc="Conditions the current frame's features on the memory bank (4 RoPE transformer layers).",
     inputs=(
         TensorSpec(
-            "current_features", _F32, ("batch", HIDDEN_DIM, _E, _E),
+            "current_features",
+            _F32,
+            ("batch", HIDDEN_DIM, _E, _E),
             "raw stride-16 features of the current frame",
         ),
         TensorSpec(
-            "memory_features", _F32, ("batch", "num_memories", MEMORY_DIM, _E, _E),
+            "memory_features",
+            _F32,
+            ("batch", "num_memories", MEMORY_DIM, _E, _E),
             "spatial memories of the selected frames (memory encoder outputs)",
         ),
         TensorSpec(
@@ -231,7 +260,9 @@ MEMORY_ATTENTION = GraphContract(
             "recent frames (num_maskmem-1 = the previous frame)",
         ),
         TensorSpec(
-            "object_pointers", _F32, ("batch", "num_pointers", HIDDEN_DIM),
+            "object_pointers",
+            _F32,
+            ("batch", "num_pointers", HIDDEN_DIM),
             "object pointers of the selected frames (after the no-object blend)",
         ),
         TensorSpec(
@@ -244,12 +275,14 @@ MEMORY_ATTENTION = GraphContract(
     ),
     outputs=(
         TensorSpec(
-            "conditioned_features", _F32, ("batch", HIDDEN_DIM, _E, _E),
+            "conditioned_features",
+            _F32,
+            ("batch", HIDDEN_DIM, _E, _E),
             "memory-conditioned features for the mask decoder",
         ),
     ),
 )
 
-CONTRACTS: Dict[str, GraphContract] = {
+CONTRACTS: dict[str, GraphContract] = {
     c.name: c for c in (IMAGE_ENCODER, MASK_DECODER, MEMORY_ENCODER, MEMORY_ATTENTION)
 }

@@ -13,7 +13,6 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Set
 
 import onnx
 from onnx import TensorProto
@@ -33,15 +32,30 @@ FORBIDDEN_DTYPES = {
 
 # Operators whose listed input must be a build-time constant (initializer or Constant node).
 CONSTANT_INPUTS = {
-    "ReduceMean": 1, "ReduceSum": 1, "ReduceMax": 1, "ReduceMin": 1, "ReduceProd": 1,
-    "ReduceL1": 1, "ReduceL2": 1, "ReduceLogSum": 1, "ReduceLogSumExp": 1,
-    "ReduceSumSquare": 1, "Slice": 3, "Squeeze": 1, "Unsqueeze": 1, "Pad": 3, "CumSum": 1,
+    "ReduceMean": 1,
+    "ReduceSum": 1,
+    "ReduceMax": 1,
+    "ReduceMin": 1,
+    "ReduceProd": 1,
+    "ReduceL1": 1,
+    "ReduceL2": 1,
+    "ReduceLogSum": 1,
+    "ReduceLogSumExp": 1,
+    "ReduceSumSquare": 1,
+    "Slice": 3,
+    "Squeeze": 1,
+    "Unsqueeze": 1,
+    "Pad": 3,
+    "CumSum": 1,
     "OneHot": 1,
 }
 
 RESIZE_MODES = {b"nearest", b"linear"}
 RESIZE_COORDINATE_MODES = {
-    b"half_pixel", b"pytorch_half_pixel", b"tf_half_pixel_for_nn", b"asymmetric",
+    b"half_pixel",
+    b"pytorch_half_pixel",
+    b"tf_half_pixel_for_nn",
+    b"asymmetric",
     b"align_corners",
 }
 
@@ -59,21 +73,21 @@ class LintIssue:
 @dataclass(frozen=True)
 class OperatorTable:
     opset_range: tuple
-    operators: Dict[str, dict]
+    operators: dict[str, dict]
     source: str
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_operator_table(path: Path = OPERATOR_TABLE) -> OperatorTable:
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     return OperatorTable(tuple(data["opset_range"]), data["operators"], data.get("source", ""))
 
 
-def lint_model(proto: onnx.ModelProto, table: Optional[OperatorTable] = None) -> List[LintIssue]:
+def lint_model(proto: onnx.ModelProto, table: OperatorTable | None = None) -> list[LintIssue]:
     """All reasons TensorRT's ONNX parser would reject `proto` (empty list: none found)."""
     table = table or load_operator_table()
-    issues: List[LintIssue] = []
+    issues: list[LintIssue] = []
     issues += _check_opset(proto, table)
     constants = _constant_names(proto.graph)
     for node in _all_nodes(proto.graph):
@@ -82,11 +96,11 @@ def lint_model(proto: onnx.ModelProto, table: Optional[OperatorTable] = None) ->
     return issues
 
 
-def lint_file(path: Path, table: Optional[OperatorTable] = None) -> List[LintIssue]:
+def lint_file(path: Path, table: OperatorTable | None = None) -> list[LintIssue]:
     return lint_model(onnx.load(str(path), load_external_data=False), table)
 
 
-def _check_opset(proto: onnx.ModelProto, table: OperatorTable) -> List[LintIssue]:
+def _check_opset(proto: onnx.ModelProto, table: OperatorTable) -> list[LintIssue]:
     low, high = table.opset_range
     issues = []
     for entry in proto.opset_import:
@@ -107,7 +121,7 @@ def _all_nodes(graph: onnx.GraphProto):
                 yield from _all_nodes(sub)
 
 
-def _constant_names(graph: onnx.GraphProto) -> Set[str]:
+def _constant_names(graph: onnx.GraphProto) -> set[str]:
     names = {init.name for init in graph.initializer}
     names |= {n.output[0] for n in graph.node if n.op_type == "Constant"}
     return names
@@ -120,7 +134,7 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def _check_node(node: onnx.NodeProto, table: OperatorTable, constants: Set[str]) -> List[LintIssue]:
+def _check_node(node: onnx.NodeProto, table: OperatorTable, constants: set[str]) -> list[LintIssue]:
     issue = functools.partial(LintIssue, node.name, node.op_type)
     if node.domain not in ("", "ai.onnx"):
         return [issue(f"custom domain {node.domain!r} needs a TensorRT plugin")]
@@ -154,7 +168,7 @@ def _check_node(node: onnx.NodeProto, table: OperatorTable, constants: Set[str])
     return issues
 
 
-def _check_dtypes(proto: onnx.ModelProto) -> List[LintIssue]:
+def _check_dtypes(proto: onnx.ModelProto) -> list[LintIssue]:
     try:
         inferred = onnx.shape_inference.infer_shapes(proto)
     except Exception:  # inference is best effort; the declared types are still checked
@@ -173,5 +187,7 @@ def _check_dtypes(proto: onnx.ModelProto) -> List[LintIssue]:
             )
     for node in graph.node:
         if node.op_type == "Cast" and _attr(node, "to") in FORBIDDEN_DTYPES:
-            issues.append(LintIssue(node.name, "Cast", f"casts to {FORBIDDEN_DTYPES[_attr(node, 'to')]}"))
+            issues.append(
+                LintIssue(node.name, "Cast", f"casts to {FORBIDDEN_DTYPES[_attr(node, 'to')]}")
+            )
     return issues

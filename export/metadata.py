@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 from sam2_triton.errors import ExportError
 
@@ -58,7 +58,7 @@ DECODER_SETTINGS = (
 )
 
 
-def write_metadata(directory: os.PathLike, metadata: Dict[str, Any]) -> Path:
+def write_metadata(directory: os.PathLike, metadata: dict[str, Any]) -> Path:
     path = Path(directory) / METADATA_FILE
     with open(path, "w", encoding="utf-8") as f:
         json.dump(metadata, f, indent=1)
@@ -66,7 +66,7 @@ def write_metadata(directory: os.PathLike, metadata: Dict[str, Any]) -> Path:
     return path
 
 
-def load_metadata(directory: os.PathLike) -> Dict[str, Any]:
+def load_metadata(directory: os.PathLike) -> dict[str, Any]:
     """Read and sanity-check `metadata.json` of an export directory."""
     path = Path(directory) / METADATA_FILE
     try:

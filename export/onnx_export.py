@@ -8,7 +8,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import numpy as np
 import onnx
@@ -154,7 +154,11 @@ def _declare_fixed_output_dims(proto: onnx.ModelProto, contract: C.GraphContract
         if spec is None or len(dims) != len(spec.shape):
             continue
         for dim, expected in zip(dims, spec.shape):
-            if isinstance(expected, int) and dim.dim_param and dim.dim_param not in contract.axis_names:
+            if (
+                isinstance(expected, int)
+                and dim.dim_param
+                and dim.dim_param not in contract.axis_names
+            ):
                 dim.Clear()
                 dim.dim_value = expected
                 changed = True
@@ -187,10 +191,10 @@ def check_graph_contract(proto: onnx.ModelProto, contract: C.GraphContract) -> N
 def build_metadata(
     model: torch.nn.Module,
     spec: ModelSpec,
-    checkpoint: Dict[str, Any],
-    graphs: Dict[str, onnx.ModelProto],
+    checkpoint: dict[str, Any],
+    graphs: dict[str, onnx.ModelProto],
     opset: int,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     import sam2
 
     decoder = model.sam_mask_decoder
@@ -225,7 +229,9 @@ def build_metadata(
         "constants": {
             "no_mem_embed": _floats(model.no_mem_embed),
             "no_obj_ptr": _floats(no_obj_ptr) if no_obj_ptr is not None else None,
-            "mask_downsample_weight": _floats(downsample.weight) if downsample is not None else None,
+            "mask_downsample_weight": _floats(downsample.weight)
+            if downsample is not None
+            else None,
             "mask_downsample_bias": _floats(downsample.bias) if downsample is not None else None,
         },
         "graphs": {
@@ -245,7 +251,7 @@ def export_model(
     spec: ModelSpec,
     output_dir: os.PathLike,
     *,
-    checkpoint: Dict[str, Any],
+    checkpoint: dict[str, Any],
     opset: int = OPSET,
 ) -> Path:
     """Export the four networks of `model` into `output_dir`; returns the metadata path.
@@ -264,7 +270,7 @@ def export_model(
     return write_metadata(output_dir, metadata)
 
 
-def _tensor_doc(t: C.TensorSpec) -> Dict[str, Any]:
+def _tensor_doc(t: C.TensorSpec) -> dict[str, Any]:
     return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
 
 
@@ -280,7 +286,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _dist_version(dist: str) -> Optional[str]:
+def _dist_version(dist: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Dict
-
 import numpy as np
 
 from sam2_triton.export.contract import IMAGE_SIZE, GraphContract
 
 # Axis sizes used to trace the graphs: all different and > 1, so that no dynamic axis is
 # specialised to a constant by the tracer.
-TRACE_SIZES: Dict[str, int] = {
+TRACE_SIZES: dict[str, int] = {
     "batch": 2,
     "num_images": 2,
     "num_prompts": 2,
@@ -25,8 +23,8 @@ NUM_MASKMEM = 7  # temporal positions 0..6; checked against the model in onnx_ex
 
 
 def random_inputs(
-    contract: GraphContract, sizes: Dict[str, int], rng: np.random.Generator
-) -> Dict[str, np.ndarray]:
+    contract: GraphContract, sizes: dict[str, int], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """One valid input array per contract input, shaped by `sizes` for the dynamic axes."""
     arrays = {}
     for spec in contract.inputs:

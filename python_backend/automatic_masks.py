@@ -15,8 +15,9 @@ inclusive XYXY box, as the reference's `bbox` (one less than COCO's toBbox width
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,7 +27,12 @@ from sam2_triton.errors import ConfigError
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.image_predictor import EncodedImage
-from sam2_triton.python_backend.masks import TokenChoice, clamp_low_res, select_masks, upscale_logits
+from sam2_triton.python_backend.masks import (
+    TokenChoice,
+    clamp_low_res,
+    select_masks,
+    upscale_logits,
+)
 from sam2_triton.python_backend.prompts import DecoderPrompts
 from sam2_triton.python_backend.setting_values import (
     check_finite,
@@ -44,12 +50,12 @@ FOREGROUND_LABEL = 1
 LIMIT_KEYS = ("max_points_per_side", "max_crop_n_layers")  # serving.yaml keys beside settings
 UNSUPPORTED_SETTINGS = {
     "min_mask_region_area": "hole / island removal needs OpenCV in the reference; "
-                            "its default 0 skips it, as here",
+    "its default 0 skips it, as here",
     "point_grids": "only the regular grid of points_per_side is supported",
     "output_mode": "masks are always returned as COCO RLE",
 }
 
-Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 pixels, x1 / y1 exclusive (crop boxes)
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 pixels, x1 / y1 exclusive (crop boxes)
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -85,7 +91,7 @@ class GeneratorSettings:
         overrides: Mapping[str, Any],
         max_points_per_side: int,
         max_crop_n_layers: int,
-    ) -> "GeneratorSettings":
+    ) -> GeneratorSettings:
         """Settings from serving defaults (serving.yaml) and a request's overrides, validated.
 
         Raises ConfigError for an unknown key in `defaults`, InputError naming the setting for
@@ -94,13 +100,17 @@ class GeneratorSettings:
         known = {f.name for f in fields(cls)}
         unknown_defaults = sorted(set(defaults) - known - set(LIMIT_KEYS))
         if unknown_defaults:
-            raise ConfigError(f"automatic_mask_generator defaults name unknown settings {unknown_defaults}")
+            raise ConfigError(
+                f"automatic_mask_generator defaults name unknown settings {unknown_defaults}"
+            )
         for name in overrides:
             _check_override_name(name, known)
         values = {name: scalar_value(value) for name, value in defaults.items() if name in known}
         values.update({name: scalar_value(value) for name, value in overrides.items()})
         kinds = {f.name: f.type for f in fields(cls)}
-        settings = cls(**{name: typed_value(name, value, kinds[name]) for name, value in values.items()})
+        settings = cls(
+            **{name: typed_value(name, value, kinds[name]) for name, value in values.items()}
+        )
         settings.check_limits(max_points_per_side, max_crop_n_layers)
         return settings
 
@@ -109,13 +119,20 @@ class GeneratorSettings:
         for name in ("points_per_side", "points_per_batch", "crop_n_points_downscale_factor"):
             check_int_range(name, getattr(self, name), 1, None)
         check_int_range("crop_n_layers", self.crop_n_layers, 0, None)
-        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
+        for name in (
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "box_nms_thresh",
+            "crop_nms_thresh",
+        ):
             check_unit_interval(name, getattr(self, name), upper_open=False)
         check_unit_interval("crop_overlap_ratio", self.crop_overlap_ratio, upper_open=True)
         check_finite("mask_threshold", self.mask_threshold)
         check_finite("stability_score_offset", self.stability_score_offset)
         if self.stability_score_offset < 0:
-            raise InputError(f"stability_score_offset must be >= 0, got {self.stability_score_offset:g}")
+            raise InputError(
+                f"stability_score_offset must be >= 0, got {self.stability_score_offset:g}"
+            )
         if layer_points_per_side(self, self.crop_n_layers) < 1:
             raise InputError(
                 f"crop_n_points_downscale_factor {self.crop_n_points_downscale_factor} leaves no "
@@ -144,19 +161,19 @@ def _check_override_name(name: str, known: set) -> None:
 class GeneratedMasks:
     """M masks of an image of `original_size` (H, W), in the reference's order."""
 
-    rles: List[Rle]  # COCO RLE {"size": [H, W], "counts": str} each
+    rles: list[Rle]  # COCO RLE {"size": [H, W], "counts": str} each
     boxes: np.ndarray  # float32 [M, 4] (x, y, w, h) pixels
     areas: np.ndarray  # int64 [M] pixels
     predicted_ious: np.ndarray  # float32 [M]
     stability_scores: np.ndarray  # float32 [M]
     point_coords: np.ndarray  # float32 [M, 2] (x, y) pixels: the click that made the mask
     crop_boxes: np.ndarray  # float32 [M, 4] (x, y, w, h) pixels
-    original_size: Tuple[int, int]
+    original_size: tuple[int, int]
 
     def __len__(self) -> int:
         return len(self.rles)
 
-    def to_records(self) -> List[Dict[str, Any]]:
+    def to_records(self) -> list[dict[str, Any]]:
         """The reference's `generate` output (output_mode="coco_rle"): one dict per mask."""
         return [
             {
@@ -177,7 +194,7 @@ class GeneratedMasks:
 
 def layer_points_per_side(settings: GeneratorSettings, layer: int) -> int:
     """Points per side of the grid of crop layer `layer` (0: the whole image)."""
-    return settings.points_per_side // settings.crop_n_points_downscale_factor ** layer
+    return settings.points_per_side // settings.crop_n_points_downscale_factor**layer
 
 
 def point_grid(points_per_side: int) -> np.ndarray:
@@ -188,7 +205,9 @@ def point_grid(points_per_side: int) -> np.ndarray:
     return np.stack([xs, ys], axis=-1).reshape(-1, 2)
 
 
-def crop_boxes(image_size: Tuple[int, int], n_layers: int, overlap_ratio: float) -> List[Tuple[Box, int]]:
+def crop_boxes(
+    image_size: tuple[int, int], n_layers: int, overlap_ratio: float
+) -> list[tuple[Box, int]]:
     """(crop box, layer) pairs: the whole image, then (2^i)^2 overlapping crops per layer i.
 
     Crops of a layer are listed column by column (x0 outer, y0 inner), as the reference.
@@ -196,7 +215,7 @@ def crop_boxes(image_size: Tuple[int, int], n_layers: int, overlap_ratio: float)
     height, width = image_size
     crops = [((0, 0, width, height), 0)]
     for layer in range(1, n_layers + 1):
-        per_side = 2 ** layer
+        per_side = 2**layer
         overlap = int(overlap_ratio * min(height, width) * (2 / per_side))
         crop_w = _crop_length(width, per_side, overlap)
         crop_h = _crop_length(height, per_side, overlap)
@@ -228,7 +247,9 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     return boxes * rows.any(dim=1, keepdim=True)
 
 
-def near_inner_crop_edge(boxes: torch.Tensor, crop: Box, image_size: Tuple[int, int]) -> torch.Tensor:
+def near_inner_crop_edge(
+    boxes: torch.Tensor, crop: Box, image_size: tuple[int, int]
+) -> torch.Tensor:
     """bool [M]: a side of the image-frame box [M, 4] (XYXY) lies near a crop edge that is
     not also an image edge."""
     height, width = image_size
@@ -257,7 +278,7 @@ def mask_stability(logits: torch.Tensor, threshold: float, offset: float) -> tor
     return inner.float() / outer.float()
 
 
-def masks_to_image_rles(masks: torch.Tensor, crop: Box, image_size: Tuple[int, int]) -> List[Rle]:
+def masks_to_image_rles(masks: torch.Tensor, crop: Box, image_size: tuple[int, int]) -> list[Rle]:
     """bool [M, h, w] masks of crop `crop` -> COCO RLEs of masks of the whole image (H, W)."""
     x0, y0, x1, y1 = crop
     full = np.zeros((masks.shape[0], *image_size), dtype=bool)
@@ -274,7 +295,9 @@ class MaskPredictor(Protocol):
     def encode(self, image: np.ndarray) -> EncodedImage:
         """RGB uint8 [H, W, 3] -> decoder-ready features."""
 
-    def decode_logits(self, encoded: EncodedImage, prompts: DecoderPrompts) -> Tuple[np.ndarray, np.ndarray]:
+    def decode_logits(
+        self, encoded: EncodedImage, prompts: DecoderPrompts
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Logits float32 [N, 4, 256, 256] and predicted IoU float32 [N, 4] of all mask tokens."""
 
 
@@ -283,7 +306,7 @@ class _Candidates:
     """Masks kept so far; row i describes mask i. Boxes and points are in the frame of the
     step that holds them (a crop's, then the image's); RLEs are always of whole-image masks."""
 
-    rles: List[Rle]
+    rles: list[Rle]
     boxes: torch.Tensor  # int64 [M, 4] inclusive (x0, y0, x1, y1) pixels
     ious: torch.Tensor  # float32 [M] predicted IoU
     stability_scores: torch.Tensor  # float32 [M]
@@ -291,7 +314,7 @@ class _Candidates:
     crop_boxes: torch.Tensor  # int64 [M, 4] (x0, y0, x1, y1) pixels, x1 / y1 exclusive
 
     @staticmethod
-    def empty() -> "_Candidates":
+    def empty() -> _Candidates:
         return _Candidates(
             rles=[],
             boxes=torch.zeros((0, 4), dtype=torch.int64),
@@ -302,7 +325,7 @@ class _Candidates:
         )
 
     @staticmethod
-    def concat(parts: Sequence["_Candidates"]) -> "_Candidates":
+    def concat(parts: Sequence[_Candidates]) -> _Candidates:
         if not parts:
             return _Candidates.empty()
         return _Candidates(
@@ -314,7 +337,7 @@ class _Candidates:
             crop_boxes=torch.cat([p.crop_boxes for p in parts]),
         )
 
-    def select(self, keep: torch.Tensor) -> "_Candidates":
+    def select(self, keep: torch.Tensor) -> _Candidates:
         """The rows `keep` (int64 indices), in that order."""
         return _Candidates(
             rles=[self.rles[i] for i in keep.tolist()],
@@ -325,7 +348,7 @@ class _Candidates:
             crop_boxes=self.crop_boxes[keep],
         )
 
-    def moved_by(self, crop: Box) -> "_Candidates":
+    def moved_by(self, crop: Box) -> _Candidates:
         """Boxes and points from the frame of `crop` into the image's."""
         offset = _box_offset(crop)
         return _Candidates(
@@ -360,7 +383,7 @@ class AutomaticMaskGenerator:
         self,
         predictor: MaskPredictor,
         settings: GeneratorSettings,
-        token_choice: Optional[TokenChoice] = None,
+        token_choice: TokenChoice | None = None,
     ) -> None:
         self.predictor = predictor
         self.settings = settings
@@ -375,7 +398,9 @@ class AutomaticMaskGenerator:
         """RGB uint8 [H, W, 3] -> the generated masks, in the reference's order."""
         _check_image(image)
         image_size = (int(image.shape[0]), int(image.shape[1]))
-        crops = crop_boxes(image_size, self.settings.crop_n_layers, self.settings.crop_overlap_ratio)
+        crops = crop_boxes(
+            image_size, self.settings.crop_n_layers, self.settings.crop_overlap_ratio
+        )
         _check_crops(crops, image_size)
         with torch.inference_mode():
             found = _Candidates.concat(
@@ -398,15 +423,17 @@ class AutomaticMaskGenerator:
         points = (grid * np.array(crop_size[::-1], dtype=np.float64)).astype(np.float32)
         image_size = (int(image.shape[0]), int(image.shape[1]))
         batch = self.settings.points_per_batch
-        found = _Candidates.concat([
-            self._process_batch(encoded, points[start:start + batch], crop, image_size)
-            for start in range(0, len(points), batch)
-        ])
+        found = _Candidates.concat(
+            [
+                self._process_batch(encoded, points[start : start + batch], crop, image_size)
+                for start in range(0, len(points), batch)
+            ]
+        )
         found = found.select(_nms(found.boxes, found.ious, self.settings.box_nms_thresh))
         return found.moved_by(crop)
 
     def _process_batch(
-        self, encoded: EncodedImage, points: np.ndarray, crop: Box, image_size: Tuple[int, int]
+        self, encoded: EncodedImage, points: np.ndarray, crop: Box, image_size: tuple[int, int]
     ) -> _Candidates:
         """Masks of the clicks `points` float32 [B, 2] (crop pixels) that pass every filter.
 
@@ -418,20 +445,30 @@ class AutomaticMaskGenerator:
         keep = self._keep_by_iou(ious)
         logits, ious, points = logits[keep.numpy()], ious[keep], points[keep]
         chunk = max(1, UPSCALE_BUDGET_PIXELS // (crop_size[0] * crop_size[1]))
-        return _Candidates.concat([
-            self._filter_masks(logits[s:s + chunk], ious[s:s + chunk], points[s:s + chunk], crop, image_size)
-            for s in range(0, len(logits), chunk)
-        ])
+        return _Candidates.concat(
+            [
+                self._filter_masks(
+                    logits[s : s + chunk],
+                    ious[s : s + chunk],
+                    points[s : s + chunk],
+                    crop,
+                    image_size,
+                )
+                for s in range(0, len(logits), chunk)
+            ]
+        )
 
     def _predict_clicks(
-        self, encoded: EncodedImage, points: np.ndarray, crop_size: Tuple[int, int]
-    ) -> Tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        self, encoded: EncodedImage, points: np.ndarray, crop_size: tuple[int, int]
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """Clicks [B, 2] -> one row per mask: low-res logits [M, 256, 256], IoU [M], click [M, 2].
 
         M = B * K with K masks per click (3 multimask, else 1), click-major; with use_m2m each
         mask is decoded once more from its own logits.
         """
-        logits, ious = self._decode(encoded, points, None, crop_size, self.settings.multimask_output)
+        logits, ious = self._decode(
+            encoded, points, None, crop_size, self.settings.multimask_output
+        )
         per_click = logits.shape[1]
         logits = logits.reshape(-1, LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE)
         ious = ious.reshape(-1)
@@ -452,17 +489,22 @@ class AutomaticMaskGenerator:
         ious: torch.Tensor,
         points: torch.Tensor,
         crop: Box,
-        image_size: Tuple[int, int],
+        image_size: tuple[int, int],
     ) -> _Candidates:
         """Low-res logits [m, 256, 256] -> the stable masks not cut by an inner crop edge."""
         crop_size = (crop[3] - crop[1], crop[2] - crop[0])
         crop_logits = upscale_logits(logits[:, None], crop_size)[:, 0]
         settings = self.settings
-        scores = mask_stability(crop_logits, settings.mask_threshold, settings.stability_score_offset)
+        scores = mask_stability(
+            crop_logits, settings.mask_threshold, settings.stability_score_offset
+        )
         if settings.stability_score_thresh > 0:
             stable = scores >= settings.stability_score_thresh
             crop_logits, ious, points, scores = (
-                crop_logits[stable], ious[stable], points[stable], scores[stable]
+                crop_logits[stable],
+                ious[stable],
+                points[stable],
+                scores[stable],
             )
         masks = crop_logits > settings.mask_threshold
         del crop_logits
@@ -479,8 +521,12 @@ class AutomaticMaskGenerator:
         )
 
     def _refine(
-        self, encoded: EncodedImage, points: np.ndarray, low_res: np.ndarray, crop_size: Tuple[int, int]
-    ) -> Tuple[np.ndarray, np.ndarray]:
+        self,
+        encoded: EncodedImage,
+        points: np.ndarray,
+        low_res: np.ndarray,
+        crop_size: tuple[int, int],
+    ) -> tuple[np.ndarray, np.ndarray]:
         """use_m2m: decode each click again with its mask as mask input, single-mask output.
 
         points float32 [M, 2], low_res float32 [M, 256, 256] (clamped) -> logits
@@ -490,7 +536,9 @@ class AutomaticMaskGenerator:
         logits, ious = [], []
         for start in range(0, len(points), batch):
             chunk = slice(start, start + batch)
-            refined, refined_iou = self._decode(encoded, points[chunk], low_res[chunk], crop_size, False)
+            refined, refined_iou = self._decode(
+                encoded, points[chunk], low_res[chunk], crop_size, False
+            )
             logits.append(refined[:, 0])
             ious.append(refined_iou[:, 0])
         return np.concatenate(logits), np.concatenate(ious)
@@ -499,10 +547,10 @@ class AutomaticMaskGenerator:
         self,
         encoded: EncodedImage,
         points: np.ndarray,
-        mask_input: Optional[np.ndarray],
-        crop_size: Tuple[int, int],
+        mask_input: np.ndarray | None,
+        crop_size: tuple[int, int],
         multimask_output: bool,
-    ) -> Tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One click per prompt -> the chosen low-res logits [B, K, 256, 256] and IoU [B, K]."""
         prompts = click_prompts(points, crop_size, mask_input)
         logits, ious = self.predictor.decode_logits(encoded, prompts)
@@ -510,7 +558,7 @@ class AutomaticMaskGenerator:
 
 
 def click_prompts(
-    points: np.ndarray, crop_size: Tuple[int, int], mask_input: Optional[np.ndarray]
+    points: np.ndarray, crop_size: tuple[int, int], mask_input: np.ndarray | None
 ) -> DecoderPrompts:
     """Foreground clicks float32 [B, 2] in pixels of a crop of size (h, w) -> decoder prompts.
 
@@ -536,12 +584,14 @@ def click_prompts(
 
 def _check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
-        raise InputError(f"the image must be a uint8 array, got {getattr(image, 'dtype', type(image))}")
+        raise InputError(
+            f"the image must be a uint8 array, got {getattr(image, 'dtype', type(image))}"
+        )
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise InputError(f"the image must be [height, width, 3] RGB, got shape {list(image.shape)}")
 
 
-def _check_crops(crops: Sequence[Tuple[Box, int]], image_size: Tuple[int, int]) -> None:
+def _check_crops(crops: Sequence[tuple[Box, int]], image_size: tuple[int, int]) -> None:
     """Every crop must hold pixels (very small images with many crop layers would not)."""
     for (x0, y0, x1, y1), layer in crops:
         if x1 <= x0 or y1 <= y0:
@@ -551,7 +601,7 @@ def _check_crops(crops: Sequence[Tuple[Box, int]], image_size: Tuple[int, int]) 
             )
 
 
-def _result(found: _Candidates, image_size: Tuple[int, int]) -> GeneratedMasks:
+def _result(found: _Candidates, image_size: tuple[int, int]) -> GeneratedMasks:
     """The kept candidates (image frame) -> GeneratedMasks."""
     return GeneratedMasks(
         rles=found.rles,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import OrderedDict
-from typing import Generic, Optional, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from sam2_triton.python_backend.errors import InputError
 
@@ -32,7 +32,7 @@ class EmbeddingCache(Generic[Entry]):
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.max_bytes = int(max_bytes)
-        self._entries: "OrderedDict[str, Entry]" = OrderedDict()
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.evictions = 0
@@ -67,7 +67,7 @@ class EmbeddingCache(Generic[Entry]):
             self._entries.move_to_end(image_id)
             return entry
 
-    def release(self, image_id: str) -> Optional[Entry]:
+    def release(self, image_id: str) -> Entry | None:
         """Drop `image_id`; returns the entry, or None if it was not cached."""
         with self._lock:
             entry = self._entries.pop(image_id, None)

@@ -10,8 +10,9 @@ BLS calls to the network models (`python_backend/triton_bls.py`, inside the serv
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Dict, Mapping, Protocol, Tuple
+from typing import Protocol
 
 import numpy as np
 
@@ -30,10 +31,10 @@ FEATURE_NAMES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
 class ImageNetworks(Protocol):
     """The two networks image prediction needs, by their I/O-contract tensor names."""
 
-    def encode(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+    def encode(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """image float32 [B, 3, 1024, 1024] -> image_embed, high_res_feats_0, high_res_feats_1."""
 
-    def decode(self, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def decode(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """mask_decoder inputs -> masks, iou_scores, object_pointers, object_score_logits."""
 
 
@@ -48,10 +49,10 @@ class OnnxImageNetworks:
         )
         self.metadata = self.networks.metadata
 
-    def encode(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+    def encode(self, image: np.ndarray) -> dict[str, np.ndarray]:
         return self.networks.run("image_encoder", image=image)
 
-    def decode(self, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def decode(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.networks.run("mask_decoder", **inputs)
 
 
@@ -62,7 +63,7 @@ class EncodedImage:
     image_embed: np.ndarray  # float32 [1, 256, 64, 64]
     high_res_feats_0: np.ndarray  # float32 [1, 32, 256, 256]
     high_res_feats_1: np.ndarray  # float32 [1, 64, 128, 128]
-    original_size: Tuple[int, int]  # (H, W) pixels
+    original_size: tuple[int, int]  # (H, W) pixels
 
     @property
     def nbytes(self) -> int:
@@ -98,7 +99,9 @@ class ImagePredictor:
             embed += self.no_mem_embed
         return embed
 
-    def condition(self, features: Mapping[str, np.ndarray], original_size: Tuple[int, int]) -> EncodedImage:
+    def condition(
+        self, features: Mapping[str, np.ndarray], original_size: tuple[int, int]
+    ) -> EncodedImage:
         """Raw image-encoder outputs of one image -> EncodedImage."""
         return EncodedImage(
             image_embed=self.condition_embedding(features["image_embed"]),
@@ -112,18 +115,26 @@ class ImagePredictor:
         pixels, original_size = preprocess_image(image)
         return self.condition(self.networks.encode(pixels), original_size)
 
-    def decode_logits(self, encoded: EncodedImage, prompts: DecoderPrompts) -> Tuple[np.ndarray, np.ndarray]:
+    def decode_logits(
+        self, encoded: EncodedImage, prompts: DecoderPrompts
+    ) -> tuple[np.ndarray, np.ndarray]:
         """All four tokens: logits [N, 4, 256, 256] and predicted IoU [N, 4]."""
-        outputs = self.networks.decode({
-            "image_embed": encoded.image_embed,
-            "high_res_feats_0": encoded.high_res_feats_0,
-            "high_res_feats_1": encoded.high_res_feats_1,
-            **prompts.as_decoder_inputs(),
-        })
+        outputs = self.networks.decode(
+            {
+                "image_embed": encoded.image_embed,
+                "high_res_feats_0": encoded.high_res_feats_0,
+                "high_res_feats_1": encoded.high_res_feats_1,
+                **prompts.as_decoder_inputs(),
+            }
+        )
         return outputs["masks"], outputs["iou_scores"]
 
     def postprocess(
-        self, logits: np.ndarray, iou: np.ndarray, original_size: Tuple[int, int], multimask_output: bool
+        self,
+        logits: np.ndarray,
+        iou: np.ndarray,
+        original_size: tuple[int, int],
+        multimask_output: bool,
     ) -> Prediction:
         """Four-token decoder outputs -> the predictor's answer."""
         chosen, scores = select_masks(logits, iou, multimask_output, self.token_choice)
@@ -133,6 +144,8 @@ class ImagePredictor:
             low_res_masks=clamp_low_res(chosen),
         )
 
-    def predict(self, encoded: EncodedImage, prompts: DecoderPrompts, multimask_output: bool = True) -> Prediction:
+    def predict(
+        self, encoded: EncodedImage, prompts: DecoderPrompts, multimask_output: bool = True
+    ) -> Prediction:
         logits, iou = self.decode_logits(encoded, prompts)
         return self.postprocess(logits, iou, encoded.original_size, multimask_output)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Tuple
 
 import numpy as np
 import torch
@@ -40,7 +39,9 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"IMAGE is too large to decode: {exc}") from None
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise InputError(f"IMAGE could not be decoded as an image ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            f"IMAGE could not be decoded as an image ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def check_image_size(height: int, width: int, max_pixels: int) -> None:
@@ -63,12 +64,14 @@ def check_raw_image(image: np.ndarray, max_pixels: int) -> np.ndarray:
     return image
 
 
-def preprocess_image(image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
+def preprocess_image(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """RGB uint8 [H, W, 3] -> model input float32 [1, 3, 1024, 1024] and (H, W)."""
     with torch.inference_mode():
         tensor = TF.to_tensor(np.ascontiguousarray(image))
         tensor = TF.resize(
-            tensor, [IMAGE_SIZE, IMAGE_SIZE], interpolation=InterpolationMode.BILINEAR,
+            tensor,
+            [IMAGE_SIZE, IMAGE_SIZE],
+            interpolation=InterpolationMode.BILINEAR,
             antialias=True,
         )
         tensor = TF.normalize(tensor, list(IMAGE_MEAN), list(IMAGE_STD))

@@ -9,8 +9,8 @@ Upscaling is torch's bilinear interpolation (align_corners=False), as the refere
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ class TokenChoice:
     stability_thresh: float
 
     @classmethod
-    def from_metadata(cls, decoder: Mapping[str, object]) -> "TokenChoice":
+    def from_metadata(cls, decoder: Mapping[str, object]) -> TokenChoice:
         """From the `decoder` section of the export's metadata.json."""
         return cls(
             dynamic_multimask_via_stability=bool(decoder["dynamic_multimask_via_stability"]),
@@ -51,7 +51,7 @@ def stability_scores(logits: np.ndarray, threshold: float, offset: float) -> np.
 
 def select_masks(
     logits: np.ndarray, iou: np.ndarray, multimask_output: bool, choice: TokenChoice
-) -> Tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """[N, 4, h, w] logits and [N, 4] IoU -> [N, K, h, w], [N, K] (K = 3 or 1)."""
     if multimask_output:
         return logits[:, 1:], iou[:, 1:]
@@ -64,14 +64,15 @@ def select_masks(
     return logits[rows, token][:, None], iou[rows, token][:, None]
 
 
-def upscale_logits(logits: np.ndarray, original_size: Tuple[int, int]) -> torch.Tensor:
+def upscale_logits(logits: np.ndarray, original_size: tuple[int, int]) -> torch.Tensor:
     """[N, K, h, w] low-res logits -> [N, K, H, W] float32 tensor at the original size."""
     tensor = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
-    return F.interpolate(tensor, tuple(int(s) for s in original_size), mode="bilinear",
-                         align_corners=False)
+    return F.interpolate(
+        tensor, tuple(int(s) for s in original_size), mode="bilinear", align_corners=False
+    )
 
 
-def masks_at_original_size(logits: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
+def masks_at_original_size(logits: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
     """Boolean masks [N, K, H, W]: upscaled logits > MASK_THRESHOLD."""
     with torch.inference_mode():
         return (upscale_logits(logits, original_size) > MASK_THRESHOLD).numpy()

@@ -8,8 +8,8 @@ numpy, onnxruntime and the export directory (graphs + metadata.json): no torch.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -20,7 +20,7 @@ from sam2_triton.export.metadata import load_metadata
 from sam2_triton.python_backend.errors import InputError
 
 
-def validate_inputs(contract: GraphContract, inputs: Dict[str, np.ndarray]) -> Dict[str, int]:
+def validate_inputs(contract: GraphContract, inputs: dict[str, np.ndarray]) -> dict[str, int]:
     """Check names, dtypes and shapes of `inputs`; return the sizes of the dynamic axes."""
     missing = [n for n in contract.input_names if n not in inputs]
     extra = [n for n in inputs if n not in contract.input_names]
@@ -30,7 +30,7 @@ def validate_inputs(contract: GraphContract, inputs: Dict[str, np.ndarray]) -> D
             if missing
             else f"{contract.name}: unexpected inputs {extra}"
         )
-    sizes: Dict[str, int] = {}
+    sizes: dict[str, int] = {}
     for spec in contract.inputs:
         array = inputs[spec.name]
         if array.dtype != spec.np_dtype:
@@ -77,7 +77,7 @@ def fuse_cpu_attention(proto) -> int:
 
     graph = proto.graph
     producer = {out: node for node in graph.node for out in node.output}
-    consumers: Dict[str, list] = {}
+    consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
@@ -140,7 +140,7 @@ class OnnxNetworks:
         self,
         export_dir: os.PathLike,
         networks: Iterable[str] = tuple(CONTRACTS),
-        providers: Optional[Sequence[str]] = None,
+        providers: Sequence[str] | None = None,
         intra_op_threads: int = 0,
         allow_spinning: bool = True,
         fuse_attention: bool = True,
@@ -155,10 +155,11 @@ class OnnxNetworks:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = list(providers or ["CPUExecutionProvider"])
         cpu_only = all(
-            (p[0] if isinstance(p, (tuple, list)) else p) == "CPUExecutionProvider" for p in providers
+            (p[0] if isinstance(p, (tuple, list)) else p) == "CPUExecutionProvider"
+            for p in providers
         )
-        self.sessions: Dict[str, ort.InferenceSession] = {}
-        self.fused_attentions: Dict[str, int] = {}
+        self.sessions: dict[str, ort.InferenceSession] = {}
+        self.fused_attentions: dict[str, int] = {}
         for name in networks:
             path = self.export_dir / CONTRACTS[name].file
             if not path.is_file():
@@ -172,7 +173,7 @@ class OnnxNetworks:
                 model = proto.SerializeToString()
             self.sessions[name] = ort.InferenceSession(model, options, providers=providers)
 
-    def run(self, network: str, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
+    def run(self, network: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         contract = CONTRACTS[network]
         validate_inputs(contract, inputs)
         outputs = self.sessions[network].run(contract.output_names, inputs)

@@ -9,7 +9,6 @@ mask gets an all-zero mask input with `has_mask_input` 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -48,7 +47,7 @@ def check_finite(name: str, array: np.ndarray) -> None:
         raise InputError(f"{name} contains NaN or infinite values")
 
 
-def check_within_image(name: str, xy: np.ndarray, size: Tuple[int, int], margin: float) -> None:
+def check_within_image(name: str, xy: np.ndarray, size: tuple[int, int], margin: float) -> None:
     """`xy` [..., 2] (x, y) must lie within the image grown by `margin` of its size."""
     height, width = size
     low = np.array([-margin * width, -margin * height], dtype=np.float64)
@@ -63,7 +62,7 @@ def check_within_image(name: str, xy: np.ndarray, size: Tuple[int, int], margin:
         )
 
 
-def _to_model_space(xy: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+def _to_model_space(xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Pixels of the original image -> pixels of the 1024x1024 model input (float32)."""
     height, width = size
     scaled = xy.astype(np.float32, copy=True)
@@ -73,12 +72,12 @@ def _to_model_space(xy: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 
 def prepare_prompts(
-    original_size: Tuple[int, int],
+    original_size: tuple[int, int],
     limits: RequestLimits,
-    point_coords: Optional[np.ndarray] = None,
-    point_labels: Optional[np.ndarray] = None,
-    boxes: Optional[np.ndarray] = None,
-    mask_input: Optional[np.ndarray] = None,
+    point_coords: np.ndarray | None = None,
+    point_labels: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
+    mask_input: np.ndarray | None = None,
 ) -> DecoderPrompts:
     """Validate client prompts (pixels of an image of `original_size` = (H, W)) and convert.
 
@@ -87,7 +86,8 @@ def prepare_prompts(
     """
     if (point_coords is None) != (point_labels is None):
         given, missing = (
-            ("POINT_COORDS", "POINT_LABELS") if point_labels is None
+            ("POINT_COORDS", "POINT_LABELS")
+            if point_labels is None
             else ("POINT_LABELS", "POINT_COORDS")
         )
         raise InputError(f"{given} was sent without {missing}: send both")
@@ -127,7 +127,9 @@ def prepare_prompts(
     if boxes is not None:
         boxes = np.asarray(boxes, dtype=np.float32)
         if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise InputError(f"BOXES must be [prompts, 4] (x0, y0, x1, y1), got shape {list(boxes.shape)}")
+            raise InputError(
+                f"BOXES must be [prompts, 4] (x0, y0, x1, y1), got shape {list(boxes.shape)}"
+            )
         check_finite("BOXES", boxes)
         check_within_image("BOXES", boxes.reshape(-1, 2, 2), original_size, limits.point_margin)
         counts["BOXES"] = boxes.shape[0]
@@ -155,9 +157,11 @@ def prepare_prompts(
         )
 
     coords = [] if boxes is None else [_to_model_space(boxes.reshape(-1, 2, 2), original_size)]
-    labels = [] if boxes is None else [
-        np.tile(np.array(BOX_CORNER_LABELS, dtype=np.int32), (num_prompts, 1))
-    ]
+    labels = (
+        []
+        if boxes is None
+        else [np.tile(np.array(BOX_CORNER_LABELS, dtype=np.int32), (num_prompts, 1))]
+    )
     if point_coords is not None:
         coords.append(_to_model_space(point_coords, original_size))
         labels.append(point_labels.astype(np.int32))

@@ -37,9 +37,10 @@ Units and shapes:
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -94,11 +95,11 @@ class SamuraiSettings:
     num_recent_memories: int  # 1..MAX_RECENT_MEMORIES
 
     @classmethod
-    def load(cls, path: Path = SAMURAI_FILE) -> "SamuraiSettings":
+    def load(cls, path: Path = SAMURAI_FILE) -> SamuraiSettings:
         """The settings in `path` (cached per path); ConfigError if it is malformed."""
         return _load_settings(Path(path))
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "SamuraiSettings":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> SamuraiSettings:
         """A copy with `overrides` (name -> value; numpy scalars accepted) applied, validated.
 
         Raises InputError naming the setting for an unknown name, a value of the wrong kind
@@ -117,8 +118,12 @@ class SamuraiSettings:
     def __post_init__(self) -> None:
         for name, kind in _field_types().items():  # kinds, also for direct construction
             object.__setattr__(self, name, typed_value(name, getattr(self, name), kind))
-        for name in ("kf_score_weight", "stable_ious_threshold", "memory_bank_iou_threshold",
-                     "memory_bank_kf_score_threshold"):
+        for name in (
+            "kf_score_weight",
+            "stable_ious_threshold",
+            "memory_bank_iou_threshold",
+            "memory_bank_kf_score_threshold",
+        ):
             check_unit_interval(name, getattr(self, name))
         for name in ("memory_bank_obj_score_threshold", "min_obj_score_logits"):
             check_finite(name, getattr(self, name))
@@ -127,7 +132,7 @@ class SamuraiSettings:
         check_int_range("num_recent_memories", self.num_recent_memories, 1, MAX_RECENT_MEMORIES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_settings(path: Path) -> SamuraiSettings:
     data = read_yaml(path)
     known = _field_types()
@@ -136,12 +141,14 @@ def _load_settings(path: Path) -> SamuraiSettings:
     if unknown or missing:
         raise ConfigError(f"{path}: unknown settings {unknown}, missing settings {missing}")
     try:
-        return SamuraiSettings(**{name: typed_value(name, data[name], known[name]) for name in known})
+        return SamuraiSettings(
+            **{name: typed_value(name, data[name], known[name]) for name in known}
+        )
     except InputError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _field_types() -> Dict[str, str]:
+def _field_types() -> dict[str, str]:
     """Setting name -> "int" or "float" (annotations are strings under `annotations`)."""
     return {f.name: f.type for f in fields(SamuraiSettings)}
 
@@ -180,7 +187,7 @@ def _area(box: np.ndarray) -> float:
     return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
 
 
-def mask_box(mask: np.ndarray) -> Optional[np.ndarray]:
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
     """Pixel-edge xyxy box [4] float64 around the pixels > 0 of `mask` [H, W]; None if empty."""
     foreground = np.asarray(mask) > 0
     rows = np.flatnonzero(foreground.any(axis=1))
@@ -207,22 +214,42 @@ class BoxKalmanFilter:
         self.motion[:MEASUREMENT_DIM, MEASUREMENT_DIM:] = FRAME_STEP * np.eye(MEASUREMENT_DIM)
         self.observation = np.eye(MEASUREMENT_DIM, STATE_DIM)  # H: measures the positions
 
-    def initiate(self, measurement: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def initiate(self, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Track from one (cx, cy, a, h) measurement [4]: mean [8] (zero velocity), cov [8, 8]."""
         z = _measurement(measurement)
         height = z[3]
         position = INITIAL_POSITION_STD_SCALE * STD_WEIGHT_POSITION * height
         velocity = INITIAL_VELOCITY_STD_SCALE * STD_WEIGHT_VELOCITY * height
-        std = np.array([position, position, ASPECT_PROCESS_STD, position,
-                        velocity, velocity, ASPECT_VELOCITY_PROCESS_STD, velocity])
+        std = np.array(
+            [
+                position,
+                position,
+                ASPECT_PROCESS_STD,
+                position,
+                velocity,
+                velocity,
+                ASPECT_VELOCITY_PROCESS_STD,
+                velocity,
+            ]
+        )
         return np.concatenate([z, np.zeros(MEASUREMENT_DIM)]), np.diag(std**2)
 
     def process_covariance(self, height: float) -> np.ndarray:
         """Q [8, 8] for a box of height `height` pixels."""
         position = STD_WEIGHT_POSITION * height
         velocity = STD_WEIGHT_VELOCITY * height
-        std = np.array([position, position, ASPECT_PROCESS_STD, position,
-                        velocity, velocity, ASPECT_VELOCITY_PROCESS_STD, velocity])
+        std = np.array(
+            [
+                position,
+                position,
+                ASPECT_PROCESS_STD,
+                position,
+                velocity,
+                velocity,
+                ASPECT_VELOCITY_PROCESS_STD,
+                velocity,
+            ]
+        )
         return np.diag(std**2)
 
     def measurement_covariance(self, height: float) -> np.ndarray:
@@ -230,21 +257,22 @@ class BoxKalmanFilter:
         position = STD_WEIGHT_POSITION * height
         return np.diag(np.array([position, position, ASPECT_MEASUREMENT_STD, position]) ** 2)
 
-    def predict(self, mean: np.ndarray, covariance: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def predict(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One frame ahead: (F mean, F cov F^T + Q(h of `mean`))."""
         motion = self.motion
-        return (motion @ mean,
-                motion @ covariance @ motion.T + self.process_covariance(mean[3]))
+        return (motion @ mean, motion @ covariance @ motion.T + self.process_covariance(mean[3]))
 
-    def project(self, mean: np.ndarray, covariance: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def project(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Measurement-space mean [4] and innovation covariance S = H cov H^T + R [4, 4]."""
         observation = self.observation
-        return (observation @ mean,
-                observation @ covariance @ observation.T + self.measurement_covariance(mean[3]))
+        return (
+            observation @ mean,
+            observation @ covariance @ observation.T + self.measurement_covariance(mean[3]),
+        )
 
     def update(
         self, mean: np.ndarray, covariance: np.ndarray, measurement: np.ndarray
-    ) -> Tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Correct (mean, cov) with a (cx, cy, a, h) measurement [4]: K = P H^T S^-1."""
         projected_mean, innovation_cov = self.project(mean, covariance)
         # S and P are symmetric, so K^T = S^-1 H P.
@@ -274,7 +302,7 @@ class FrameRecord:
     frame_idx: int
     predicted_iou: float  # of the chosen mask
     object_score_logit: float
-    motion_score: Optional[float]  # IoU(predicted box, chosen box); None while not stable
+    motion_score: float | None  # IoU(predicted box, chosen box); None while not stable
 
     NBYTES = 32  # payload counted in state sizes: one int and three floats of 8 bytes
 
@@ -288,10 +316,10 @@ class ObjectMotionState:
     "initialise on the next frame"; `records` maps frame index -> FrameRecord.
     """
 
-    mean: Optional[np.ndarray] = None
-    covariance: Optional[np.ndarray] = None
+    mean: np.ndarray | None = None
+    covariance: np.ndarray | None = None
     stable_count: int = 0
-    records: Dict[int, FrameRecord] = field(default_factory=dict)
+    records: dict[int, FrameRecord] = field(default_factory=dict)
 
     def add_record(self, record: FrameRecord) -> None:
         """Store (or replace) the record of `record.frame_idx`."""
@@ -307,7 +335,7 @@ class ObjectMotionState:
         for frame in [f for f in self.records if f not in keep]:
             del self.records[frame]
 
-    def copy(self) -> "ObjectMotionState":
+    def copy(self) -> ObjectMotionState:
         """An independent copy (the filter arrays and the record dict are copied)."""
         return ObjectMotionState(
             mean=None if self.mean is None else self.mean.copy(),
@@ -322,7 +350,7 @@ class ObjectMotionState:
         arrays = sum(a.nbytes for a in (self.mean, self.covariance) if a is not None)
         return int(arrays + FrameRecord.NBYTES * len(self.records))
 
-    def predicted_box(self) -> Optional[np.ndarray]:
+    def predicted_box(self) -> np.ndarray | None:
         """xyxy box [4] of the current filter mean (None before initialisation)."""
         return None if self.mean is None else xyah_to_xyxy(self.mean)
 
@@ -333,7 +361,7 @@ def choose_mask(
     predicted_ious: np.ndarray,
     settings: SamuraiSettings,
     kalman: BoxKalmanFilter = KALMAN_FILTER,
-) -> Tuple[int, Optional[float]]:
+) -> tuple[int, float | None]:
     """Choose one of K candidate masks [K, H, W] with predicted IoUs [K]; updates `state` in place.
 
     Returns (chosen index, motion score of the chosen mask or None while not stable):
@@ -352,16 +380,18 @@ def choose_mask(
 
 def choose_box(
     state: ObjectMotionState,
-    candidate_boxes: Sequence[Optional[np.ndarray]],
+    candidate_boxes: Sequence[np.ndarray | None],
     predicted_ious: np.ndarray,
     settings: SamuraiSettings,
     kalman: BoxKalmanFilter = KALMAN_FILTER,
-) -> Tuple[int, Optional[float]]:
+) -> tuple[int, float | None]:
     """`choose_mask` on the candidates' boxes (xyxy [4], None for an empty mask)."""
     ious = np.asarray(predicted_ious, dtype=np.float64).reshape(-1)
     if len(candidate_boxes) == 0 or len(candidate_boxes) != ious.shape[0]:
-        raise ValueError(f"need K >= 1 candidate boxes and K predicted IoUs, got "
-                         f"{len(candidate_boxes)} boxes and {ious.shape[0]} IoUs")
+        raise ValueError(
+            f"need K >= 1 candidate boxes and K predicted IoUs, got "
+            f"{len(candidate_boxes)} boxes and {ious.shape[0]} IoUs"
+        )
     if state.mean is None or state.stable_count == 0:
         return _initialise(state, candidate_boxes, ious, kalman), None
     state.mean, state.covariance = kalman.predict(state.mean, state.covariance)
@@ -385,7 +415,7 @@ def choose_box(
     return index, motion_score
 
 
-def _check_candidates(masks: np.ndarray, ious: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _check_candidates(masks: np.ndarray, ious: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     masks = np.asarray(masks)
     ious = np.asarray(ious, dtype=np.float64).reshape(-1)
     if masks.ndim != 3 or masks.shape[0] == 0 or masks.shape[0] != ious.shape[0]:
@@ -397,7 +427,9 @@ def _check_candidates(masks: np.ndarray, ious: np.ndarray) -> Tuple[np.ndarray, 
 
 
 def _initialise(
-    state: ObjectMotionState, boxes: Sequence[Optional[np.ndarray]], ious: np.ndarray,
+    state: ObjectMotionState,
+    boxes: Sequence[np.ndarray | None],
+    ious: np.ndarray,
     kalman: BoxKalmanFilter,
 ) -> int:
     index = int(np.argmax(ious))
@@ -410,8 +442,7 @@ def _initialise(
     return index
 
 
-def _motion_scores(predicted_box: np.ndarray, boxes: Sequence[Optional[np.ndarray]]
-                   ) -> np.ndarray:
+def _motion_scores(predicted_box: np.ndarray, boxes: Sequence[np.ndarray | None]) -> np.ndarray:
     """IoU [K] of the predicted box with each candidate's box (0 for an empty candidate)."""
     scores = np.zeros(len(boxes))
     for k, box in enumerate(boxes):
@@ -429,7 +460,7 @@ def select_memory_frames(
     settings: SamuraiSettings,
     cond_frames: Collection[int] = frozenset(),
     reverse: bool = False,
-) -> List[int]:
+) -> list[int]:
     """Past frames whose memories fill temporal slots 1..n, newest first (item i -> slot i + 1).
 
     Walks back from the previous frame (t - 1; t + 1 when tracking in `reverse`) over the
@@ -446,7 +477,7 @@ def select_memory_frames(
         walk = sorted(f for f in records_by_frame if f >= previous)
     else:
         walk = sorted((f for f in records_by_frame if f <= previous), reverse=True)
-    kept: List[int] = []
+    kept: list[int] = []
     for frame in walk:
         if len(kept) >= settings.max_memory_candidates:
             break
@@ -462,7 +493,7 @@ def reachable_memory_frames(
     last_frame: int,
     settings: SamuraiSettings,
     cond_frames: Collection[int] = frozenset(),
-) -> Set[int]:
+) -> set[int]:
     """Frames that `select_memory_frames` can still return once `last_frame` is tracked.
 
     Forward tracking where only `last_frame` can still be corrected (made a conditioning
@@ -477,7 +508,8 @@ def reachable_memory_frames(
     reachable.update(select_memory_frames(records_by_frame, last_frame + 1, settings, cond))
     reachable.update(select_memory_frames(records_by_frame, last_frame + 2, settings, cond))
     reachable.update(
-        select_memory_frames(records_by_frame, last_frame + 1, settings, cond | {last_frame}))
+        select_memory_frames(records_by_frame, last_frame + 1, settings, cond | {last_frame})
+    )
     return reachable
 
 
@@ -485,6 +517,8 @@ def _passes_memory_thresholds(record: FrameRecord, settings: SamuraiSettings) ->
     return (
         record.predicted_iou > settings.memory_bank_iou_threshold
         and record.object_score_logit > settings.memory_bank_obj_score_threshold
-        and (record.motion_score is None
-             or record.motion_score > settings.memory_bank_kf_score_threshold)
+        and (
+            record.motion_score is None
+            or record.motion_score > settings.memory_bank_kf_score_threshold
+        )
     )

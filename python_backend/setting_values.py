@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +47,7 @@ def typed_value(name: str, value: Any, kind: str) -> Any:
     return float(value)
 
 
-def check_int_range(name: str, value: int, low: int, high: Optional[int]) -> None:
+def check_int_range(name: str, value: int, low: int, high: int | None) -> None:
     if value < low or (high is not None and value > high):
         allowed = f">= {low}" if high is None else f"in {low}..{high}"
         raise InputError(f"{name} must be {allowed}, got {value}")

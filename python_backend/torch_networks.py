@@ -9,7 +9,7 @@ TensorRT / ONNX Runtime backends, with a GPU).
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -33,13 +33,20 @@ class TorchNetworks:
         from sam2_triton.export.checkpoints import build_sam2_model
 
         self.device = torch.device(device)
-        model = build_sam2_model(get_model(model_name), checkpoint=checkpoint, device=str(self.device))
+        model = build_sam2_model(
+            get_model(model_name), checkpoint=checkpoint, device=str(self.device)
+        )
         self.modules = {name: NETWORK_CLASSES[name](model).eval() for name in networks}
 
     @torch.inference_mode()
-    def run(self, network: str, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
+    def run(self, network: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         contract = CONTRACTS[network]
         validate_inputs(contract, inputs)
-        args = [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device) for n in contract.input_names]
+        args = [
+            torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self.device)
+            for n in contract.input_names
+        ]
         outputs = self.modules[network](*args)
-        return {name: out.float().cpu().numpy() for name, out in zip(contract.output_names, outputs)}
+        return {
+            name: out.float().cpu().numpy() for name, out in zip(contract.output_names, outputs)
+        }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -23,13 +23,13 @@ from sam2_triton.python_backend.prompts import DecoderPrompts, prepare_prompts
 log = logging.getLogger("sam2_triton.model")
 
 
-def model_parameters(args: Dict[str, str]) -> Dict[str, str]:
+def model_parameters(args: dict[str, str]) -> dict[str, str]:
     """`parameters` of the model's config.pbtxt as plain strings."""
     config = json.loads(args["model_config"])
     return {k: v["string_value"] for k, v in (config.get("parameters") or {}).items()}
 
 
-def optional_input(request, name: str) -> Optional[np.ndarray]:
+def optional_input(request, name: str) -> np.ndarray | None:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return None if tensor is None else tensor.as_numpy()
 
@@ -76,7 +76,7 @@ def read_image(request, limits: RequestLimits) -> np.ndarray:
     return decode_image(data, limits.max_image_bytes, limits.max_image_pixels)
 
 
-def read_optional_image(request, limits: RequestLimits) -> Optional[np.ndarray]:
+def read_optional_image(request, limits: RequestLimits) -> np.ndarray | None:
     """RGB uint8 of IMAGE / IMAGE_RAW, or None when the request carries neither."""
     if optional_input(request, "IMAGE") is None and optional_input(request, "IMAGE_RAW") is None:
         return None
@@ -110,7 +110,7 @@ def read_prompts(request, original_size: Sequence[int], limits: RequestLimits) -
     )
 
 
-def response(outputs: Dict[str, np.ndarray]):
+def response(outputs: dict[str, np.ndarray]):
     return pb_utils.InferenceResponse(
         output_tensors=[pb_utils.Tensor(name, array) for name, array in outputs.items()]
     )
@@ -121,7 +121,9 @@ def error_response(message: str, invalid_argument: bool = True):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 
-def respond_each(requests: List, handle: Callable[[object], Dict[str, np.ndarray]], model: str) -> List:
+def respond_each(
+    requests: list, handle: Callable[[object], dict[str, np.ndarray]], model: str
+) -> list:
     """One response per request: outputs of `handle`, INVALID_ARG for InputError, INTERNAL
     (logged with traceback) for anything else."""
     responses = []
@@ -132,7 +134,9 @@ def respond_each(requests: List, handle: Callable[[object], Dict[str, np.ndarray
             responses.append(error_response(str(exc)))
         except Exception as exc:  # a bug or a failed network call: report, keep serving
             log.exception("%s: request failed", model)
-            responses.append(error_response(f"{model}: internal error: {type(exc).__name__}: {exc}", False))
+            responses.append(
+                error_response(f"{model}: internal error: {type(exc).__name__}: {exc}", False)
+            )
     return responses
 
 
@@ -140,11 +144,15 @@ class NetworkCallError(RuntimeError):
     """A BLS call to a network model failed."""
 
 
-def call_model(model_name: str, inputs: Dict[str, np.ndarray], outputs: Sequence[str]) -> Dict[str, np.ndarray]:
+def call_model(
+    model_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str]
+) -> dict[str, np.ndarray]:
     """BLS: run `model_name` on `inputs`, return the requested outputs as numpy arrays."""
     request = pb_utils.InferenceRequest(
         model_name=model_name,
-        inputs=[pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in inputs.items()],
+        inputs=[
+            pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in inputs.items()
+        ],
         requested_output_names=list(outputs),
     )
     result = request.exec()
@@ -159,14 +167,16 @@ class BlsImageNetworks:
     ENCODER_OUTPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
     DECODER_OUTPUTS = ("masks", "iou_scores")
 
-    def __init__(self, encoder_model: str = "image_encoder", decoder_model: str = "mask_decoder") -> None:
+    def __init__(
+        self, encoder_model: str = "image_encoder", decoder_model: str = "mask_decoder"
+    ) -> None:
         self.encoder_model = encoder_model
         self.decoder_model = decoder_model
 
-    def encode(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+    def encode(self, image: np.ndarray) -> dict[str, np.ndarray]:
         return call_model(self.encoder_model, {"image": image}, self.ENCODER_OUTPUTS)
 
-    def decode(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return call_model(self.decoder_model, dict(inputs), self.DECODER_OUTPUTS)
 
 
@@ -183,28 +193,31 @@ class InProcessDecoderNetworks(BlsImageNetworks):
         super().__init__(encoder_model=encoder_model)
         self.decoder = OnnxNetworks(export_dir, ["mask_decoder"], allow_spinning=False)
 
-    def decode(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.decoder.run("mask_decoder", **inputs)
 
 
 class BlsVideoNetworks:
     """`VideoNetworks` (python_backend/video/networks.py) over BLS calls to the network models."""
 
-    def encode(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+    def encode(self, image: np.ndarray) -> dict[str, np.ndarray]:
         return call_model("image_encoder", {"image": image}, BlsImageNetworks.ENCODER_OUTPUTS)
 
-    def decode(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        return call_model("mask_decoder", dict(inputs),
-                          ("masks", "iou_scores", "object_pointers", "object_score_logits"))
+    def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return call_model(
+            "mask_decoder",
+            dict(inputs),
+            ("masks", "iou_scores", "object_pointers", "object_score_logits"),
+        )
 
-    def encode_memory(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def encode_memory(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return call_model("memory_encoder", dict(inputs), ("memory_features",))
 
-    def attend(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def attend(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return call_model("memory_attention", dict(inputs), ("conditioned_features",))
 
 
-def image_networks(parameters: Dict[str, str], version_dir) -> BlsImageNetworks:
+def image_networks(parameters: dict[str, str], version_dir) -> BlsImageNetworks:
     """The networks a BLS model uses, as its `decoder` parameter says: "bls" (the mask_decoder
     model) or "in_process" (an ONNX Runtime session here; version_dir holds the graph)."""
     if parameters.get("decoder", "bls") == "in_process":

@@ -11,7 +11,6 @@ import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
 
 from sam2_triton.errors import Sam2TritonError
 
@@ -49,7 +48,9 @@ def cmd_export(args) -> int:
     from sam2_triton.export.onnx_export import export_model
 
     spec = get_model(args.model)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else checkpoint_path(spec, args.checkpoint_dir)
+    checkpoint = (
+        Path(args.checkpoint) if args.checkpoint else checkpoint_path(spec, args.checkpoint_dir)
+    )
     random_weights = args.random_weights or (
         args.random_weights_if_missing and not args.checkpoint and not checkpoint.exists()
     )
@@ -62,7 +63,8 @@ def cmd_export(args) -> int:
     else:
         if not checkpoint.exists():
             raise CheckpointError(
-                f"checkpoint {checkpoint} not found: run `sam2-triton download --model {spec.name}`, "
+                f"checkpoint {checkpoint} not found: "
+                f"run `sam2-triton download --model {spec.name}`, "
                 f"or place the file from {spec.url} there (SHA-256 {spec.sha256}), or pass "
                 "--random-weights to export meaningless weights"
             )
@@ -145,8 +147,12 @@ def cmd_build_repository(args) -> int:
     from sam2_triton.serving.repository import build_repository
 
     path = build_repository(
-        args.model_dir, args.output, get_profile(args.profile),
-        engine_dir=args.engine_dir, checkpoint=args.checkpoint, warmup=not args.no_warmup,
+        args.model_dir,
+        args.output,
+        get_profile(args.profile),
+        engine_dir=args.engine_dir,
+        checkpoint=args.checkpoint,
+        warmup=not args.no_warmup,
     )
     print(f"{path} (profile {args.profile})")
     return 0
@@ -159,14 +165,19 @@ def cmd_serve(args) -> int:
     from sam2_triton.serving.local_server import LocalTritonServer
 
     server = LocalTritonServer(
-        args.repository, http_port=args.http_port, grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port, log_file=args.log_file, log_verbose=args.log_verbose,
+        args.repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        log_file=args.log_file,
+        log_verbose=args.log_verbose,
     )
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     server.start(timeout_s=args.timeout)
     print(
-        f"serving {args.repository}: HTTP localhost:{args.http_port}, gRPC localhost:{args.grpc_port}, "
+        f"serving {args.repository}: HTTP localhost:{args.http_port}, "
+        f"gRPC localhost:{args.grpc_port}, "
         f"metrics localhost:{args.metrics_port} (log {server.log_file}); Ctrl-C stops",
         flush=True,
     )
@@ -200,23 +211,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export the four ONNX graphs and metadata.json")
     _add_model(p)
-    p.add_argument("--checkpoint", help="checkpoint file (default: <checkpoint-dir>/<official name>)")
+    p.add_argument(
+        "--checkpoint", help="checkpoint file (default: <checkpoint-dir>/<official name>)"
+    )
     p.add_argument("--checkpoint-dir", help="default: $SAM2_TRITON_CHECKPOINTS or ./checkpoints")
     p.add_argument("--output", help="export directory (default: artifacts/<model>)")
     weights = p.add_mutually_exclusive_group()
     weights.add_argument(
-        "--random-weights", action="store_true",
+        "--random-weights",
+        action="store_true",
         help="export randomly initialised weights (masks are meaningless)",
     )
     weights.add_argument(
-        "--random-weights-if-missing", action="store_true",
+        "--random-weights-if-missing",
+        action="store_true",
         help="use the checkpoint when present, else random weights (with a warning)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --random-weights")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("lint", help="check exported graphs against TensorRT's ONNX operator table")
-    p.add_argument("paths", nargs="*", help="export directories or .onnx files (default: artifacts/tiny)")
+    p.add_argument(
+        "paths", nargs="*", help="export directories or .onnx files (default: artifacts/tiny)"
+    )
     p.set_defaults(func=cmd_lint)
 
     for name, func, helptext in (
@@ -224,14 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
         ("verify-engines", cmd_verify_engines, "compare TensorRT plans with ONNX Runtime"),
     ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--model-dir", default=str(DEFAULT_ARTIFACTS / "tiny"), help="export directory")
-        p.add_argument("--profile", default="gpu-fp16", help="deployment profile (configs/profiles.yaml)")
+        p.add_argument(
+            "--model-dir", default=str(DEFAULT_ARTIFACTS / "tiny"), help="export directory"
+        )
+        p.add_argument(
+            "--profile", default="gpu-fp16", help="deployment profile (configs/profiles.yaml)"
+        )
         p.add_argument("--engine-dir", help="default: <model-dir>/engines/<profile>")
         p.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS)
         if name == "build-engines":
             p.add_argument("--workspace-gib", type=float, default=8.0)
         else:
-            p.add_argument("--tolerance", type=float, help="max relative L2 error (default per precision)")
+            p.add_argument(
+                "--tolerance", type=float, help="max relative L2 error (default per precision)"
+            )
         p.set_defaults(func=func)
 
     p = sub.add_parser("build-repository", help="generate a ready-to-serve Triton model repository")
@@ -243,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-warmup", action="store_true", help="leave out model_warmup (faster start)")
     p.set_defaults(func=cmd_build_repository)
 
-    p = sub.add_parser("serve", help="run the Triton server carried by nvidia-pytriton on a repository")
+    p = sub.add_parser(
+        "serve", help="run the Triton server carried by nvidia-pytriton on a repository"
+    )
     p.add_argument("--repository", default="build/model_repository")
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
@@ -255,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

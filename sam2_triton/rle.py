@@ -7,11 +7,12 @@ automatic mask generator encodes) and the client (which decodes and writes JSON)
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-Rle = Dict[str, Any]  # {"size": [h, w], "counts": str}
+Rle = dict[str, Any]  # {"size": [h, w], "counts": str}
 
 
 def _coco_mask():
@@ -33,7 +34,7 @@ def encode(mask: np.ndarray) -> Rle:
     return {"size": [int(s) for s in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
 
 
-def encode_masks(masks: np.ndarray) -> List[Rle]:
+def encode_masks(masks: np.ndarray) -> list[Rle]:
     """Boolean masks [M, H, W] -> M RLEs (one pycocotools call for the whole stack)."""
     masks = np.asarray(masks)
     if masks.ndim != 3:
@@ -48,7 +49,7 @@ def encode_masks(masks: np.ndarray) -> List[Rle]:
     ]
 
 
-def from_counts(counts: Union[bytes, str], size: Sequence[int]) -> Rle:
+def from_counts(counts: bytes | str, size: Sequence[int]) -> Rle:
     """The JSON RLE of compressed `counts` for a mask of `size` (h, w)."""
     text = counts.decode("ascii") if isinstance(counts, bytes) else str(counts)
     return {"size": [int(size[0]), int(size[1])], "counts": text}
@@ -71,6 +72,6 @@ def area(rle: Rle) -> int:
     return int(_coco_mask().area(_native(rle)))
 
 
-def bbox(rle: Rle) -> List[float]:
+def bbox(rle: Rle) -> list[float]:
     """Tight box (x, y, w, h) in pixels; zeros for an empty mask."""
     return [float(v) for v in _coco_mask().toBbox(_native(rle))]

@@ -20,7 +20,6 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -43,22 +42,32 @@ DISC_RADIUS = 28
 DISC_STEP = (6, 2)  # pixels per frame (x, y)
 
 
-def _disc_center(frame: int) -> Tuple[float, float]:
+def _disc_center(frame: int) -> tuple[float, float]:
     return 80.0 + DISC_STEP[0] * frame, 110.0 + DISC_STEP[1] * frame
 
 
-def write_sample_video(path: Path, frames: int = VIDEO_FRAMES, size: Tuple[int, int] = VIDEO_SIZE,
-                       fps: float = VIDEO_FPS) -> Tuple[float, float, float, float]:
+def write_sample_video(
+    path: Path,
+    frames: int = VIDEO_FRAMES,
+    size: tuple[int, int] = VIDEO_SIZE,
+    fps: float = VIDEO_FPS,
+) -> tuple[float, float, float, float]:
     """An H.264 MP4 of an orange disc moving right and down over a textured background (stripes,
     a grid of squares, soft noise); returns the disc's box (x0, y0, x1, y1) on frame 0."""
     width, height = size
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     noise = np.random.default_rng(0).normal(0.0, 6.0, (height, width, 1))
-    background = np.stack([
-        90 + 40 * np.sin(xx / 7.0 + yy / 13.0),
-        110 + 35 * np.cos(yy / 9.0),
-        120 + 30 * (((xx // 24) + (yy // 24)) % 2),
-    ], axis=-1) + noise
+    background = (
+        np.stack(
+            [
+                90 + 40 * np.sin(xx / 7.0 + yy / 13.0),
+                110 + 35 * np.cos(yy / 9.0),
+                120 + 30 * (((xx // 24) + (yy // 24)) % 2),
+            ],
+            axis=-1,
+        )
+        + noise
+    )
     with VideoWriter(path, fps) as writer:
         for t in range(frames):
             cx, cy = _disc_center(t)
@@ -76,13 +85,22 @@ def segment_image(output: Path, grpc_port: int) -> int:
     image.write_bytes(synthetic_image(*SAMPLE_SIZE))
     width, height = SAMPLE_SIZE
     # The red ellipse of the sample image: a click on it and a box around it.
-    return client_main([
-        "segment", str(image),
-        "--point", f"{width * 0.5:.0f},{height * 0.5:.0f}",
-        "--box", f"{width * 0.33:.0f},{height * 0.28:.0f},{width * 0.67:.0f},{height * 0.72:.0f}",
-        "--protocol", "grpc", "--url", f"localhost:{grpc_port}",
-        "--output", str(output),
-    ])
+    return client_main(
+        [
+            "segment",
+            str(image),
+            "--point",
+            f"{width * 0.5:.0f},{height * 0.5:.0f}",
+            "--box",
+            f"{width * 0.33:.0f},{height * 0.28:.0f},{width * 0.67:.0f},{height * 0.72:.0f}",
+            "--protocol",
+            "grpc",
+            "--url",
+            f"localhost:{grpc_port}",
+            "--output",
+            str(output),
+        ]
+    )
 
 
 def track_video(output: Path, grpc_port: int, frames: int) -> int:
@@ -91,43 +109,75 @@ def track_video(output: Path, grpc_port: int, frames: int) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     video = folder / "sample.mp4"
     box = write_sample_video(video, frames)
-    print(f"tracking {frames} frames of {video} (about 8 s per frame on a 2-core CPU) ...", flush=True)
-    return client_main([
-        "track", str(video),
-        "--box", "0:1:" + ",".join(f"{v:.0f}" for v in box),
-        "--num-frames-known",
-        "--protocol", "grpc", "--url", f"localhost:{grpc_port}",
-        "--output", str(folder),
-    ])
+    print(
+        f"tracking {frames} frames of {video} (about 8 s per frame on a 2-core CPU) ...", flush=True
+    )
+    return client_main(
+        [
+            "track",
+            str(video),
+            "--box",
+            "0:1:" + ",".join(f"{v:.0f}" for v in box),
+            "--num-frames-known",
+            "--protocol",
+            "grpc",
+            "--url",
+            f"localhost:{grpc_port}",
+            "--output",
+            str(folder),
+        ]
+    )
 
 
-def run_demo(export_dir: Path, output: Path, http_port: int, grpc_port: int, metrics_port: int,
-             video_frames: int = VIDEO_FRAMES) -> int:
+def run_demo(
+    export_dir: Path,
+    output: Path,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    video_frames: int = VIDEO_FRAMES,
+) -> int:
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sam2-demo-") as tmp:
-        repository = build_repository(export_dir, Path(tmp) / "model_repository", get_profile("cpu"))
-        print(f"starting tritonserver on {repository} (HTTP {http_port}, gRPC {grpc_port}) ...", flush=True)
-        with LocalTritonServer(repository, http_port, grpc_port, metrics_port,
-                               log_file=output / "tritonserver.log"):
+        repository = build_repository(
+            export_dir, Path(tmp) / "model_repository", get_profile("cpu")
+        )
+        print(
+            f"starting tritonserver on {repository} (HTTP {http_port}, gRPC {grpc_port}) ...",
+            flush=True,
+        )
+        with LocalTritonServer(
+            repository, http_port, grpc_port, metrics_port, log_file=output / "tritonserver.log"
+        ):
             code = segment_image(output, grpc_port)
             if code == 0 and video_frames > 0:
                 code = track_video(output, grpc_port, video_frames)
             return code
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export-dir", default="artifacts/tiny")
     parser.add_argument("--output", default="demo")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--video-frames", type=int, default=VIDEO_FRAMES,
-                        help=f"frames of the sample video to track (default {VIDEO_FRAMES}; 0: none)")
+    parser.add_argument(
+        "--video-frames",
+        type=int,
+        default=VIDEO_FRAMES,
+        help=f"frames of the sample video to track (default {VIDEO_FRAMES}; 0: none)",
+    )
     args = parser.parse_args(argv)
     try:
-        return run_demo(Path(args.export_dir), Path(args.output), args.http_port, args.grpc_port,
-                        args.metrics_port, args.video_frames)
+        return run_demo(
+            Path(args.export_dir),
+            Path(args.output),
+            args.http_port,
+            args.grpc_port,
+            args.metrics_port,
+            args.video_frames,
+        )
     except Sam2TritonError as exc:
         print(f"sam2-triton demo: error: {exc}", file=sys.stderr)
         return 2

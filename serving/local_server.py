@@ -25,8 +25,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 from sam2_triton.errors import Sam2TritonError
 
@@ -56,7 +56,7 @@ def pytriton_server_dir() -> Path:
     return server_dir
 
 
-def prepare_backend_dir(root: Path, server_dir: Optional[Path] = None) -> Path:
+def prepare_backend_dir(root: Path, server_dir: Path | None = None) -> Path:
     """Lay out `root/python/` the way tritonserver expects a backend directory.
 
     The wheel keeps the Python-backend stubs per Python version apart from the backend
@@ -124,7 +124,7 @@ class LocalTritonServer:
         http_port: int = 8000,
         grpc_port: int = 8001,
         metrics_port: int = 8002,
-        log_file: Optional[os.PathLike] = None,
+        log_file: os.PathLike | None = None,
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
     ) -> None:
@@ -136,7 +136,7 @@ class LocalTritonServer:
         self.extra_args = list(extra_args)
         self._workdir = Path(tempfile.mkdtemp(prefix="sam2-triton-server-"))
         self.log_file = Path(log_file) if log_file else self._workdir / "tritonserver.log"
-        self._process: Optional[subprocess.Popen] = None
+        self._process: subprocess.Popen | None = None
         self._log_handle = None
 
     @property
@@ -147,7 +147,7 @@ class LocalTritonServer:
     def grpc_url(self) -> str:
         return f"localhost:{self.grpc_port}"
 
-    def command(self, server_dir: Path, backend_dir: Path) -> List[str]:
+    def command(self, server_dir: Path, backend_dir: Path) -> list[str]:
         return [
             str(server_dir / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
@@ -164,7 +164,7 @@ class LocalTritonServer:
             *self.extra_args,
         ]
 
-    def start(self, timeout_s: float = 300.0) -> "LocalTritonServer":
+    def start(self, timeout_s: float = 300.0) -> LocalTritonServer:
         if not self.repository.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist")
         for port in (self.http_port, self.grpc_port, self.metrics_port):
@@ -215,7 +215,7 @@ class LocalTritonServer:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def stop(self, timeout_s: float = 60.0) -> Optional[int]:
+    def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM to tritonserver (it unloads the models, which ends their stub processes);
         SIGKILL to its whole process group after `timeout_s`."""
         process, self._process = self._process, None
@@ -235,7 +235,7 @@ class LocalTritonServer:
         shutil.rmtree(self._workdir / "backends", ignore_errors=True)
         return returncode
 
-    def __enter__(self) -> "LocalTritonServer":
+    def __enter__(self) -> LocalTritonServer:
         return self.start() if not self.is_running() else self
 
     def __exit__(self, *exc) -> None:

@@ -17,9 +17,9 @@ import json
 import os
 import shutil
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
 
 from sam2_triton.configs import NETWORKS, DeploymentProfile, RequestLimits, load_serving_settings
 from sam2_triton.errors import ConfigError, ExportError
@@ -32,7 +32,12 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repository"
 MARKER_FILE = "sam2_triton_repository.json"
 BATCHING_NETWORKS = ("image_encoder",)  # leading axis is a request batch: dynamic batching
 
-TRITON_DTYPES = {"float32": "TYPE_FP32", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
+TRITON_DTYPES = {
+    "float32": "TYPE_FP32",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "bool": "TYPE_BOOL",
+}
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class PythonModel:
 
     name: str
     needs_metadata: bool
-    parameters: Tuple[str, ...]  # groups: "limits", "cache", "generator", "decoder", "video"
+    parameters: tuple[str, ...]  # groups: "limits", "cache", "generator", "decoder", "video"
 
 
 PYTHON_MODELS = (
@@ -53,8 +58,11 @@ PYTHON_MODELS = (
     PythonModel("track_video", True, ("limits", "video")),
 )
 # Engine axes that bound the objects of one video frame (all go through each network at once).
-OBJECT_AXES = (("memory_attention", "batch"), ("memory_encoder", "batch"),
-               ("mask_decoder", "num_prompts"))
+OBJECT_AXES = (
+    ("memory_attention", "batch"),
+    ("memory_encoder", "batch"),
+    ("mask_decoder", "num_prompts"),
+)
 SETTING_TYPES = {"int": "TYPE_INT32", "float": "TYPE_FP32"}
 ENSEMBLES = ("segment", "encode_image", "decode_masks")
 
@@ -75,16 +83,17 @@ def render(template: Path, **values: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _parameters(values: Dict[str, str]) -> str:
+def _parameters(values: dict[str, str]) -> str:
     if not values:
         return ""
     entries = ",\n".join(
-        f'  {{ key: "{k}" value: {{ string_value: {json.dumps(str(v))} }} }}' for k, v in values.items()
+        f'  {{ key: "{k}" value: {{ string_value: {json.dumps(str(v))} }} }}'
+        for k, v in values.items()
     )
     return f"parameters [\n{entries}\n]"
 
 
-def _dims(spec: TensorSpec, batching: bool) -> List[int]:
+def _dims(spec: TensorSpec, batching: bool) -> list[int]:
     shape = spec.shape[1:] if batching else spec.shape
     return [d if isinstance(d, int) else -1 for d in shape]
 
@@ -107,7 +116,7 @@ def _warmup(contract: GraphContract, profile: DeploymentProfile, batching: bool)
     sizes = {axis: profile.axis_range(contract.name, axis)[0] for axis in contract.axis_names}
     inputs = []
     for spec in contract.inputs:
-        dims = list(spec.concrete_shape(sizes))[1 if batching else 0:]
+        dims = list(spec.concrete_shape(sizes))[1 if batching else 0 :]
         inputs.append(
             f'    inputs {{ key: "{spec.name}" value: {{ data_type: {TRITON_DTYPES[spec.dtype]} '
             f"dims: {dims} zero_data: true }} }}"
@@ -132,11 +141,11 @@ class RepositoryBuilder:
         export_dir: Path,
         output: Path,
         profile: DeploymentProfile,
-        engine_dir: Optional[Path],
-        checkpoint: Optional[Path],
+        engine_dir: Path | None,
+        checkpoint: Path | None,
         warmup: bool,
-        limits: Optional[RequestLimits] = None,
-        video: Optional[VideoSettings] = None,
+        limits: RequestLimits | None = None,
+        video: VideoSettings | None = None,
     ) -> None:
         self.export_dir = export_dir
         self.output = output
@@ -153,7 +162,9 @@ class RepositoryBuilder:
         # On CPU-only Python-backend deployments the BLS models run the (small) mask decoder
         # themselves, next to the embeddings they hold; elsewhere they call mask_decoder.
         self.decoder_in_process = (
-            profile.triton_backend == "python" and profile.runtime == "onnxruntime" and not self.on_gpu
+            profile.triton_backend == "python"
+            and profile.runtime == "onnxruntime"
+            and not self.on_gpu
         )
 
     # -- networks ------------------------------------------------------------------------
@@ -163,21 +174,27 @@ class RepositoryBuilder:
         backend = self.profile.triton_backend
         version = self.output / name / "1"
         version.mkdir(parents=True)
-        parameters: Dict[str, str] = {}
+        parameters: dict[str, str] = {}
         if backend == "python":
             backend_line = 'backend: "python"'
             shutil.copy2(self.templates / "network" / "1" / "model.py", version / "model.py")
-            parameters = {"network": name, "runtime": self.profile.runtime, "intra_op_threads": "0",
-                          # CPU: idle ONNX Runtime threads sleep, leaving the cores to the
-                          # other models' processes.
-                          "allow_spinning": "1" if self.on_gpu else "0"}
+            parameters = {
+                "network": name,
+                "runtime": self.profile.runtime,
+                "intra_op_threads": "0",
+                # CPU: idle ONNX Runtime threads sleep, leaving the cores to the
+                # other models' processes.
+                "allow_spinning": "1" if self.on_gpu else "0",
+            }
             if self.profile.runtime == "torch":
                 if self.checkpoint is None or not self.checkpoint.is_file():
                     raise ConfigError(
                         f"profile {self.profile.name!r} runs the official modules in PyTorch: "
                         f"give --checkpoint (the file the export was made from)"
                     )
-                parameters.update(checkpoint=str(self.checkpoint.resolve()), model=self.metadata["model"]["name"])
+                parameters.update(
+                    checkpoint=str(self.checkpoint.resolve()), model=self.metadata["model"]["name"]
+                )
             else:
                 _link_or_copy(self.export_dir / contract.file, version / contract.file)
             _link_or_copy(self.export_dir / METADATA_FILE, version / METADATA_FILE)
@@ -190,7 +207,8 @@ class RepositoryBuilder:
             if not plan.is_file():
                 raise ExportError(
                     f"{plan} not found: build the engines first "
-                    f"(sam2-triton build-engines --model-dir {self.export_dir} --profile {self.profile.name})"
+                    f"(sam2-triton build-engines --model-dir {self.export_dir} "
+                    f"--profile {self.profile.name})"
                 )
             _link_or_copy(plan, version / "model.plan")
         max_batch = self.profile.axis_range(name, "batch")[2] if batching else 0
@@ -204,8 +222,9 @@ class RepositoryBuilder:
             inputs=_tensors("input", contract.inputs, batching),
             outputs=_tensors("output", contract.outputs, batching),
             batching=(
-                "dynamic_batching { max_queue_delay_microseconds: "
-                f"{2000 if self.on_gpu else 0} }}" if batching else ""
+                f"dynamic_batching {{ max_queue_delay_microseconds: {2000 if self.on_gpu else 0} }}"
+                if batching
+                else ""
             ),
             instance_group=_instance_group("KIND_GPU" if self.on_gpu else "KIND_CPU"),
             warmup=_warmup(contract, self.profile, batching) if self.warmup else "",
@@ -220,11 +239,13 @@ class RepositoryBuilder:
         shutil.copy2(self.templates / model.name / "1" / "model.py", version / "model.py")
         if model.needs_metadata:
             _link_or_copy(self.export_dir / METADATA_FILE, version / METADATA_FILE)
-        parameters: Dict[str, str] = {}
+        parameters: dict[str, str] = {}
         if "limits" in model.parameters:
             parameters.update(self.limits.as_parameters())
         if "cache" in model.parameters:
-            parameters["embedding_cache_bytes"] = str(int(self.settings["embedding_cache"]["max_bytes"]))
+            parameters["embedding_cache_bytes"] = str(
+                int(self.settings["embedding_cache"]["max_bytes"])
+            )
         if "generator" in model.parameters:
             parameters["generator_defaults"] = json.dumps(self.settings["automatic_mask_generator"])
         if "video" in model.parameters:
@@ -233,8 +254,10 @@ class RepositoryBuilder:
         if "decoder" in model.parameters:
             parameters["decoder"] = "in_process" if self.decoder_in_process else "bls"
             if self.decoder_in_process:
-                _link_or_copy(self.export_dir / CONTRACTS["mask_decoder"].file,
-                              version / CONTRACTS["mask_decoder"].file)
+                _link_or_copy(
+                    self.export_dir / CONTRACTS["mask_decoder"].file,
+                    version / CONTRACTS["mask_decoder"].file,
+                )
         # Pre/post-processing is CPU work: on a GPU server two instances overlap requests.
         count = 2 if self.on_gpu and model.name.startswith(("preprocess", "postprocess")) else 1
         text = render(
@@ -254,20 +277,23 @@ class RepositoryBuilder:
         objects = min(self.profile.axis_range(network, axis)[2] for network, axis in OBJECT_AXES)
         settings = self.metadata["settings"]
         prompted = min(
-            self.profile.axis_range("memory_attention", "num_memories")[2] - (int(settings["num_maskmem"]) - 1),
+            self.profile.axis_range("memory_attention", "num_memories")[2]
+            - (int(settings["num_maskmem"]) - 1),
             self.profile.axis_range("memory_attention", "num_pointers")[2]
             - (int(settings["max_obj_ptrs_in_encoder"]) - 1),
         )
         if prompted < 1:
-            raise ConfigError(f"profile {self.profile.name}: memory_attention's num_memories / num_pointers "
-                              "leave no room for a conditioning frame")
+            raise ConfigError(
+                f"profile {self.profile.name}: memory_attention's num_memories / num_pointers "
+                "leave no room for a conditioning frame"
+            )
         return dataclasses.replace(
             self.video,
             max_objects=min(self.video.max_objects, objects),
             max_prompted_frames=min(self.video.max_prompted_frames, prompted),
         )
 
-    def video_template_values(self) -> Dict[str, str]:
+    def video_template_values(self) -> dict[str, str]:
         """Placeholders of track_video's config (ignored by the other templates)."""
         settings = self.video_settings()
         samurai_inputs = ",\n".join(
@@ -300,7 +326,9 @@ class RepositoryBuilder:
             "checkpoint": self.metadata["model"].get("checkpoint"),
             "models": sorted(p.name for p in self.output.iterdir() if p.is_dir()),
         }
-        (self.output / MARKER_FILE).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        (self.output / MARKER_FILE).write_text(
+            json.dumps(marker, indent=1) + "\n", encoding="utf-8"
+        )
         return self.output
 
 
@@ -309,11 +337,11 @@ def build_repository(
     output: os.PathLike,
     profile: DeploymentProfile,
     *,
-    engine_dir: Optional[os.PathLike] = None,
-    checkpoint: Optional[os.PathLike] = None,
+    engine_dir: os.PathLike | None = None,
+    checkpoint: os.PathLike | None = None,
     warmup: bool = True,
-    limits: Optional[RequestLimits] = None,
-    video: Optional[VideoSettings] = None,
+    limits: RequestLimits | None = None,
+    video: VideoSettings | None = None,
 ) -> Path:
     """Write the repository for `profile` into `output` and return its path.
 
@@ -332,7 +360,9 @@ def build_repository(
         shutil.rmtree(output)
     output.mkdir(parents=True)
     builder = RepositoryBuilder(
-        export_dir, output, profile,
+        export_dir,
+        output,
+        profile,
         Path(engine_dir) if engine_dir else None,
         Path(checkpoint) if checkpoint else None,
         warmup,

@@ -85,10 +85,13 @@ def exported(request, tmp_path_factory, test_checkpoint) -> ExportedModel:
         model,
         spec,
         directory,
-        checkpoint={"file": checkpoint.name, "sha256": sha256_file(checkpoint), "random_weights": False},
+        checkpoint={
+            "file": checkpoint.name,
+            "sha256": sha256_file(checkpoint),
+            "random_weights": False,
+        },
     )
     return ExportedModel(spec=spec, checkpoint=checkpoint, model=model, directory=directory)
-
 
 
 # -- a real Triton server (the one carried by nvidia-pytriton) on the test export --------------
@@ -98,8 +101,14 @@ SERVED_MAX_IMAGE_PIXELS = 4_000_000
 SERVED_MAX_IMAGE_BYTES = 8 * 1024 * 1024
 # Video settings of the served test repository: few objects (so "too many" is cheap to send),
 # an idle timeout longer than any test waits between two frames of a sequence.
-SERVED_VIDEO_SETTINGS = dict(max_objects=4, max_prompted_frames=10, max_sequences=8, idle_timeout_s=600.0,
-                             preprocessing="video", memory_storage="bfloat16")
+SERVED_VIDEO_SETTINGS = dict(
+    max_objects=4,
+    max_prompted_frames=10,
+    max_sequences=8,
+    idle_timeout_s=600.0,
+    preprocessing="video",
+    memory_storage="bfloat16",
+)
 
 
 def free_port() -> int:
@@ -137,11 +146,18 @@ def served(exported, tmp_path_factory) -> ServedModel:
     )
     root = tmp_path_factory.mktemp("served")
     repository = build_repository(
-        exported.directory, root / "model_repository", profile, warmup=False, limits=limits,
+        exported.directory,
+        root / "model_repository",
+        profile,
+        warmup=False,
+        limits=limits,
         video=VideoSettings(**SERVED_VIDEO_SETTINGS),
     )
     server = LocalTritonServer(
-        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+        repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
         log_file=root / "tritonserver.log",
     )
     server.start(timeout_s=600)

@@ -71,7 +71,11 @@ def synthetic_image() -> np.ndarray:
     )
     image[(x - 120) ** 2 + (y - 110) ** 2 < 60**2] = (230, 40, 40)
     image[(y > 180) & (y < 290) & (x > 260) & (x < 420)] = (30, 200, 60)
-    image[(y > 40) & (y < 140) & (x > 300) & (x < 440) & (x - 300 > (140 - y) * 0.8)] = (20, 30, 220)
+    image[(y > 40) & (y < 140) & (x > 300) & (x < 440) & (x - 300 > (140 - y) * 0.8)] = (
+        20,
+        30,
+        220,
+    )
     image[(y > 220) & (y < 300) & (x > 40) & (x < 200)] = (250, 250, 250)
     return np.clip(image, 0, 255).astype(np.uint8)
 
@@ -148,13 +152,18 @@ def assert_well_formed(ours: GeneratedMasks) -> None:
     count = len(ours)
     assert ours.original_size == IMAGE_SIZE
     for name, dtype, shape in [
-        ("boxes", np.float32, (count, 4)), ("areas", np.int64, (count,)),
-        ("predicted_ious", np.float32, (count,)), ("stability_scores", np.float32, (count,)),
-        ("point_coords", np.float32, (count, 2)), ("crop_boxes", np.float32, (count, 4)),
+        ("boxes", np.float32, (count, 4)),
+        ("areas", np.int64, (count,)),
+        ("predicted_ious", np.float32, (count,)),
+        ("stability_scores", np.float32, (count,)),
+        ("point_coords", np.float32, (count, 2)),
+        ("crop_boxes", np.float32, (count, 4)),
     ]:
         array = getattr(ours, name)
         assert array.dtype == dtype and array.shape == shape, (name, array.dtype, array.shape)
-    assert all(rle["size"] == list(IMAGE_SIZE) and isinstance(rle["counts"], str) for rle in ours.rles)
+    assert all(
+        rle["size"] == list(IMAGE_SIZE) and isinstance(rle["counts"], str) for rle in ours.rles
+    )
 
 
 def assert_same_masks(reference: list, ours: GeneratedMasks) -> None:
@@ -169,7 +178,9 @@ def assert_same_masks(reference: list, ours: GeneratedMasks) -> None:
         assert abs(got["predicted_iou"] - want["predicted_iou"]) <= MAX_PREDICTED_IOU_DIFF, i
         assert abs(got["stability_score"] - want["stability_score"]) <= MAX_STABILITY_DIFF, i
         np.testing.assert_allclose(got["bbox"], want["bbox"], rtol=0, atol=MAX_BOX_DIFF_PX)
-        np.testing.assert_allclose(got["point_coords"], want["point_coords"], rtol=0, atol=MAX_POINT_DIFF_PX)
+        np.testing.assert_allclose(
+            got["point_coords"], want["point_coords"], rtol=0, atol=MAX_POINT_DIFF_PX
+        )
         assert got["crop_box"] == want["crop_box"], i
         assert abs(got["area"] - want["area"]) <= (1 - MIN_MASK_IOU) * want["area"], i
         assert got["area"] == rle_area(got["segmentation"])
@@ -184,7 +195,11 @@ def test_matches_reference_on_the_whole_image(reference_model, predictor):
 def test_matches_reference_with_a_crop_layer(reference_model, predictor):
     """crop_n_layers=1: the image and 4 overlapping crops, each encoded and decoded."""
     reference, ours = generate_both(
-        reference_model, predictor, points_per_side=4, crop_n_layers=1, crop_n_points_downscale_factor=2,
+        reference_model,
+        predictor,
+        points_per_side=4,
+        crop_n_layers=1,
+        crop_n_points_downscale_factor=2,
         **FILTERS,
     )
     whole_image = [0.0, 0.0, float(IMAGE_SIZE[1]), float(IMAGE_SIZE[0])]
@@ -197,7 +212,12 @@ def test_matches_reference_with_a_crop_layer(reference_model, predictor):
 def test_matches_reference_with_single_mask_and_m2m(reference_model, predictor):
     """multimask_output=False (token 0 or the stability-based choice) and use_m2m refinement."""
     reference, ours = generate_both(
-        reference_model, predictor, points_per_side=4, multimask_output=False, use_m2m=True, **FILTERS
+        reference_model,
+        predictor,
+        points_per_side=4,
+        multimask_output=False,
+        use_m2m=True,
+        **FILTERS,
     )
     assert len(reference) > 0, "FILTERS keep no mask: the comparison would be empty"
     assert_same_masks(reference, ours)
@@ -211,7 +231,9 @@ def test_matches_reference_with_single_mask_and_m2m(reference_model, predictor):
 @pytest.mark.parametrize("overlap", [512 / 1500, 0.0, 0.9])
 def test_crop_boxes_match_reference(size, n_layers, overlap):
     boxes, layers = reference_utils.generate_crop_boxes(size, n_layers, overlap)
-    assert crop_boxes(size, n_layers, overlap) == [(tuple(box), layer) for box, layer in zip(boxes, layers)]
+    assert crop_boxes(size, n_layers, overlap) == [
+        (tuple(box), layer) for box, layer in zip(boxes, layers)
+    ]
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 32])
@@ -243,12 +265,16 @@ def test_mask_boxes_match_reference():
     masks = torch.from_numpy(random_masks(8, 23, 31, seed=1))
     masks[3] = False
     masks[3, 5:9, 11:12] = True
-    torch.testing.assert_close(mask_boxes(masks), reference_utils.batched_mask_to_box(masks), rtol=0, atol=0)
+    torch.testing.assert_close(
+        mask_boxes(masks), reference_utils.batched_mask_to_box(masks), rtol=0, atol=0
+    )
 
 
 def test_mask_boxes_are_coco_boxes_less_one_pixel():
     masks = random_masks(6, 17, 13, seed=2)[1:]
-    coco = coco_mask.toBbox(coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))))
+    coco = coco_mask.toBbox(
+        coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    )
     ours = mask_boxes(torch.from_numpy(masks)).numpy()
     np.testing.assert_array_equal(ours[:, :2], coco[:, :2])
     np.testing.assert_array_equal(ours[:, 2:] - ours[:, :2] + 1, coco[:, 2:])
@@ -294,7 +320,9 @@ def serving_defaults() -> dict:
 
 
 def settings_from(overrides: dict) -> GeneratorSettings:
-    return GeneratorSettings.from_mapping(serving_defaults(), overrides, MAX_POINTS_PER_SIDE, MAX_CROP_N_LAYERS)
+    return GeneratorSettings.from_mapping(
+        serving_defaults(), overrides, MAX_POINTS_PER_SIDE, MAX_CROP_N_LAYERS
+    )
 
 
 def test_default_settings_are_the_reference_defaults():
@@ -305,12 +333,14 @@ def test_default_settings_are_the_reference_defaults():
 
 
 def test_overrides_accept_numpy_scalars_and_one_element_arrays():
-    settings = settings_from({
-        "points_per_side": np.array([16], dtype=np.int32),
-        "pred_iou_thresh": np.float32(0.7),
-        "crop_n_layers": 1,
-        "use_m2m": np.bool_(True),
-    })
+    settings = settings_from(
+        {
+            "points_per_side": np.array([16], dtype=np.int32),
+            "pred_iou_thresh": np.float32(0.7),
+            "crop_n_layers": 1,
+            "use_m2m": np.bool_(True),
+        }
+    )
     assert settings.points_per_side == 16 and isinstance(settings.points_per_side, int)
     assert settings.pred_iou_thresh == 0.7  # the float32 value's decimal, not 0.699999988
     assert settings.crop_n_layers == 1 and settings.use_m2m is True
@@ -332,8 +362,10 @@ def test_overrides_accept_numpy_scalars_and_one_element_arrays():
         ({"crop_n_layers": MAX_CROP_N_LAYERS + 1}, "crop_n_layers must be in 0..3"),
         ({"crop_n_layers": -1}, "crop_n_layers must be >= 0"),
         ({"crop_n_points_downscale_factor": 0}, "crop_n_points_downscale_factor must be >= 1"),
-        ({"points_per_side": 4, "crop_n_layers": 3, "crop_n_points_downscale_factor": 2},
-         "leaves no points in crop layer 3"),
+        (
+            {"points_per_side": 4, "crop_n_layers": 3, "crop_n_points_downscale_factor": 2},
+            "leaves no points in crop layer 3",
+        ),
         ({"stability_score_offset": -1.0}, "stability_score_offset must be >= 0"),
         ({"mask_threshold": math.nan}, "mask_threshold must be finite"),
         ({"pred_iou_thresh": "high"}, "pred_iou_thresh must be a number"),
@@ -356,7 +388,9 @@ def test_direct_construction_is_validated():
 
 def test_unknown_default_is_a_config_error():
     with pytest.raises(ConfigError, match="points_per_grid"):
-        GeneratorSettings.from_mapping({"points_per_grid": 8}, {}, MAX_POINTS_PER_SIDE, MAX_CROP_N_LAYERS)
+        GeneratorSettings.from_mapping(
+            {"points_per_grid": 8}, {}, MAX_POINTS_PER_SIDE, MAX_CROP_N_LAYERS
+        )
 
 
 class _NoNetworks:

@@ -65,7 +65,9 @@ def test_random_weights_must_be_explicit(test_checkpoint):
     with pytest.raises(CheckpointError, match="ask for random weights explicitly"):
         ck.build_sam2_model(get_model("tiny"))
     with pytest.raises(CheckpointError, match="choose one"):
-        ck.build_sam2_model(get_model("tiny"), checkpoint=test_checkpoint("tiny"), random_weights=True)
+        ck.build_sam2_model(
+            get_model("tiny"), checkpoint=test_checkpoint("tiny"), random_weights=True
+        )
     with pytest.warns(UserWarning, match="RANDOM weights"):
         ck.build_sam2_model(get_model("tiny"), random_weights=True)
 

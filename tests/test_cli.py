@@ -10,8 +10,20 @@ from sam2_triton.export.contract import CONTRACTS
 
 def test_export_from_checkpoint_then_lint(test_checkpoint, tmp_path, capsys):
     out = tmp_path / "tiny"
-    assert main(["export", "--model", "tiny", "--checkpoint", str(test_checkpoint("tiny")),
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                "tiny",
+                "--checkpoint",
+                str(test_checkpoint("tiny")),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     for contract in CONTRACTS.values():
         assert (out / contract.file).stat().st_size > 1000
     metadata = json.loads((out / "metadata.json").read_text())
@@ -41,30 +53,65 @@ def test_missing_checkpoint_explains_what_to_do(tmp_path, capsys):
 def test_corrupt_checkpoint(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00" * 64)
-    err = _error(capsys, ["export", "--model", "tiny", "--checkpoint", str(bad), "--output", str(tmp_path / "o")])
+    err = _error(
+        capsys,
+        ["export", "--model", "tiny", "--checkpoint", str(bad), "--output", str(tmp_path / "o")],
+    )
     assert "not a readable PyTorch checkpoint" in err
 
 
 def test_mismatched_checkpoint(test_checkpoint, tmp_path, capsys):
-    err = _error(capsys, ["export", "--model", "large", "--checkpoint", str(test_checkpoint("tiny")),
-                          "--output", str(tmp_path / "o")])
+    err = _error(
+        capsys,
+        [
+            "export",
+            "--model",
+            "large",
+            "--checkpoint",
+            str(test_checkpoint("tiny")),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+    )
     assert "does not match config configs/sam2.1/sam2.1_hiera_l.yaml" in err
 
 
 def test_build_repository_without_export_says_so(tmp_path, capsys):
-    err = _error(capsys, ["build-repository", "--model-dir", str(tmp_path / "none"),
-                          "--output", str(tmp_path / "repo")])
+    err = _error(
+        capsys,
+        [
+            "build-repository",
+            "--model-dir",
+            str(tmp_path / "none"),
+            "--output",
+            str(tmp_path / "repo"),
+        ],
+    )
     assert "metadata.json not found" in err and "export" in err
 
 
 def test_build_repository_unknown_profile(tmp_path, capsys):
-    err = _error(capsys, ["build-repository", "--profile", "gpu-fp8", "--output", str(tmp_path / "repo")])
+    err = _error(
+        capsys, ["build-repository", "--profile", "gpu-fp8", "--output", str(tmp_path / "repo")]
+    )
     assert "unknown deployment profile 'gpu-fp8'" in err
 
 
 def test_serve_missing_repository(tmp_path, capsys):
-    err = _error(capsys, ["serve", "--repository", str(tmp_path / "none"), "--http-port", "18990",
-                          "--grpc-port", "18991", "--metrics-port", "18992"])
+    err = _error(
+        capsys,
+        [
+            "serve",
+            "--repository",
+            str(tmp_path / "none"),
+            "--http-port",
+            "18990",
+            "--grpc-port",
+            "18991",
+            "--metrics-port",
+            "18992",
+        ],
+    )
     assert "does not exist" in err
 
 
@@ -75,6 +122,18 @@ def test_serve_port_in_use(tmp_path, capsys):
         busy.bind(("0.0.0.0", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        err = _error(capsys, ["serve", "--repository", str(tmp_path), "--http-port", str(port),
-                              "--grpc-port", "18991", "--metrics-port", "18992"])
+        err = _error(
+            capsys,
+            [
+                "serve",
+                "--repository",
+                str(tmp_path),
+                "--http-port",
+                str(port),
+                "--grpc-port",
+                "18991",
+                "--metrics-port",
+                "18992",
+            ],
+        )
     assert f"port {port} is already in use" in err

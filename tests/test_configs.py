@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-
 import sam2
+
 from sam2_triton import configs
 from sam2_triton.errors import ConfigError
 from sam2_triton.export.contract import CONTRACTS
@@ -22,8 +22,13 @@ def test_eight_official_sizes():
 
 @pytest.mark.parametrize(
     "alias,name",
-    [("tiny", "tiny"), ("T", "tiny"), ("sam2.1_hiera_large", "large"), ("b+", "base_plus"),
-     ("sam2_hiera_small", "sam2_small")],
+    [
+        ("tiny", "tiny"),
+        ("T", "tiny"),
+        ("sam2.1_hiera_large", "large"),
+        ("b+", "base_plus"),
+        ("sam2_hiera_small", "sam2_small"),
+    ],
 )
 def test_aliases(alias, name):
     assert configs.get_model(alias).name == name

@@ -8,8 +8,6 @@ code paths (`forward_image`, the prompt encoder + `predict_masks`, `_encode_new_
 
 from __future__ import annotations
 
-from typing import Dict, List
-
 import numpy as np
 import pytest
 import torch
@@ -28,7 +26,7 @@ def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
     return float(np.linalg.norm(diff) / max(np.linalg.norm(reference), 1e-30))
 
 
-def assert_close(outputs: Dict[str, np.ndarray], references: Dict[str, np.ndarray]) -> None:
+def assert_close(outputs: dict[str, np.ndarray], references: dict[str, np.ndarray]) -> None:
     errors = {}
     for name, reference in references.items():
         assert outputs[name].shape == tuple(reference.shape), (name, outputs[name].shape)
@@ -62,18 +60,21 @@ def test_image_encoder(exported, networks, batch):
 # --- prompt encoder + mask decoder ----------------------------------------------------------
 
 
-def reference_decoder(model, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+def reference_decoder(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Official prompt encoder + MaskDecoder.predict_masks + obj_ptr_proj, one prompt at a time
     (as SAM2Base does per object), each prompt with or without its mask input."""
     num_prompts = inputs["point_coords"].shape[0]
     shared = inputs["image_embed"].shape[0] == 1
-    outs: Dict[str, List[torch.Tensor]] = {k: [] for k in CONTRACTS["mask_decoder"].output_names}
+    outs: dict[str, list[torch.Tensor]] = {k: [] for k in CONTRACTS["mask_decoder"].output_names}
     with torch.no_grad():
         for p in range(num_prompts):
             i = 0 if shared else p
             mask = _t(inputs["mask_input"][p : p + 1]) if inputs["has_mask_input"][p] else None
             sparse, dense = model.sam_prompt_encoder(
-                points=(_t(inputs["point_coords"][p : p + 1]), _t(inputs["point_labels"][p : p + 1])),
+                points=(
+                    _t(inputs["point_coords"][p : p + 1]),
+                    _t(inputs["point_labels"][p : p + 1]),
+                ),
                 boxes=None,
                 masks=mask,
             )
@@ -110,7 +111,7 @@ def test_mask_decoder(exported, networks, num_images, num_prompts, num_points):
 # --- memory encoder -------------------------------------------------------------------------
 
 
-def reference_memory_encoder(model, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+def reference_memory_encoder(model, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """Official SAM2Base._encode_new_memory, one object at a time (is_mask_from_pts per call)."""
     results = []
     with torch.no_grad():
@@ -224,7 +225,9 @@ def memory_scenario(model, frame_idx, cond_frames, past_frames, num_frames, batc
         (20, [0, 12], [t for t in range(1, 20) if t != 12], 40, 2),  # 2 cond frames, 16 pointers
     ],
 )
-def test_memory_attention(exported, networks, frame_idx, cond_frames, past_frames, num_frames, batch):
+def test_memory_attention(
+    exported, networks, frame_idx, cond_frames, past_frames, num_frames, batch
+):
     rng = np.random.default_rng(frame_idx)
     inputs, reference = memory_scenario(
         exported.model, frame_idx, cond_frames, past_frames, num_frames, batch, rng

@@ -37,8 +37,11 @@ def _problems(model):
 
 
 def test_flags_data_dependent_shapes():
-    model = _graph([helper.make_node("NonZero", ["x"], ["y"], name="nz")], [_vi("x")],
-                   [_vi("y", TensorProto.INT64, (2, "n"))])
+    model = _graph(
+        [helper.make_node("NonZero", ["x"], ["y"], name="nz")],
+        [_vi("x")],
+        [_vi("y", TensorProto.INT64, (2, "n"))],
+    )
     assert "nz (NonZero): output shape depends on input values" in _problems(model)
 
 
@@ -62,24 +65,37 @@ def test_flags_complex_and_double():
     ]
     model = _graph(nodes, [_vi("x")], [_vi("y")])
     assert "to_double (Cast): casts to float64" in _problems(model)
-    complex_in = _graph([helper.make_node("Identity", ["c"], ["y"], name="i")],
-                        [_vi("c", TensorProto.COMPLEX64)], [_vi("y", TensorProto.COMPLEX64)])
+    complex_in = _graph(
+        [helper.make_node("Identity", ["c"], ["y"], name="i")],
+        [_vi("c", TensorProto.COMPLEX64)],
+        [_vi("y", TensorProto.COMPLEX64)],
+    )
     assert "dtype complex64" in _problems(complex_in)
 
 
 def test_flags_cubic_resize_and_dynamic_axes():
     scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])
     resize = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="cubic", name="up")
-    model = _graph([resize], [_vi("x", shape=(1, 1, 4, 4))], [_vi("y", shape=(1, 1, 8, 8))],
-                   initializers=[scales])
+    model = _graph(
+        [resize],
+        [_vi("x", shape=(1, 1, 4, 4))],
+        [_vi("y", shape=(1, 1, 8, 8))],
+        initializers=[scales],
+    )
     assert "Resize mode cubic unsupported" in _problems(model)
     squeeze = helper.make_node("Squeeze", ["x", "axes"], ["y"], name="sq")
-    model = _graph([squeeze], [_vi("x"), _vi("axes", TensorProto.INT64, (1,))], [_vi("y", shape=(4,))])
+    model = _graph(
+        [squeeze], [_vi("x"), _vi("axes", TensorProto.INT64, (1,))], [_vi("y", shape=(4,))]
+    )
     assert "sq (Squeeze): input 1 (axes) must be a constant" in _problems(model)
 
 
 def test_clean_graph_passes():
     weight = onnx.numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
-    model = _graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], [_vi("x")],
-                   [_vi("y")], initializers=[weight])
+    model = _graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        [_vi("x")],
+        [_vi("y")],
+        initializers=[weight],
+    )
     assert lint_model(model) == []

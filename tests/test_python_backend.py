@@ -20,40 +20,77 @@ LIMITS = RequestLimits.for_profile(get_profile("cpu"))
 
 def test_prompts_scale_to_model_space_and_put_box_corners_first():
     prompts = prepare_prompts(
-        (480, 640), LIMITS,
-        point_coords=np.array([[[320, 240]]], np.float32), point_labels=np.array([[1]], np.int32),
+        (480, 640),
+        LIMITS,
+        point_coords=np.array([[[320, 240]]], np.float32),
+        point_labels=np.array([[1]], np.int32),
         boxes=np.array([[64, 48, 640, 480]], np.float32),
     )
-    np.testing.assert_allclose(prompts.point_coords, [[[102.4, 102.4], [1024, 1024], [512, 512]]], rtol=1e-6)
+    np.testing.assert_allclose(
+        prompts.point_coords, [[[102.4, 102.4], [1024, 1024], [512, 512]]], rtol=1e-6
+    )
     assert prompts.point_labels.tolist() == [[2, 3, 1]]
     assert prompts.has_mask_input.tolist() == [0.0] and not prompts.mask_input.any()
 
 
 def test_prompts_with_mask_input_flag_it():
     mask = np.full((2, 1, 256, 256), 3.0, np.float32)
-    prompts = prepare_prompts((100, 100), LIMITS, boxes=np.array([[0, 0, 50, 50], [10, 10, 90, 90]], np.float32),
-                              mask_input=mask)
+    prompts = prepare_prompts(
+        (100, 100),
+        LIMITS,
+        boxes=np.array([[0, 0, 50, 50], [10, 10, 90, 90]], np.float32),
+        mask_input=mask,
+    )
     assert prompts.has_mask_input.tolist() == [1.0, 1.0] and prompts.mask_input is mask
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(point_coords=np.zeros((1, 1, 2), np.float32)), "without POINT_LABELS"),
-    (dict(boxes=np.zeros((2, 4), np.float32), point_coords=np.zeros((3, 1, 2), np.float32),
-          point_labels=np.ones((3, 1), np.int32)), "prompt counts differ"),
-    (dict(boxes=np.zeros((1, 5), np.float32)), "BOXES must be"),
-    (dict(point_coords=np.zeros((1, 0, 2), np.float32), point_labels=np.zeros((1, 0), np.int32)), "0 points"),
-    (dict(point_coords=np.full((1, 1, 2), -60.0, np.float32), point_labels=np.ones((1, 1), np.int32)),
-     "far outside"),
-    (dict(boxes=np.zeros((1, 4), np.float32), mask_input=np.zeros((1, 1, 64, 64), np.float32)), "MASK_INPUT must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(point_coords=np.zeros((1, 1, 2), np.float32)), "without POINT_LABELS"),
+        (
+            dict(
+                boxes=np.zeros((2, 4), np.float32),
+                point_coords=np.zeros((3, 1, 2), np.float32),
+                point_labels=np.ones((3, 1), np.int32),
+            ),
+            "prompt counts differ",
+        ),
+        (dict(boxes=np.zeros((1, 5), np.float32)), "BOXES must be"),
+        (
+            dict(
+                point_coords=np.zeros((1, 0, 2), np.float32),
+                point_labels=np.zeros((1, 0), np.int32),
+            ),
+            "0 points",
+        ),
+        (
+            dict(
+                point_coords=np.full((1, 1, 2), -60.0, np.float32),
+                point_labels=np.ones((1, 1), np.int32),
+            ),
+            "far outside",
+        ),
+        (
+            dict(
+                boxes=np.zeros((1, 4), np.float32), mask_input=np.zeros((1, 1, 64, 64), np.float32)
+            ),
+            "MASK_INPUT must be",
+        ),
+    ],
+)
 def test_prompt_errors_name_the_problem(kwargs, message):
     with pytest.raises(InputError, match=message):
         prepare_prompts((100, 100), LIMITS, **kwargs)
 
 
 def test_points_just_outside_the_image_are_accepted():
-    prompts = prepare_prompts((100, 100), LIMITS, point_coords=np.array([[[-49.0, 149.0]]], np.float32),
-                              point_labels=np.array([[1]], np.int32))
+    prompts = prepare_prompts(
+        (100, 100),
+        LIMITS,
+        point_coords=np.array([[[-49.0, 149.0]]], np.float32),
+        point_labels=np.array([[1]], np.int32),
+    )
     assert prompts.num_prompts == 1
 
 
@@ -68,7 +105,9 @@ def test_single_mask_choice_matches_the_reference_decoder(exported):
     logits[3:, 0] = np.sign(logits[3:, 0]) * 50  # stable
     iou = rng.random((6, 4)).astype(np.float32)
     ours_masks, ours_iou = select_masks(logits, iou, False, choice)
-    ref_masks, ref_iou = decoder._dynamic_multimask_via_stability(torch.from_numpy(logits), torch.from_numpy(iou))
+    ref_masks, ref_iou = decoder._dynamic_multimask_via_stability(
+        torch.from_numpy(logits), torch.from_numpy(iou)
+    )
     np.testing.assert_array_equal(ours_masks, ref_masks.numpy())
     np.testing.assert_array_equal(ours_iou, ref_iou.numpy())
     multi_masks, multi_iou = select_masks(logits, iou, True, choice)
@@ -126,14 +165,19 @@ def test_preprocessing_equals_sam2_transforms():
 
 
 def test_torch_runner_equals_onnx_runner(exported):
-    from sam2_triton.export.sample_inputs import random_inputs
     from sam2_triton.export.contract import CONTRACTS
+    from sam2_triton.export.sample_inputs import random_inputs
     from sam2_triton.python_backend.onnx_networks import OnnxNetworks
     from sam2_triton.python_backend.torch_networks import TorchNetworks
 
-    inputs = random_inputs(CONTRACTS["mask_decoder"], {"num_images": 1, "num_prompts": 2, "num_points": 3},
-                           np.random.default_rng(1))
-    ours = TorchNetworks(exported.checkpoint, exported.spec.name, ["mask_decoder"], "cpu").run("mask_decoder", **inputs)
+    inputs = random_inputs(
+        CONTRACTS["mask_decoder"],
+        {"num_images": 1, "num_prompts": 2, "num_points": 3},
+        np.random.default_rng(1),
+    )
+    ours = TorchNetworks(exported.checkpoint, exported.spec.name, ["mask_decoder"], "cpu").run(
+        "mask_decoder", **inputs
+    )
     onnx = OnnxNetworks(exported.directory, ["mask_decoder"]).run("mask_decoder", **inputs)
     for name, value in onnx.items():
         np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-4, err_msg=name)

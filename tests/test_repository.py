@@ -30,9 +30,14 @@ def fake_plans(exported, profile_name):
 @pytest.mark.parametrize("profile_name", sorted(load_profiles()))
 def test_every_profile_generates_valid_configs(exported, tmp_path, profile_name):
     profile = get_profile(profile_name)
-    engine_dir = fake_plans(exported, profile_name) if profile.triton_backend == "tensorrt_plan" else None
+    engine_dir = (
+        fake_plans(exported, profile_name) if profile.triton_backend == "tensorrt_plan" else None
+    )
     repo = build_repository(
-        exported.directory, tmp_path / "repo", profile, engine_dir=engine_dir,
+        exported.directory,
+        tmp_path / "repo",
+        profile,
+        engine_dir=engine_dir,
         checkpoint=exported.checkpoint if profile.runtime == "torch" else None,
     )
     expected = set(NETWORKS) | {m.name for m in PYTHON_MODELS} | set(ENSEMBLES)
@@ -44,8 +49,11 @@ def test_every_profile_generates_valid_configs(exported, tmp_path, profile_name)
         assert [i.name for i in config.input] == contract.input_names
         assert [o.name for o in config.output] == contract.output_names
         kind = config.instance_group[0].kind
-        assert kind == (model_config_pb2.ModelInstanceGroup.KIND_GPU if profile.device == "gpu"
-                        else model_config_pb2.ModelInstanceGroup.KIND_CPU)
+        assert kind == (
+            model_config_pb2.ModelInstanceGroup.KIND_GPU
+            if profile.device == "gpu"
+            else model_config_pb2.ModelInstanceGroup.KIND_CPU
+        )
         if profile.triton_backend == "tensorrt_plan":
             assert config.platform == "tensorrt_plan" and (version / "model.plan").is_file()
         elif profile.triton_backend == "onnxruntime":
@@ -54,11 +62,15 @@ def test_every_profile_generates_valid_configs(exported, tmp_path, profile_name)
             assert config.backend == "python" and (version / "model.py").is_file()
             assert config.parameters["runtime"].string_value == profile.runtime
             if profile.runtime == "torch":
-                assert config.parameters["checkpoint"].string_value == str(exported.checkpoint.resolve())
+                assert config.parameters["checkpoint"].string_value == str(
+                    exported.checkpoint.resolve()
+                )
             else:
                 assert (version / contract.file).is_file()
         assert len(config.model_warmup) == 1
-    assert configs["image_encoder"].max_batch_size == profile.axis_range("image_encoder", "batch")[2]
+    assert (
+        configs["image_encoder"].max_batch_size == profile.axis_range("image_encoder", "batch")[2]
+    )
     assert configs["image_encoder"].input[0].dims == [3, 1024, 1024]
     assert configs["mask_decoder"].max_batch_size == 0
 
@@ -74,9 +86,13 @@ def test_every_profile_generates_valid_configs(exported, tmp_path, profile_name)
     assert configs["segment_interactive"].instance_group[0].count == 1
     in_process = profile.name == "cpu"
     for name in ("segment_interactive", "automatic_mask_generator"):
-        assert configs[name].parameters["decoder"].string_value == ("in_process" if in_process else "bls")
+        assert configs[name].parameters["decoder"].string_value == (
+            "in_process" if in_process else "bls"
+        )
         assert (repo / name / "1" / "mask_decoder.onnx").is_file() == in_process
-    generator = json.loads(configs["automatic_mask_generator"].parameters["generator_defaults"].string_value)
+    generator = json.loads(
+        configs["automatic_mask_generator"].parameters["generator_defaults"].string_value
+    )
     assert generator["points_per_side"] == 32 and generator["pred_iou_thresh"] == 0.8
 
     for name in ENSEMBLES:
@@ -96,8 +112,12 @@ def test_every_profile_generates_valid_configs(exported, tmp_path, profile_name)
 
 def test_tensorrt_profile_without_plans_says_how_to_build_them(exported, tmp_path):
     with pytest.raises(ExportError, match="build-engines"):
-        build_repository(exported.directory, tmp_path / "repo", get_profile("gpu-fp16"),
-                         engine_dir=tmp_path / "no-engines")
+        build_repository(
+            exported.directory,
+            tmp_path / "repo",
+            get_profile("gpu-fp16"),
+            engine_dir=tmp_path / "no-engines",
+        )
     assert not (tmp_path / "repo").exists()
 
 

@@ -337,8 +337,14 @@ def test_memory_walks_forward_in_reverse_tracking(settings):
     assert select_memory_frames(records, 20, settings, reverse=True) == []
 
 
-@pytest.mark.parametrize("overrides", [{}, {"max_memory_candidates": 3},
-                                       {"num_recent_memories": 2, "memory_bank_iou_threshold": 0.8}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"max_memory_candidates": 3},
+        {"num_recent_memories": 2, "memory_bank_iou_threshold": 0.8},
+    ],
+)
 def test_pruned_records_select_as_the_whole_history(settings, overrides):
     """Keeping only reachable_memory_frames after every frame never changes a selection:
     for the next frame, after a gap, or for a correction of the last frame."""
@@ -350,15 +356,21 @@ def test_pruned_records_select_as_the_whole_history(settings, overrides):
         if rng.random() < 0.05:
             continue  # a gap: frame t is never tracked
         assert select_memory_frames(state.records, t, settings, cond) == (
-            select_memory_frames(history, t, settings, cond))
-        record = FrameRecord(t, float(rng.uniform(0.2, 1.0)), float(rng.normal(1.0, 1.5)),
-                             None if rng.random() < 0.3 else float(rng.uniform(0.0, 1.0)))
+            select_memory_frames(history, t, settings, cond)
+        )
+        record = FrameRecord(
+            t,
+            float(rng.uniform(0.2, 1.0)),
+            float(rng.normal(1.0, 1.5)),
+            None if rng.random() < 0.3 else float(rng.uniform(0.0, 1.0)),
+        )
         history[t] = record
         state.add_record(record)
         last = t
         if rng.random() < 0.05:  # a correction: the last frame becomes a conditioning frame
             assert select_memory_frames(state.records, t, settings, cond) == (
-                select_memory_frames(history, t, settings, cond))
+                select_memory_frames(history, t, settings, cond)
+            )
             cond.add(t)
             del history[t], state.records[t]
         state.prune(reachable_memory_frames(state.records, last, settings, cond))
@@ -416,15 +428,19 @@ def test_overrides_apply_to_a_copy(settings):
         ({"kf_weight": 0.3}, "unknown SAMURAI setting 'kf_weight'"),
         ({"kf_score_weight": 1.5}, r"kf_score_weight must be in \[0, 1\], got 1.5"),
         ({"stable_ious_threshold": -0.1}, "stable_ious_threshold must be in"),
-        ({"memory_bank_obj_score_threshold": math.nan},
-         "memory_bank_obj_score_threshold must be finite"),
+        (
+            {"memory_bank_obj_score_threshold": math.nan},
+            "memory_bank_obj_score_threshold must be finite",
+        ),
         ({"min_obj_score_logits": -math.inf}, "min_obj_score_logits must be finite"),
         ({"stable_frames_threshold": 0}, "stable_frames_threshold must be >= 1, got 0"),
         ({"max_memory_candidates": 2.5}, "max_memory_candidates must be an integer"),
         ({"num_recent_memories": 7}, r"num_recent_memories must be in 1\.\.6, got 7"),
         ({"memory_bank_iou_threshold": True}, "memory_bank_iou_threshold must be a number"),
-        ({"memory_bank_kf_score_threshold": "0.1"},
-         "memory_bank_kf_score_threshold must be a number"),
+        (
+            {"memory_bank_kf_score_threshold": "0.1"},
+            "memory_bank_kf_score_threshold must be a number",
+        ),
     ],
 )
 def test_bad_overrides_name_the_setting(settings, overrides, message):

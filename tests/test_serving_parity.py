@@ -24,7 +24,9 @@ def synthetic_image(height: int, width: int, seed: int) -> np.ndarray:
     """RGB uint8 [H, W, 3]: gradients, noise and a few solid shapes."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx * 200 // width, yy * 180 // height, (xx + yy) * 120 // (width + height)], -1)
+    base = np.stack(
+        [xx * 200 // width, yy * 180 // height, (xx + yy) * 120 // (width + height)], -1
+    )
     base = (base + rng.integers(0, 30, base.shape)).clip(0, 255).astype(np.uint8)
     image = Image.fromarray(base)
     draw = ImageDraw.Draw(image)
@@ -32,7 +34,9 @@ def synthetic_image(height: int, width: int, seed: int) -> np.ndarray:
         x0, y0 = rng.integers(0, width * 3 // 4), rng.integers(0, height * 3 // 4)
         w, h = rng.integers(width // 8, width // 3), rng.integers(height // 8, height // 3)
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x0 + w, y0 + h], fill=color)
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(
+            [x0, y0, x0 + w, y0 + h], fill=color
+        )
     return np.array(image)  # writable: the reference predictor wraps it with torch.from_numpy
 
 
@@ -61,11 +65,18 @@ def prompt_cases(height: int, width: int):
     cx, cy = width * 0.5, height * 0.5
     box = np.array([width * 0.2, height * 0.25, width * 0.7, height * 0.8], np.float32)
     return {
-        "clicks": dict(point_coords=np.array([[cx, cy], [width * 0.1, height * 0.1]], np.float32),
-                       point_labels=np.array([1, 0], np.int32), multimask_output=True),
+        "clicks": dict(
+            point_coords=np.array([[cx, cy], [width * 0.1, height * 0.1]], np.float32),
+            point_labels=np.array([1, 0], np.int32),
+            multimask_output=True,
+        ),
         "box": dict(box=box, multimask_output=False),
-        "box+click": dict(point_coords=np.array([[cx, cy]], np.float32), point_labels=np.array([1], np.int32),
-                          box=box, multimask_output=False),
+        "box+click": dict(
+            point_coords=np.array([[cx, cy]], np.float32),
+            point_labels=np.array([1], np.int32),
+            box=box,
+            multimask_output=False,
+        ),
         "two boxes": dict(box=np.stack([box, box * np.float32(0.6)]), multimask_output=True),
     }
 
@@ -74,8 +85,12 @@ def assert_same(served, reference, label: str):
     masks, scores, _ = reference
     ref_masks = np.asarray(masks).astype(bool)
     assert served.masks.shape == ref_masks.shape, label
-    inter = np.logical_and(served.masks, ref_masks).reshape(-1, *ref_masks.shape[-2:]).sum(axis=(1, 2))
-    union = np.logical_or(served.masks, ref_masks).reshape(-1, *ref_masks.shape[-2:]).sum(axis=(1, 2))
+    inter = (
+        np.logical_and(served.masks, ref_masks).reshape(-1, *ref_masks.shape[-2:]).sum(axis=(1, 2))
+    )
+    union = (
+        np.logical_or(served.masks, ref_masks).reshape(-1, *ref_masks.shape[-2:]).sum(axis=(1, 2))
+    )
     iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     assert iou.min() >= MIN_IOU, f"{label}: mask IoU {iou}"
     diff = np.abs(served.scores - scores).max()
@@ -93,8 +108,12 @@ def reference_predictor(served):
     return SAM2ImagePredictor(served.exported.model)
 
 
-@pytest.mark.parametrize("height,width,sent_as,protocol", IMAGES, ids=[f"{h}x{w}-{f}-{p}" for h, w, f, p in IMAGES])
-def test_served_masks_equal_reference(served, reference_predictor, height, width, sent_as, protocol):
+@pytest.mark.parametrize(
+    "height,width,sent_as,protocol", IMAGES, ids=[f"{h}x{w}-{f}-{p}" for h, w, f, p in IMAGES]
+)
+def test_served_masks_equal_reference(
+    served, reference_predictor, height, width, sent_as, protocol
+):
     pixels = synthetic_image(height, width, seed=height + width)
     if sent_as == "raw":
         image = pixels
@@ -114,18 +133,34 @@ def test_served_masks_equal_reference(served, reference_predictor, height, width
         # A refinement click with the previous answer's low-res logits as mask input.
         first = predictor.predict(**cases["clicks"])
         mask_input = first[2][np.argmax(first[1])][None]
-        refine = dict(point_coords=np.array([[width * 0.5, height * 0.5], [width * 0.3, height * 0.6]], np.float32),
-                      point_labels=np.array([1, 1], np.int32), mask_input=mask_input, multimask_output=True)
-        worst.append(assert_same(session.predict(**refine), predictor.predict(**refine), "session mask input"))
+        refine = dict(
+            point_coords=np.array(
+                [[width * 0.5, height * 0.5], [width * 0.3, height * 0.6]], np.float32
+            ),
+            point_labels=np.array([1, 1], np.int32),
+            mask_input=mask_input,
+            multimask_output=True,
+        )
+        worst.append(
+            assert_same(
+                session.predict(**refine), predictor.predict(**refine), "session mask input"
+            )
+        )
     # One-shot ensemble (encodes again) on the first two images; embeddings round trip on the third.
     if sent_as in ("PNG", "raw") and height < 1000:
         for name in ("box+click", "two boxes"):
             served_one_shot = client.segment(image, **cases[name])
-            worst.append(assert_same(served_one_shot, predictor.predict(**cases[name]), f"segment {name}"))
+            worst.append(
+                assert_same(served_one_shot, predictor.predict(**cases[name]), f"segment {name}")
+            )
     if sent_as == "JPEG":
         embeddings = client.encode(image)
         assert embeddings.original_size == (height, width)
         decoded_answer = client.decode(embeddings, **cases["clicks"])
-        worst.append(assert_same(decoded_answer, predictor.predict(**cases["clicks"]), "decode_masks clicks"))
-    print(f"{height}x{width} {sent_as} {protocol}: min IoU {min(w[0] for w in worst):.5f}, "
-          f"max score diff {max(w[1] for w in worst):.2e}")
+        worst.append(
+            assert_same(decoded_answer, predictor.predict(**cases["clicks"]), "decode_masks clicks")
+        )
+    print(
+        f"{height}x{width} {sent_as} {protocol}: min IoU {min(w[0] for w in worst):.5f}, "
+        f"max score diff {max(w[1] for w in worst):.2e}"
+    )

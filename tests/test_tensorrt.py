@@ -10,7 +10,9 @@ from sam2_triton.configs import get_profile
 from sam2_triton.export.tensorrt.runtime import tensorrt_unavailable_reason
 
 UNAVAILABLE = tensorrt_unavailable_reason()
-needs_tensorrt = pytest.mark.skipif(bool(UNAVAILABLE), reason=f"TensorRT tests need TensorRT and a GPU: {UNAVAILABLE}")
+needs_tensorrt = pytest.mark.skipif(
+    bool(UNAVAILABLE), reason=f"TensorRT tests need TensorRT and a GPU: {UNAVAILABLE}"
+)
 
 
 @needs_tensorrt

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
+from tritonclient.utils import InferenceServerException
+
 from sam2_triton.client import contract, visualize
 from sam2_triton.client.cli import main, video_prompts_from_args
 from sam2_triton.client.client import Sam2Client
@@ -27,7 +29,6 @@ from sam2_triton.client.video import (
     point_tensors,
 )
 from sam2_triton.client.video_io import VideoWriter, encode_frame, open_frames
-from tritonclient.utils import InferenceServerException
 
 H, W = 24, 32
 
@@ -146,9 +147,14 @@ def test_every_prompt_kind_and_removal():
         remove=[9, 4],
     ).tensors()
     assert set(tensors) == {
-        contract.POINT_OBJ_IDS, contract.POINT_COORDS, contract.POINT_LABELS,
-        contract.BOX_OBJ_IDS, contract.BOX_PROMPTS, contract.MASK_OBJ_IDS,
-        contract.MASK_PROMPTS, contract.REMOVE_OBJ_IDS,
+        contract.POINT_OBJ_IDS,
+        contract.POINT_COORDS,
+        contract.POINT_LABELS,
+        contract.BOX_OBJ_IDS,
+        contract.BOX_PROMPTS,
+        contract.MASK_OBJ_IDS,
+        contract.MASK_PROMPTS,
+        contract.REMOVE_OBJ_IDS,
     }
     assert tensors[contract.BOX_OBJ_IDS].tolist() == [0, 1]
     boxes = tensors[contract.BOX_PROMPTS]
@@ -167,14 +173,22 @@ def test_every_prompt_kind_and_removal():
 
 def test_first_request_starts_the_sequence_with_its_settings():
     fake = FakeSequence()
-    video = VideoSession(fake, num_frames=8, samurai=True,
-                         samurai_settings={"kf_score_weight": 0.3, "num_recent_memories": 5})
+    video = VideoSession(
+        fake,
+        num_frames=8,
+        samurai=True,
+        samurai_settings={"kf_score_weight": 0.3, "num_recent_memories": 5},
+    )
     first = video.track(pixels(0), boxes={1: [1, 1, 9, 9]})
     video.track(b"\x89PNG-bytes", points={1: ([[3, 3]], [0])})
     tensors, start, end = fake.requests[0]
     assert start and not end
-    assert tensors[contract.NUM_FRAMES].dtype == np.int64 and tensors[contract.NUM_FRAMES].tolist() == [8]
-    assert tensors[contract.SAMURAI].dtype == np.bool_ and tensors[contract.SAMURAI].tolist() == [True]
+    assert tensors[contract.NUM_FRAMES].dtype == np.int64 and tensors[
+        contract.NUM_FRAMES
+    ].tolist() == [8]
+    assert tensors[contract.SAMURAI].dtype == np.bool_ and tensors[contract.SAMURAI].tolist() == [
+        True
+    ]
     assert tensors["KF_SCORE_WEIGHT"].dtype == np.float32
     assert tensors["NUM_RECENT_MEMORIES"].dtype == np.int32
     assert tensors["NUM_RECENT_MEMORIES"].tolist() == [5]
@@ -182,8 +196,12 @@ def test_first_request_starts_the_sequence_with_its_settings():
     assert contract.FRAME_INDEX not in tensors  # the server's default: the next frame
     later, start, end = fake.requests[1]
     assert not start and not end
-    assert set(later) == {contract.IMAGE, contract.POINT_OBJ_IDS, contract.POINT_COORDS,
-                          contract.POINT_LABELS}
+    assert set(later) == {
+        contract.IMAGE,
+        contract.POINT_OBJ_IDS,
+        contract.POINT_COORDS,
+        contract.POINT_LABELS,
+    }
     assert first.frame_index == 0 and first.masks.shape == (1, H, W)
     assert video.last_frame == 1 and video.state_bytes == 2000
 
@@ -370,8 +388,9 @@ class FakeGrpcClient:
     def start_stream(self, callback):
         self.callback = callback
 
-    def async_stream_infer(self, model, inputs, outputs, request_id, sequence_id,
-                           sequence_start, sequence_end):
+    def async_stream_infer(
+        self, model, inputs, outputs, request_id, sequence_id, sequence_start, sequence_end
+    ):
         self.sent.append((request_id, sequence_id, sequence_start, sequence_end))
 
     def answer(self, request_id, frame):
@@ -406,7 +425,9 @@ def test_stream_answers_out_of_order_and_errors_by_request_id():
     assert first[contract.TRACKED_FRAME].tolist() == [10]
     with pytest.raises(Sam2ClientError, match="^track_video: FRAME_INDEX 3 is not after"):
         transport.result(tickets[2], contract.TRACK_OUTPUTS)
-    assert transport.result(tickets[1], contract.TRACK_OUTPUTS)[contract.TRACKED_FRAME].tolist() == [11]
+    assert transport.result(tickets[1], contract.TRACK_OUTPUTS)[
+        contract.TRACKED_FRAME
+    ].tolist() == [11]
     transport.close()
     assert fake.stopped is False  # nothing outstanding: the stream is closed gracefully
 
@@ -415,8 +436,10 @@ def test_stream_error_without_id_goes_to_the_oldest_request():
     transport, fake = stream_transport()
     first = transport.submit({}, contract.TRACK_OUTPUTS, start=True)
     second = transport.submit({}, contract.TRACK_OUTPUTS)
-    fake.fail("inference request for sequence 99 to model 'track_video' must specify the "
-              "START flag on the first request of the sequence")
+    fake.fail(
+        "inference request for sequence 99 to model 'track_video' must specify the "
+        "START flag on the first request of the sequence"
+    )
     fake.answer(str(second), 1)
     with pytest.raises(Sam2ClientError) as raised:
         transport.result(first, contract.TRACK_OUTPUTS)
@@ -440,7 +463,9 @@ def test_a_broken_stream_fails_every_outstanding_request_and_later_ones():
 def test_a_silent_stream_times_out():
     transport, fake = stream_transport(timeout_s=0.2)
     ticket = transport.submit({}, contract.TRACK_OUTPUTS)
-    with pytest.raises(Sam2ClientError, match="no answer from the server at localhost:1 within 0.2 s"):
+    with pytest.raises(
+        Sam2ClientError, match="no answer from the server at localhost:1 within 0.2 s"
+    ):
         transport.result(ticket, contract.TRACK_OUTPUTS)
     transport.close()
     assert fake.stopped is True  # the stream was given up: cancelled, not waited for
@@ -457,9 +482,13 @@ def test_http_requests_carry_the_sequence_controls():
             length = int(self.headers["Content-Length"])
             header_length = int(self.headers.get("Inference-Header-Content-Length", length))
             bodies.append(json.loads(self.rfile.read(length)[:header_length]))
-            answer = json.dumps({"error": "inference request for sequence 5 to model "
-                                 "'track_video' must specify the START flag on the first "
-                                 "request of the sequence"}).encode()
+            answer = json.dumps(
+                {
+                    "error": "inference request for sequence 5 to model "
+                    "'track_video' must specify the START flag on the first "
+                    "request of the sequence"
+                }
+            ).encode()
             self.send_response(400)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer)))
@@ -562,8 +591,7 @@ def test_frame_encodings():
 
 
 def test_object_colors_stay_with_the_object():
-    np.testing.assert_array_equal(visualize.object_colors([2, 0]),
-                                  visualize.palette(3)[[2, 0]])
+    np.testing.assert_array_equal(visualize.object_colors([2, 0]), visualize.palette(3)[[2, 0]])
     assert visualize.object_colors([]).shape == (0, 3)
 
 
@@ -658,9 +686,26 @@ def test_track_writes_overlay_video_and_mask_pngs(monkeypatch, capsys, tmp_path,
     monkeypatch.setattr("sam2_triton.client.cli.Sam2Client", CannedVideoClient)
     SESSIONS.clear()
     out = tmp_path / "out"
-    code = main(["track", str(clip), "--box", "0:1:1,1,9,9", "--point", "2:1:4,4:0",
-                 "--num-frames-known", "--samurai", "--num-recent-memories", "3",
-                 "--frame-encoding", "png", "--protocol", protocol, "--output", str(out)])
+    code = main(
+        [
+            "track",
+            str(clip),
+            "--box",
+            "0:1:1,1,9,9",
+            "--point",
+            "2:1:4,4:0",
+            "--num-frames-known",
+            "--samurai",
+            "--num-recent-memories",
+            "3",
+            "--frame-encoding",
+            "png",
+            "--protocol",
+            protocol,
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "4 frame(s) tracked" in capsys.readouterr().out
     fake, session = SESSIONS[0]
@@ -685,14 +730,29 @@ def test_track_masks_json_round_trips_through_pycocotools(monkeypatch, capsys, t
     for i in range(3):
         Image.fromarray(pixels(i)).save(folder / f"frame_{i:03d}.jpg")
     out = tmp_path / "out"
-    assert main(["track", str(folder), "--box", "0:1:1,1,9,9", "--mask-format", "rle",
-                 "--output", str(out)]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "track",
+                str(folder),
+                "--box",
+                "0:1:1,1,9,9",
+                "--mask-format",
+                "rle",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     records = json.loads((out / "masks.json").read_text())
     assert [(r["frame"], r["obj_id"]) for r in records] == [(0, 1), (1, 1), (2, 1)]
     for record in records:
         expected = frame_outputs(record["frame"])[contract.OBJECT_MASKS][0]
-        segmentation = {**record["segmentation"],
-                        "counts": record["segmentation"]["counts"].encode()}
+        segmentation = {
+            **record["segmentation"],
+            "counts": record["segmentation"]["counts"].encode(),
+        }
         np.testing.assert_array_equal(coco_mask.decode(segmentation).astype(bool), expected)
         assert record["area"] == int(expected.sum()) == int(coco_mask.area(segmentation))
         assert record["present"] is True and record["score"] == pytest.approx(0.9)
@@ -723,9 +783,11 @@ def test_end_of_a_sequence_the_server_forgot_is_no_error():
     class Forgotten(FakeSequence):
         def result(self, ticket, outputs):
             if self.requests[ticket][2]:  # the END request
-                raise Sam2ClientError("track_video: inference request for sequence 77 to model "
-                                      "'track_video' must specify the START flag on the first "
-                                      "request of the sequence")
+                raise Sam2ClientError(
+                    "track_video: inference request for sequence 77 to model "
+                    "'track_video' must specify the START flag on the first "
+                    "request of the sequence"
+                )
             return super().result(ticket, outputs)
 
     fake = Forgotten()

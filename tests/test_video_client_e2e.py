@@ -10,11 +10,11 @@ import json
 
 import numpy as np
 import pytest
+
+from sam2_triton import rle
 from sam2_triton.client import FramePrompts, Sam2Client
 from sam2_triton.client.cli import main as client_main
 from sam2_triton.client.video_io import VideoWriter, open_frames
-
-from sam2_triton import rle
 
 NUM_FRAMES = 3
 WIDTH, HEIGHT = 160, 120
@@ -26,8 +26,9 @@ def clip(tmp_path_factory):
     """A 3-frame H.264 video: a disc moving right over a textured background."""
     path = tmp_path_factory.mktemp("video") / "clip.mp4"
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    background = np.stack([60 + 30 * np.sin(xx / 9.0), 70 + 30 * np.cos(yy / 11.0),
-                           np.full(xx.shape, 90.0)], axis=-1)
+    background = np.stack(
+        [60 + 30 * np.sin(xx / 9.0), 70 + 30 * np.cos(yy / 11.0), np.full(xx.shape, 90.0)], axis=-1
+    )
     with VideoWriter(path, fps=5) as writer:
         for t in range(NUM_FRAMES):
             frame = background.copy()
@@ -36,8 +37,9 @@ def clip(tmp_path_factory):
     return path
 
 
-def test_library_over_http_and_command_over_grpc_track_the_same_masks(served, clip, tmp_path,
-                                                                       capsys):
+def test_library_over_http_and_command_over_grpc_track_the_same_masks(
+    served, clip, tmp_path, capsys
+):
     frames = list(open_frames(clip).frames())  # what the command decodes too
     with Sam2Client(served.http_url).video_session(num_frames=NUM_FRAMES) as video:
         results = list(video.track_frames(frames, {0: FramePrompts(boxes={1: BOX})}))
@@ -51,9 +53,25 @@ def test_library_over_http_and_command_over_grpc_track_the_same_masks(served, cl
     assert corrected.frame_index == 2 and corrected.masks.shape == (1, HEIGHT, WIDTH)
 
     out = tmp_path / "out"
-    code = client_main(["track", str(clip), "--box", "0:1:" + ",".join(map(str, BOX)),
-                        "--num-frames-known", "--mask-format", "rle", "--frame-encoding", "png",
-                        "--protocol", "grpc", "--url", served.grpc_url, "--output", str(out)])
+    code = client_main(
+        [
+            "track",
+            str(clip),
+            "--box",
+            "0:1:" + ",".join(map(str, BOX)),
+            "--num-frames-known",
+            "--mask-format",
+            "rle",
+            "--frame-encoding",
+            "png",
+            "--protocol",
+            "grpc",
+            "--url",
+            served.grpc_url,
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     records = json.loads((out / "masks.json").read_text())
     assert [(r["frame"], r["obj_id"]) for r in records] == [(0, 1), (1, 1), (2, 1)]
@@ -67,8 +85,18 @@ def test_library_over_http_and_command_over_grpc_track_the_same_masks(served, cl
 
 
 def test_command_reports_a_rejected_prompt_as_one_line(served, clip, tmp_path, capsys):
-    code = client_main(["track", str(clip), "--box", "0:1:10,10,4000,50", "--url",
-                        served.http_url, "--output", str(tmp_path / "out")])
+    code = client_main(
+        [
+            "track",
+            str(clip),
+            "--box",
+            "0:1:10,10,4000,50",
+            "--url",
+            served.http_url,
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert err.startswith("sam2-triton-client: error: track_video: BOXES of object 1")

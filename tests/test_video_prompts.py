@@ -186,7 +186,9 @@ def test_mask_prompts_are_checked():
         tracker.track(0, fake_frame(0))  # ... and is checked with the frame
     tracker.remove_object(4)
     tracker.track(0, fake_frame(0))
-    with pytest.raises(InputError, match="mask prompt of object 3 is 5x5; the video's frames are 32x24"):
+    with pytest.raises(
+        InputError, match="mask prompt of object 3 is 5x5; the video's frames are 32x24"
+    ):
         tracker.add_prompt(1, 3, mask=np.ones((5, 5), bool))
 
 
@@ -232,8 +234,9 @@ def _reference_corrections(model, frames_dir):
                 logits_by_step[t] = logits[:, 0].numpy()
             for obj_id in (2, 1):
                 points, labels = CORRECTIONS[obj_id]
-                _, _, logits = model.add_new_points_or_box(state, 1, obj_id, points=points,
-                                                           labels=labels)
+                _, _, logits = model.add_new_points_or_box(
+                    state, 1, obj_id, points=points, labels=labels
+                )
             logits_by_step["corrected"] = logits[:, 0].numpy()
             for t, _, logits in model.propagate_in_video(state, start_frame_idx=2):
                 logits_by_step[t] = logits[:, 0].numpy()
@@ -255,8 +258,10 @@ def _tracker_corrections(export_dir, frames):
         tracker.add_prompt(1, obj_id, points=CORRECTIONS[obj_id][0], labels=CORRECTIONS[obj_id][1])
     results["corrected"] = tracker.correct(1)
     results[2] = tracker.track(2, frames[2])
-    return {step: (r, upscale_logits(r.low_res_logits, (HEIGHT, WIDTH))[:, 0].numpy())
-            for step, r in results.items()}
+    return {
+        step: (r, upscale_logits(r.low_res_logits, (HEIGHT, WIDTH))[:, 0].numpy())
+        for step, r in results.items()
+    }
 
 
 @pytest.mark.slow
@@ -268,8 +273,10 @@ def test_corrections_and_mask_prompts_match_sam2_video_predictor(exported, tmp_p
     frames_dir.mkdir()
     for t, frame in enumerate(synthetic_frames(NUM_PARITY_FRAMES)):
         Image.fromarray(frame).save(frames_dir / f"{t:05d}.jpg", quality=95)
-    decoded = [np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
-               for t in range(NUM_PARITY_FRAMES)]
+    decoded = [
+        np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
+        for t in range(NUM_PARITY_FRAMES)
+    ]
     start = time.perf_counter()
     reference = _reference_corrections(exported.model, frames_dir)
     reference_s = time.perf_counter() - start
@@ -288,8 +295,10 @@ def test_corrections_and_mask_prompts_match_sam2_video_predictor(exported, tmp_p
         assert min(ious) >= 0.99, (step, ious)
         assert error < 1e-3, (step, error)
         assert all(m.any() for m in result.masks)
-    print(f"\nreference {reference_s:.1f} s, tracker {tracker_s:.1f} s; per step: (IoU obj 1, "
-          f"obj 2), max |logit error| / max |logit|, mask pixels:\n{report}")
+    print(
+        f"\nreference {reference_s:.1f} s, tracker {tracker_s:.1f} s; per step: (IoU obj 1, "
+        f"obj 2), max |logit error| / max |logit|, mask pixels:\n{report}"
+    )
     # the corrections changed both objects' masks (so the comparison is not trivial)
     for i in range(2):
         assert iou(ours[1][0].masks[i], ours["corrected"][0].masks[i]) < 0.98

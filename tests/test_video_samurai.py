@@ -39,7 +39,9 @@ def script(key: int, frame: int):
     x, y = true_box(key, frame)
     true = rect_logits(y, y + BOX_SIZE, x, x + BOX_SIZE)
     masks = np.stack([true, true, rect_logits(200, 240, 200, 240), rect_logits(0, 8, 0, 8)])
-    ious = np.float32([TRUE_IOU, TRUE_IOU, DISTRACTOR_IOU if frame >= DISTRACTOR_FRAME else 0.4, 0.2])
+    ious = np.float32(
+        [TRUE_IOU, TRUE_IOU, DISTRACTOR_IOU if frame >= DISTRACTOR_FRAME else 0.4, 0.2]
+    )
     if key == 1 and frame == POOR_FRAME:
         ious = np.float32([POOR_IOU, POOR_IOU, 0.4, 0.1])
     score = FAINT_SCORE if (key == 2 and frame == FAINT_FRAME) else 1.0
@@ -73,15 +75,18 @@ def test_samurai_follows_each_object_with_its_own_filter(settings):
         assert results[t].scores.tolist() == pytest.approx(expected), t
         for i, key in enumerate((1, 2)):
             x, y = true_box(key, t)
-            np.testing.assert_array_equal(results[t].low_res_logits[i, 0] > 0,
-                                          rect_logits(y, y + BOX_SIZE, x, x + BOX_SIZE) > 0)
+            np.testing.assert_array_equal(
+                results[t].low_res_logits[i, 0] > 0,
+                rect_logits(y, y + BOX_SIZE, x, x + BOX_SIZE) > 0,
+            )
     # each object's filter follows its own box (1024x1024 model pixels per frame)
     first, second = tracker.objects[1].motion, tracker.objects[2].motion
     assert first.mean[4] > 0.6 * SPEED[1][0] * LOW_RES_TO_MODEL and abs(first.mean[5]) < 1.0
     assert second.mean[5] > 0.6 * SPEED[2][1] * LOW_RES_TO_MODEL and abs(second.mean[4]) < 1.0
     x, y = true_box(1, NUM_FRAMES - 1)
     assert first.predicted_box() == pytest.approx(
-        [LOW_RES_TO_MODEL * v for v in (x, y, x + BOX_SIZE, y + BOX_SIZE)], abs=6.0)
+        [LOW_RES_TO_MODEL * v for v in (x, y, x + BOX_SIZE, y + BOX_SIZE)], abs=6.0
+    )
     assert first.stable_count == second.stable_count == NUM_FRAMES - 1
     # objects are still batched: one attention and one decoder batch per frame
     assert ("attend", 2, 7, 11) in networks.calls and ("decode", 2, 2, 1) in networks.calls

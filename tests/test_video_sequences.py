@@ -35,8 +35,14 @@ class FakeTracker:
 
 
 def settings(**overrides) -> VideoSettings:
-    values = dict(max_objects=4, max_prompted_frames=3, max_sequences=3, idle_timeout_s=10.0, preprocessing="video",
-                  memory_storage="bfloat16")
+    values = dict(
+        max_objects=4,
+        max_prompted_frames=3,
+        max_sequences=3,
+        idle_timeout_s=10.0,
+        preprocessing="video",
+        memory_storage="bfloat16",
+    )
     values.update(overrides)
     return VideoSettings(**values)
 
@@ -153,26 +159,70 @@ def test_parse_points_boxes_masks_and_options():
     assert request.options.samurai.stable_frames_threshold == SAMURAI.stable_frames_threshold
 
 
-@pytest.mark.parametrize("tensors, message", [
-    (dict(POINT_COORDS=np.zeros((1, 1, 2), np.float32), POINT_LABELS=np.ones((1, 1), np.int32)),
-     "need POINT_OBJ_IDS"),
-    (dict(POINT_OBJ_IDS=np.array([1, 2]), POINT_COORDS=np.zeros((1, 1, 2), np.float32),
-          POINT_LABELS=np.ones((1, 1), np.int32)), "1 rows but POINT_OBJ_IDS names 2 objects"),
-    (dict(POINT_OBJ_IDS=np.array([1]), POINT_COORDS=np.zeros((1, 1, 2), np.float32),
-          POINT_LABELS=np.full((1, 1), 2, np.int32)), "boxes go in BOXES"),
-    (dict(POINT_OBJ_IDS=np.array([1]), POINT_COORDS=np.zeros((1, 1, 2), np.float32),
-          POINT_LABELS=np.full((1, 1), -1, np.int32)), "all padding"),
-    (dict(POINT_OBJ_IDS=np.array([1]), POINT_COORDS=np.full((1, 1, 2), np.nan, np.float32),
-          POINT_LABELS=np.ones((1, 1), np.int32)), "NaN"),
-    (dict(BOX_OBJ_IDS=np.array([1, 1]), BOXES=np.zeros((2, 4), np.float32)), "repeats object ids"),
-    (dict(BOX_OBJ_IDS=np.array([-4]), BOXES=np.zeros((1, 4), np.float32)), "must be >= 0"),
-    (dict(MASK_OBJ_IDS=np.array([2]), MASK_PROMPTS=np.zeros((1, 4, 4), bool),
-          BOX_OBJ_IDS=np.array([2]), BOXES=np.zeros((1, 4), np.float32)), "a mask prompt stands alone"),
-    (dict(NUM_FRAMES=np.array([0], np.int64)), "NUM_FRAMES is 0"),
-    (dict(KF_SCORE_WEIGHT=np.array([0.5], np.float32)), "without SAMURAI = true"),
-    (dict(SAMURAI=np.array([True]), KF_SCORE_WEIGHT=np.array([1.5], np.float32)), "kf_score_weight"),
-    (dict(FRAME_INDEX=np.array([-1], np.int64)), "FRAME_INDEX is -1"),
-])
+@pytest.mark.parametrize(
+    "tensors, message",
+    [
+        (
+            dict(
+                POINT_COORDS=np.zeros((1, 1, 2), np.float32), POINT_LABELS=np.ones((1, 1), np.int32)
+            ),
+            "need POINT_OBJ_IDS",
+        ),
+        (
+            dict(
+                POINT_OBJ_IDS=np.array([1, 2]),
+                POINT_COORDS=np.zeros((1, 1, 2), np.float32),
+                POINT_LABELS=np.ones((1, 1), np.int32),
+            ),
+            "1 rows but POINT_OBJ_IDS names 2 objects",
+        ),
+        (
+            dict(
+                POINT_OBJ_IDS=np.array([1]),
+                POINT_COORDS=np.zeros((1, 1, 2), np.float32),
+                POINT_LABELS=np.full((1, 1), 2, np.int32),
+            ),
+            "boxes go in BOXES",
+        ),
+        (
+            dict(
+                POINT_OBJ_IDS=np.array([1]),
+                POINT_COORDS=np.zeros((1, 1, 2), np.float32),
+                POINT_LABELS=np.full((1, 1), -1, np.int32),
+            ),
+            "all padding",
+        ),
+        (
+            dict(
+                POINT_OBJ_IDS=np.array([1]),
+                POINT_COORDS=np.full((1, 1, 2), np.nan, np.float32),
+                POINT_LABELS=np.ones((1, 1), np.int32),
+            ),
+            "NaN",
+        ),
+        (
+            dict(BOX_OBJ_IDS=np.array([1, 1]), BOXES=np.zeros((2, 4), np.float32)),
+            "repeats object ids",
+        ),
+        (dict(BOX_OBJ_IDS=np.array([-4]), BOXES=np.zeros((1, 4), np.float32)), "must be >= 0"),
+        (
+            dict(
+                MASK_OBJ_IDS=np.array([2]),
+                MASK_PROMPTS=np.zeros((1, 4, 4), bool),
+                BOX_OBJ_IDS=np.array([2]),
+                BOXES=np.zeros((1, 4), np.float32),
+            ),
+            "a mask prompt stands alone",
+        ),
+        (dict(NUM_FRAMES=np.array([0], np.int64)), "NUM_FRAMES is 0"),
+        (dict(KF_SCORE_WEIGHT=np.array([0.5], np.float32)), "without SAMURAI = true"),
+        (
+            dict(SAMURAI=np.array([True]), KF_SCORE_WEIGHT=np.array([1.5], np.float32)),
+            "kf_score_weight",
+        ),
+        (dict(FRAME_INDEX=np.array([-1], np.int64)), "FRAME_INDEX is -1"),
+    ],
+)
 def test_parse_rejects_bad_tensors(tensors, message):
     with pytest.raises(InputError, match=message):
         parse(**tensors)
@@ -191,6 +241,7 @@ def test_result_tensors_without_a_frame_have_zero_rows():
 
 # -- the handler over a real VideoTracker (stand-in networks, tests/test_video_tracking.py) ------
 
+
 def handler_with_fake_networks(**overrides):
     from test_video_tracking import fake_tracker
 
@@ -202,9 +253,11 @@ def handler_with_fake_networks(**overrides):
 
 
 def click(obj_id: int, x: float = 4.0, y: float = 4.0) -> dict:
-    return dict(POINT_OBJ_IDS=np.array([obj_id], np.int64),
-                POINT_COORDS=np.array([[[x, y]]], np.float32),
-                POINT_LABELS=np.array([[1]], np.int32))
+    return dict(
+        POINT_OBJ_IDS=np.array([obj_id], np.int64),
+        POINT_COORDS=np.array([[[x, y]]], np.float32),
+        POINT_LABELS=np.array([[1]], np.int32),
+    )
 
 
 def test_handler_caps_prompted_frames_per_object():
@@ -212,11 +265,14 @@ def test_handler_caps_prompted_frames_per_object():
 
     handler, store = handler_with_fake_networks(max_prompted_frames=2)
     handle = lambda t, start=False, frame=True, **tensors: handler.handle(  # noqa: E731
-        parse(start=start, image=fake_frame(t) if frame else None, **tensors))
+        parse(start=start, image=fake_frame(t) if frame else None, **tensors)
+    )
     assert handle(0, start=True, **click(1)).obj_ids == [1]
     assert handle(1, **click(1)).frame_idx == 1  # second conditioning frame of object 1
     assert handle(1, frame=False, **click(1, 5.0)).frame_idx == 1  # correcting it adds none
-    with pytest.raises(InputError, match="object 1 was prompted on 2 frames, the most this server keeps"):
+    with pytest.raises(
+        InputError, match="object 1 was prompted on 2 frames, the most this server keeps"
+    ):
         handle(2, **click(1))
     tracker = store.get(42)
     assert tracker.last_frame == 1 and not tracker.pending  # the refused request changed nothing
@@ -233,7 +289,9 @@ def test_handler_leaves_the_sequence_as_it_was_after_a_refused_frame():
     with pytest.raises(InputError, match="every frame must have the first frame's size"):
         handler.handle(parse(start=False, image=small, **click(2)))
     with pytest.raises(InputError, match="cannot remove objects \\[5\\]"):
-        handler.handle(parse(start=False, image=fake_frame(1), REMOVE_OBJ_IDS=np.array([5], np.int64)))
+        handler.handle(
+            parse(start=False, image=fake_frame(1), REMOVE_OBJ_IDS=np.array([5], np.int64))
+        )
     tracker = store.get(42)
     assert tracker.obj_ids == [1] and tracker.last_frame == 0
     assert handler.handle(parse(start=False, image=fake_frame(1))).obj_ids == [1]

@@ -55,11 +55,20 @@ class Sequence:
             tensor = self.module.InferInput(name, list(array.shape), dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        result = self.client.infer(MODEL, inputs, sequence_id=self.sequence_id,
-                                   sequence_start=start, sequence_end=end)
+        result = self.client.infer(
+            MODEL, inputs, sequence_id=self.sequence_id, sequence_start=start, sequence_end=end
+        )
         self.started = True
-        names = ("OBJ_IDS", "MASKS", "SCORES", "OBJECT_SCORE_LOGITS", "PRESENT", "MASK_BOXES",
-                 "TRACKED_FRAME", "STATE_BYTES")
+        names = (
+            "OBJ_IDS",
+            "MASKS",
+            "SCORES",
+            "OBJECT_SCORE_LOGITS",
+            "PRESENT",
+            "MASK_BOXES",
+            "TRACKED_FRAME",
+            "STATE_BYTES",
+        )
         return {name: result.as_numpy(name) for name in names}
 
     @staticmethod
@@ -70,9 +79,11 @@ class Sequence:
 
 
 def click_prompt(obj_id: int, xy, label: int = 1) -> dict:
-    return dict(POINT_OBJ_IDS=np.array([obj_id], np.int64),
-                POINT_COORDS=np.array([[xy]], np.float32),
-                POINT_LABELS=np.array([[label]], np.int32))
+    return dict(
+        POINT_OBJ_IDS=np.array([obj_id], np.int64),
+        POINT_COORDS=np.array([[xy]], np.float32),
+        POINT_LABELS=np.array([[label]], np.int32),
+    )
 
 
 def box_prompt(obj_id: int, box) -> dict:
@@ -87,8 +98,10 @@ def reference_logits(model, frames_dir, num_frames):
         state = model.init_state(str(frames_dir))
         model.add_new_points_or_box(state, 0, obj_id=1, points=CLICK[0], labels=CLICK[1])
         model.add_new_points_or_box(state, 0, obj_id=2, box=BOX)
-        out = {t: (list(ids), logits[:, 0].float().numpy())
-               for t, ids, logits in model.propagate_in_video(state)}
+        out = {
+            t: (list(ids), logits[:, 0].float().numpy())
+            for t, ids, logits in model.propagate_in_video(state)
+        }
     assert sorted(out) == list(range(num_frames))
     return out
 
@@ -103,8 +116,10 @@ def test_served_tracking_matches_sam2_video_predictor(served, tmp_path):
     for t, frame in enumerate(frames):
         Image.fromarray(frame).save(frames_dir / f"{t:05d}.jpg", quality=95)
     # the server gets the JPEG-decoded pixels the reference reads, losslessly (PNG)
-    decoded = [np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
-               for t in range(NUM_FRAMES)]
+    decoded = [
+        np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
+        for t in range(NUM_FRAMES)
+    ]
 
     start = time.perf_counter()
     reference = reference_logits(served.exported.model, frames_dir, NUM_FRAMES)
@@ -116,8 +131,11 @@ def test_served_tracking_matches_sam2_video_predictor(served, tmp_path):
     for t, frame in enumerate(decoded):
         prompts = {}
         if t == 0:
-            prompts = {**click_prompt(1, CLICK[0][0]), **box_prompt(2, BOX),
-                       "NUM_FRAMES": np.array([NUM_FRAMES], np.int64)}
+            prompts = {
+                **click_prompt(1, CLICK[0][0]),
+                **box_prompt(2, BOX),
+                "NUM_FRAMES": np.array([NUM_FRAMES], np.int64),
+            }
         results.append(sequence.send(frame, end=t == NUM_FRAMES - 1, **prompts))
     served_s = time.perf_counter() - start
 
@@ -135,8 +153,10 @@ def test_served_tracking_matches_sam2_video_predictor(served, tmp_path):
             rows, cols = np.flatnonzero(masks[i].any(1)), np.flatnonzero(masks[i].any(0))
             assert result["MASK_BOXES"][i].tolist() == [cols[0], rows[0], cols[-1], rows[-1]]
     ious = np.array(ious)
-    print(f"\nreference {reference_s:.1f} s, served {served_s:.1f} s; IoU per frame "
-          f"(obj 1, obj 2):\n{np.array2string(ious, precision=5)}")
+    print(
+        f"\nreference {reference_s:.1f} s, served {served_s:.1f} s; IoU per frame "
+        f"(obj 1, obj 2):\n{np.array2string(ious, precision=5)}"
+    )
     assert ious.min() >= 0.99
     assert results[-2]["STATE_BYTES"][0] > 0
     assert results[-1]["STATE_BYTES"][0] == 0  # the last frame carried END: freed at once
@@ -144,10 +164,13 @@ def test_served_tracking_matches_sam2_video_predictor(served, tmp_path):
 
 # -- sequences do not leak into each other -----------------------------------------------------
 
+
 def video(seed: int, num_frames: int) -> list:
     """A different video per seed: the synthetic one rolled and colour-shifted."""
-    return [np.roll(frame, shift=7 * seed, axis=1) ^ np.uint8(16 * seed)
-            for frame in synthetic_frames(num_frames)]
+    return [
+        np.roll(frame, shift=7 * seed, axis=1) ^ np.uint8(16 * seed)
+        for frame in synthetic_frames(num_frames)
+    ]
 
 
 def disc_click(obj_id: int, seed: int) -> dict:
@@ -162,8 +185,12 @@ def square_box(obj_id: int, seed: int) -> dict:
 SCENARIOS = [
     ("grpc", disc_click(1, 0), {}, {}),
     ("http", square_box(4, 1), {}, {}),
-    ("grpc", {**disc_click(2, 2), **square_box(3, 2)},
-     {"SAMURAI": np.array([True]), "KF_SCORE_WEIGHT": np.array([0.4], np.float32)}, {}),
+    (
+        "grpc",
+        {**disc_click(2, 2), **square_box(3, 2)},
+        {"SAMURAI": np.array([True]), "KF_SCORE_WEIGHT": np.array([0.4], np.float32)},
+        {},
+    ),
     ("http", disc_click(5, 3), {"NUM_FRAMES": np.array([2], np.int64)}, click_prompt(6, [80, 60])),
 ]
 ISOLATION_FRAMES = 2
@@ -179,8 +206,9 @@ def run_scenario(served, index: int, barrier=None) -> list:
         if barrier is not None:
             barrier.wait()
         prompts = {**first, **options} if t == 0 else second
-        outputs.append(sequence.send(frame, encoded=index % 2 == 0,
-                                     end=t == ISOLATION_FRAMES - 1, **prompts))
+        outputs.append(
+            sequence.send(frame, encoded=index % 2 == 0, end=t == ISOLATION_FRAMES - 1, **prompts)
+        )
     return outputs
 
 
@@ -209,7 +237,9 @@ def test_interleaved_sequences_give_what_each_gives_alone(served):
             assert a["OBJ_IDS"].tolist() == b["OBJ_IDS"].tolist()
             assert a["MASKS"].any(), f"sequence {i} frame {t}: empty masks"
             for name in ("MASKS", "SCORES", "OBJECT_SCORE_LOGITS", "MASK_BOXES"):
-                np.testing.assert_array_equal(a[name], b[name], err_msg=f"sequence {i} frame {t} {name}")
+                np.testing.assert_array_equal(
+                    a[name], b[name], err_msg=f"sequence {i} frame {t} {name}"
+                )
     assert alone[2][0]["OBJ_IDS"].tolist() == [2, 3]  # SAMURAI with two objects
     assert alone[3][1]["OBJ_IDS"].tolist() == [5, 6]  # an object added on frame 1
 
@@ -251,10 +281,17 @@ def test_frame_without_start_and_after_end(served, protocol):
 
 # (message, frame, extra tensors) of requests a sequence refuses without losing its state
 REFUSED_MIDWAY = {
-    "unknown object": ("cannot remove objects [7]: the sequence tracks no objects", None,
-                       dict(REMOVE_OBJ_IDS=np.array([7], np.int64))),
+    "unknown object": (
+        "cannot remove objects [7]: the sequence tracks no objects",
+        None,
+        dict(REMOVE_OBJ_IDS=np.array([7], np.int64)),
+    ),
     "size change": ("frame 1 is 60x40 but this sequence's frames are 64x48", SMALL[:40, :60], {}),
-    "corrupt bytes": ("IMAGE", None, dict(IMAGE=np.array([b"\x89PNG\r\n not an image"], dtype=np.object_))),
+    "corrupt bytes": (
+        "IMAGE",
+        None,
+        dict(IMAGE=np.array([b"\x89PNG\r\n not an image"], dtype=np.object_)),
+    ),
 }
 
 
@@ -277,10 +314,14 @@ def test_too_many_objects(served, protocol):
     limit = SERVED_VIDEO_SETTINGS["max_objects"]
     sequence = Sequence(url(served, protocol), protocol)
     n = limit + 1
-    expect_error(sequence, f"at most {limit} objects; this request would make it {n}", SMALL,
-                 POINT_OBJ_IDS=np.arange(n, dtype=np.int64),
-                 POINT_COORDS=np.full((n, 1, 2), 10, np.float32),
-                 POINT_LABELS=np.ones((n, 1), np.int32))
+    expect_error(
+        sequence,
+        f"at most {limit} objects; this request would make it {n}",
+        SMALL,
+        POINT_OBJ_IDS=np.arange(n, dtype=np.int64),
+        POINT_COORDS=np.full((n, 1, 2), 10, np.float32),
+        POINT_LABELS=np.ones((n, 1), np.int32),
+    )
     result = sequence.send(start=False, end=True)  # a request with no tensors: END only
     assert result["TRACKED_FRAME"].tolist() == [-1] and result["OBJ_IDS"].shape == (0,)
     assert_healthy(served, protocol)
@@ -289,21 +330,40 @@ def test_too_many_objects(served, protocol):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_other_mistakes_name_the_problem(served, protocol):
     sequence = Sequence(url(served, protocol), protocol)
-    expect_error(sequence, "prompts without an image correct the last tracked frame",
-                 **click_prompt(1, [5, 5]))
+    expect_error(
+        sequence,
+        "prompts without an image correct the last tracked frame",
+        **click_prompt(1, [5, 5]),
+    )
     sequence.send(SMALL, start=True)
-    expect_error(sequence, "NUM_FRAMES can only be sent with the sequence's START",
-                 SMALL, NUM_FRAMES=np.array([4], np.int64))
-    expect_error(sequence, "FRAME_INDEX 0 is not after the last tracked frame 0", SMALL,
-                 FRAME_INDEX=np.array([0], np.int64))
+    expect_error(
+        sequence,
+        "NUM_FRAMES can only be sent with the sequence's START",
+        SMALL,
+        NUM_FRAMES=np.array([4], np.int64),
+    )
+    expect_error(
+        sequence,
+        "FRAME_INDEX 0 is not after the last tracked frame 0",
+        SMALL,
+        FRAME_INDEX=np.array([0], np.int64),
+    )
     expect_error(sequence, "lies far outside the 64x48 image", SMALL, **click_prompt(1, [500, 5]))
-    expect_error(sequence, "kf_score_weight must be in [0, 1]", SMALL, start=True, SAMURAI=np.array([True]),
-                 KF_SCORE_WEIGHT=np.array([3.0], np.float32))
+    expect_error(
+        sequence,
+        "kf_score_weight must be in [0, 1]",
+        SMALL,
+        start=True,
+        SAMURAI=np.array([True]),
+        KF_SCORE_WEIGHT=np.array([3.0], np.float32),
+    )
     # the refused START left no state behind: the next frame must START again
     expect_error(sequence, "could not start (kf_score_weight", SMALL, start=False)
     assert sequence.send(SMALL, start=True)["TRACKED_FRAME"].tolist() == [0]
     # an END request that fails still ends the sequence
-    expect_error(sequence, "cannot remove objects [9]", end=True, REMOVE_OBJ_IDS=np.array([9], np.int64))
+    expect_error(
+        sequence, "cannot remove objects [9]", end=True, REMOVE_OBJ_IDS=np.array([9], np.int64)
+    )
     expect_error(sequence, "must specify the START flag", SMALL, start=False)
     assert_healthy(served, protocol)
 
@@ -325,10 +385,20 @@ def served_short_idle(exported, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("served-short-idle")
     settings = VideoSettings(**{**SERVED_VIDEO_SETTINGS, "idle_timeout_s": IDLE_TIMEOUT_S})
-    repository = build_repository(exported.directory, root / "model_repository", get_profile("cpu"),
-                                  warmup=False, video=settings)
-    server = LocalTritonServer(repository, http_port=free_port(), grpc_port=free_port(),
-                               metrics_port=free_port(), log_file=root / "tritonserver.log")
+    repository = build_repository(
+        exported.directory,
+        root / "model_repository",
+        get_profile("cpu"),
+        warmup=False,
+        video=settings,
+    )
+    server = LocalTritonServer(
+        repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_file=root / "tritonserver.log",
+    )
     server.start(timeout_s=600)
     try:
         yield server

@@ -62,8 +62,10 @@ def run_reference(model, frames_dir, num_frames):
         state = model.init_state(str(frames_dir))
         model.add_new_points_or_box(state, 0, obj_id=1, points=CLICK[0], labels=CLICK[1])
         model.add_new_points_or_box(state, 0, obj_id=2, box=BOX)
-        masks = {t: (list(ids), logits[:, 0].float().cpu().numpy())
-                 for t, ids, logits in model.propagate_in_video(state)}
+        masks = {
+            t: (list(ids), logits[:, 0].float().cpu().numpy())
+            for t, ids, logits in model.propagate_in_video(state)
+        }
     out = {}
     for t, (ids, frame_logits) in masks.items():
         scores = []
@@ -97,8 +99,10 @@ def test_tracker_matches_sam2_video_predictor(exported, tmp_path):
     for t, frame in enumerate(synthetic_frames()):
         Image.fromarray(frame).save(frames_dir / f"{t:05d}.jpg", quality=95)
     # the tracker gets the frames as the reference decodes them (PIL, RGB)
-    decoded = [np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
-               for t in range(NUM_FRAMES)]
+    decoded = [
+        np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
+        for t in range(NUM_FRAMES)
+    ]
 
     start = time.perf_counter()
     reference = run_reference(exported.model, frames_dir, NUM_FRAMES)
@@ -122,11 +126,15 @@ def test_tracker_matches_sam2_video_predictor(exported, tmp_path):
         ious.append([iou(result.masks[i], ref_masks[i]) for i in range(2)])
         score_errors.append(np.abs(result.object_score_logits - ref_scores).max())
     ious = np.array(ious)
-    print(f"\nreference {reference_s:.1f} s, tracker {tracker_s:.1f} s; per-frame IoU "
-          f"(obj 1, obj 2):\n{np.array2string(ious, precision=4)}\n"
-          f"mask pixels: {[tuple(int(m.sum()) for m in r.masks) for r in results]}\n"
-          f"max |object score logit error| per frame: {np.array2string(np.array(score_errors), precision=5)}\n"
-          f"max |mask logit error| / max |logit| per frame: {np.array2string(np.array(logit_errors), precision=6)}")
+    print(
+        f"\nreference {reference_s:.1f} s, tracker {tracker_s:.1f} s; per-frame IoU "
+        f"(obj 1, obj 2):\n{np.array2string(ious, precision=4)}\n"
+        f"mask pixels: {[tuple(int(m.sum()) for m in r.masks) for r in results]}\n"
+        "max |object score logit error| per frame: "
+        f"{np.array2string(np.array(score_errors), precision=5)}\n"
+        "max |mask logit error| / max |logit| per frame: "
+        f"{np.array2string(np.array(logit_errors), precision=6)}"
+    )
     assert all(r.masks[i].any() for r in results for i in range(2)), "masks must not be empty"
     assert ious.min() >= 0.99, ious
     assert max(score_errors) < 1e-2
@@ -140,8 +148,13 @@ def test_tracker_matches_sam2_video_predictor(exported, tmp_path):
 
 # -- the memory bank alone ---------------------------------------------------------------------
 
-SETTINGS = MemorySettings(num_maskmem=7, memory_temporal_stride=1, max_cond_frames_in_attn=-1,
-                          max_obj_ptrs_in_encoder=16, only_obj_ptrs_in_the_past=True)
+SETTINGS = MemorySettings(
+    num_maskmem=7,
+    memory_temporal_stride=1,
+    max_cond_frames_in_attn=-1,
+    max_obj_ptrs_in_encoder=16,
+    only_obj_ptrs_in_the_past=True,
+)
 
 
 def fill(bank: MemoryBank, num_frames: int, cond_frames=(0,)) -> None:
@@ -175,15 +188,17 @@ def test_memory_bank_selection_follows_sam2():
     assert selection.pointer_frames == (0, 12) + tuple(range(29, 14, -1))
     expected = np.array([30, 18] + list(range(1, 16)), np.float32) / 15
     np.testing.assert_allclose(selection.object_pointer_positions, expected)
-    np.testing.assert_array_equal(selection.object_pointers[:, 0],
-                                  np.array([0, 12] + list(range(29, 14, -1)), np.float32))
+    np.testing.assert_array_equal(
+        selection.object_pointers[:, 0], np.array([0, 12] + list(range(29, 14, -1)), np.float32)
+    )
     # a short known length scales pointer positions by min(num_frames, 16) - 1
     short = MemoryBank(SETTINGS)
     fill(short, 5)
     selection = short.select(5, num_frames=8)
     assert selection.pointer_frames == (0, 4, 3, 2, 1)
-    np.testing.assert_allclose(selection.object_pointer_positions,
-                               np.array([5, 1, 2, 3, 4], np.float32) / 7)
+    np.testing.assert_allclose(
+        selection.object_pointer_positions, np.array([5, 1, 2, 3, 4], np.float32) / 7
+    )
 
 
 def test_memory_bank_max_cond_frames():
@@ -260,9 +275,11 @@ class FakeNetworks:
         frame = round((float(image[0, 0, 0, 0]) * 0.229 + 0.485) * 255)
         embed = np.zeros((1, 256, 64, 64), np.float32)
         embed[:, FRAME_CHANNEL] = frame
-        return {"image_embed": embed,
-                "high_res_feats_0": np.zeros((1, 32, 256, 256), np.float32),
-                "high_res_feats_1": np.zeros((1, 64, 128, 128), np.float32)}
+        return {
+            "image_embed": embed,
+            "high_res_feats_0": np.zeros((1, 32, 256, 256), np.float32),
+            "high_res_feats_1": np.zeros((1, 64, 128, 128), np.float32),
+        }
 
     def decode(self, inputs):
         coords, labels = inputs["point_coords"], inputs["point_labels"]
@@ -276,24 +293,38 @@ class FakeNetworks:
             embed = embeds[i if embeds.shape[0] > 1 else 0]
             frame = round(float(embed[FRAME_CHANNEL, 0, 0]))
             prompted = labels[i, 0] != -1
-            key = round(float(coords[i, 0, 0]) / FAKE_POINT_SCALE) if prompted else (
-                round(float(embed[KEY_CHANNEL, 0, 0])))
+            key = (
+                round(float(coords[i, 0, 0]) / FAKE_POINT_SCALE)
+                if prompted
+                else (round(float(embed[KEY_CHANNEL, 0, 0])))
+            )
             masks[i], ious[i], scores[i, 0] = self.script(key, frame)
             keys[i] = key
-            self.decoded.append({
-                "key": key, "frame": frame, "points": coords[i].copy(), "labels": labels[i].copy(),
-                "has_mask": float(inputs["has_mask_input"][i]),
-                "mask_input": inputs["mask_input"][i, 0].copy(),
-                "no_mem": float(embed[NO_MEM_CHANNEL, 0, 0]) == 1.0})
+            self.decoded.append(
+                {
+                    "key": key,
+                    "frame": frame,
+                    "points": coords[i].copy(),
+                    "labels": labels[i].copy(),
+                    "has_mask": float(inputs["has_mask_input"][i]),
+                    "mask_input": inputs["mask_input"][i, 0].copy(),
+                    "no_mem": float(embed[NO_MEM_CHANNEL, 0, 0]) == 1.0,
+                }
+            )
         pointers = np.broadcast_to(keys[:, None, None], (n, 4, 256)).astype(np.float32)
-        return {"masks": masks, "iou_scores": ious, "object_pointers": pointers,
-                "object_score_logits": scores}
+        return {
+            "masks": masks,
+            "iou_scores": ious,
+            "object_pointers": pointers,
+            "object_score_logits": scores,
+        }
 
     def encode_memory(self, inputs):
         n = inputs["image_embed"].shape[0]
         self.calls.append(("encode_memory", n))
-        self.memory_inputs.append((inputs["is_mask_from_points"].copy(),
-                                   inputs["object_score_logits"].copy()))
+        self.memory_inputs.append(
+            (inputs["is_mask_from_points"].copy(), inputs["object_score_logits"].copy())
+        )
         memory = np.empty((n, 64, 64, 64), np.float32)
         memory[:] = inputs["image_embed"][:, FRAME_CHANNEL, :1, :1][:, None]
         return {"memory_features": memory}
@@ -304,30 +335,50 @@ class FakeNetworks:
         out = inputs["current_features"].copy()
         for g in range(memories.shape[0]):
             out[g, KEY_CHANNEL] = pointers[g, 0, 0]
-            self.attended.append((round(float(out[g, FRAME_CHANNEL, 0, 0])),
-                                  round(float(pointers[g, 0, 0])),
-                                  tuple(round(float(m)) for m in memories[g, :, 0, 0, 0]),
-                                  tuple(inputs["memory_temporal_positions"][g].tolist())))
+            self.attended.append(
+                (
+                    round(float(out[g, FRAME_CHANNEL, 0, 0])),
+                    round(float(pointers[g, 0, 0])),
+                    tuple(round(float(m)) for m in memories[g, :, 0, 0, 0]),
+                    tuple(inputs["memory_temporal_positions"][g].tolist()),
+                )
+            )
         return {"conditioned_features": out}
 
 
 FAKE_METADATA = {
     "settings": {
-        "num_maskmem": 7, "memory_temporal_stride_for_eval": 1, "max_cond_frames_in_attn": -1,
-        "max_obj_ptrs_in_encoder": 16, "use_obj_ptrs_in_encoder": True,
-        "only_obj_ptrs_in_the_past_for_eval": True, "use_signed_tpos_enc_to_obj_ptrs": True,
-        "directly_add_no_mem_embed": True, "binarize_mask_from_pts_for_mem_enc": True,
-        "multimask_output_in_sam": True, "multimask_min_pt_num": 0, "multimask_max_pt_num": 1,
-        "multimask_output_for_tracking": True, "use_multimask_token_for_obj_ptr": True,
-        "pred_obj_scores": True, "soft_no_obj_ptr": False, "fixed_no_obj_ptr": True,
+        "num_maskmem": 7,
+        "memory_temporal_stride_for_eval": 1,
+        "max_cond_frames_in_attn": -1,
+        "max_obj_ptrs_in_encoder": 16,
+        "use_obj_ptrs_in_encoder": True,
+        "only_obj_ptrs_in_the_past_for_eval": True,
+        "use_signed_tpos_enc_to_obj_ptrs": True,
+        "directly_add_no_mem_embed": True,
+        "binarize_mask_from_pts_for_mem_enc": True,
+        "multimask_output_in_sam": True,
+        "multimask_min_pt_num": 0,
+        "multimask_max_pt_num": 1,
+        "multimask_output_for_tracking": True,
+        "use_multimask_token_for_obj_ptr": True,
+        "pred_obj_scores": True,
+        "soft_no_obj_ptr": False,
+        "fixed_no_obj_ptr": True,
         "use_mask_input_as_output_without_sam": True,
     },
-    "decoder": {"dynamic_multimask_via_stability": True,
-                "dynamic_multimask_stability_delta": 0.05,
-                "dynamic_multimask_stability_thresh": 0.98, "num_mask_tokens": 4},
-    "constants": {"no_mem_embed": [0.0] * NO_MEM_CHANNEL + [1.0] + [0.0] * (255 - NO_MEM_CHANNEL),
-                  "no_obj_ptr": [0.0] * 256,
-                  "mask_downsample_weight": [1.0 / 16] * 16, "mask_downsample_bias": [0.0]},
+    "decoder": {
+        "dynamic_multimask_via_stability": True,
+        "dynamic_multimask_stability_delta": 0.05,
+        "dynamic_multimask_stability_thresh": 0.98,
+        "num_mask_tokens": 4,
+    },
+    "constants": {
+        "no_mem_embed": [0.0] * NO_MEM_CHANNEL + [1.0] + [0.0] * (255 - NO_MEM_CHANNEL),
+        "no_obj_ptr": [0.0] * 256,
+        "mask_downsample_weight": [1.0 / 16] * 16,
+        "mask_downsample_bias": [0.0],
+    },
 }
 
 
@@ -386,9 +437,11 @@ def test_tracker_state_is_bounded(samurai):
         if samurai:  # the frames 4 selections can reach (192 .. 199 but 195 for object 1)
             assert c["motion_records"] == 7
     features = 4 * (256 * 64 * 64 + 32 * 256 * 256 + 64 * 128 * 128)
-    per_object = (2 * 64 * 64 * 64 + 256 * 4) * (counts[1]["conditioning_frames"]) + (
-        counts[1]["memories"] * 2 * 64 * 64 * 64 + counts[1]["pointers"] * 256 * 4) + (
-        256 * 256 * 4 + 256 * 4)  # the last frame's logits and pointer
+    per_object = (
+        (2 * 64 * 64 * 64 + 256 * 4) * (counts[1]["conditioning_frames"])
+        + (counts[1]["memories"] * 2 * 64 * 64 * 64 + counts[1]["pointers"] * 256 * 4)
+        + (256 * 256 * 4 + 256 * 4)
+    )  # the last frame's logits and pointer
     assert sizes[200][0] >= features + per_object
 
 
@@ -410,8 +463,10 @@ def test_tracker_objects_join_and_leave():
     networks.calls.clear()
     tracker.track(3, fake_frame(3))
     # different memory counts: one attention batch per (memories, pointers) signature
-    assert sorted(c for c in networks.calls if c[0] == "attend") == [("attend", 1, 1, 1),
-                                                                     ("attend", 1, 3, 3)]
+    assert sorted(c for c in networks.calls if c[0] == "attend") == [
+        ("attend", 1, 1, 1),
+        ("attend", 1, 3, 3),
+    ]
     tracker.remove_object(7)
     assert tracker.track(4, fake_frame(4)).obj_ids == [3]
     with pytest.raises(InputError, match="before the last tracked frame 4"):
@@ -431,8 +486,12 @@ def test_tracker_batches_objects_with_equal_memory():
     assert networks.calls == [("encode", 1), ("decode", 3, 1, 1), ("encode_memory", 3)]
     networks.calls.clear()
     tracker.track(1, fake_frame(1))
-    assert networks.calls == [("encode", 1), ("attend", 3, 1, 1), ("decode", 3, 3, 1),
-                              ("encode_memory", 3)]
+    assert networks.calls == [
+        ("encode", 1),
+        ("attend", 3, 1, 1),
+        ("decode", 3, 3, 1),
+        ("encode_memory", 3),
+    ]
 
 
 def test_frames_keep_the_first_frame_size():

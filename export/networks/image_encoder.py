@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 from torch import nn
 
@@ -37,7 +35,7 @@ class ImageEncoderNet(nn.Module):
             pos_embed = trunk._get_pos_embed(tokens.shape[1:3])  # [1, H/4, W/4, C]
         self.register_buffer("trunk_pos_embed", pos_embed.detach().clone(), persistent=False)
 
-    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         trunk = self.image_encoder.trunk
         x = trunk.patch_embed(image) + self.trunk_pos_embed
         stages = []

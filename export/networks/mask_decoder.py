@@ -7,8 +7,6 @@ context (number of clicks, tracking or not) that decides it.
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 from torch import nn
 
@@ -75,7 +73,7 @@ class MaskDecoderNet(nn.Module):
         point_labels: torch.Tensor,
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         decoder = self.mask_decoder
         sparse = self.embed_points(point_coords, point_labels)
         dense = self.embed_mask(mask_input, has_mask_input)
@@ -100,7 +98,10 @@ class MaskDecoderNet(nn.Module):
         upscaled = act2(dc2(upscaled) + high_res_feats_0)
 
         hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
+            [
+                mlp(mask_tokens_out[:, i, :])
+                for i, mlp in enumerate(decoder.output_hypernetworks_mlps)
+            ],
             dim=1,
         )
         b, c, h, w = upscaled.shape

@@ -50,18 +50,25 @@ class MemoryAttentionNet(nn.Module):
             mem_probe = torch.zeros(1, self.mem_dim, size, size)
             mem_pos = sam2_model.memory_encoder.position_encoding(mem_probe)
         # [1, HW, C] and [1, 1, HW, mem_dim], batch-first token layout
-        self.register_buffer("curr_pos", curr_pos.flatten(2).transpose(1, 2).clone(), persistent=False)
+        self.register_buffer(
+            "curr_pos", curr_pos.flatten(2).transpose(1, 2).clone(), persistent=False
+        )
         self.register_buffer(
             "memory_pos", mem_pos.flatten(2).transpose(1, 2).unsqueeze(1).clone(), persistent=False
         )
 
         first = self.layers[0]
-        self.self_rotary = AxialRotary(_rotary_table(first.self_attn, size), first.self_attn.num_heads)
+        self.self_rotary = AxialRotary(
+            _rotary_table(first.self_attn, size), first.self_attn.num_heads
+        )
         self.cross_rotary = AxialRotary(
             _rotary_table(first.cross_attn_image, size), first.cross_attn_image.num_heads
         )
         for layer in self.layers:
-            pairs = ((layer.self_attn, first.self_attn), (layer.cross_attn_image, first.cross_attn_image))
+            pairs = (
+                (layer.self_attn, first.self_attn),
+                (layer.cross_attn_image, first.cross_attn_image),
+            )
             for attn, reference in pairs:
                 if attn.num_heads != reference.num_heads or not torch.equal(
                     _rotary_table(attn, size), _rotary_table(reference, size)
@@ -69,7 +76,9 @@ class MemoryAttentionNet(nn.Module):
                     raise ExportError("memory-attention layers with different rotary tables")
             if not getattr(layer.cross_attn_image, "rope_k_repeat", False):
                 raise ExportError("cross-attention without rope_k_repeat is not supported")
-        self.self_attention = nn.ModuleList(RoPEAttentionNet(layer.self_attn) for layer in self.layers)
+        self.self_attention = nn.ModuleList(
+            RoPEAttentionNet(layer.self_attn) for layer in self.layers
+        )
         self.cross_attention = nn.ModuleList(
             RoPEAttentionNet(layer.cross_attn_image) for layer in self.layers
         )
@@ -115,7 +124,9 @@ class MemoryAttentionNet(nn.Module):
         pointer_pos = pointer_pos.unsqueeze(2).expand(-1, -1, split, -1)
         pointer_pos = pointer_pos.reshape(batch, num_pointers * split, self.mem_dim)
 
-        for layer, self_attn, cross_attn in zip(self.layers, self.self_attention, self.cross_attention):
+        for layer, self_attn, cross_attn in zip(
+            self.layers, self.self_attention, self.cross_attention
+        ):
             # self-attention
             y = layer.norm1(x)
             qk = y + curr_pos if layer.pos_enc_at_attn else y
@@ -157,8 +168,12 @@ class RoPEAttentionNet(nn.Module):
         if head_dim % 2:
             raise ExportError("rotary attention needs an even head size")
         scale = float(head_dim) ** -0.5  # scaled_dot_product_attention's default
-        self.register_buffer("q_weight", (attn.q_proj.weight.detach() * scale).contiguous(), persistent=False)
-        self.register_buffer("q_bias", (attn.q_proj.bias.detach() * scale).contiguous(), persistent=False)
+        self.register_buffer(
+            "q_weight", (attn.q_proj.weight.detach() * scale).contiguous(), persistent=False
+        )
+        self.register_buffer(
+            "q_bias", (attn.q_proj.bias.detach() * scale).contiguous(), persistent=False
+        )
         for name, (weight, bias) in (
             ("q_swapped", swapped_linear(attn.q_proj, scale)),
             ("k_swapped", swapped_linear(attn.k_proj)),
@@ -177,7 +192,10 @@ class RoPEAttentionNet(nn.Module):
         v_unrotated: torch.Tensor = None,
     ) -> torch.Tensor:
         attn = self.attn
-        q = rotary(F.linear(q, self.q_weight, self.q_bias), F.linear(q, self.q_swapped_weight, self.q_swapped_bias))
+        q = rotary(
+            F.linear(q, self.q_weight, self.q_bias),
+            F.linear(q, self.q_swapped_weight, self.q_swapped_bias),
+        )
         k = rotary(attn.k_proj(k), F.linear(k, self.k_swapped_weight, self.k_swapped_bias))
         if k_unrotated is not None:
             k = torch.cat((k, attn.k_proj(k_unrotated)), dim=1)

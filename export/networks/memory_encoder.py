@@ -52,12 +52,12 @@ class MemoryEncoderNet(nn.Module):
             mask = mask * self.sigmoid_scale
         if self.sigmoid_bias != 0.0:
             mask = mask + self.sigmoid_bias
-        features = self.memory_encoder(image_embed, mask, skip_mask_sigmoid=True)[
-            "vision_features"
-        ]
+        features = self.memory_encoder(image_embed, mask, skip_mask_sigmoid=True)["vision_features"]
         if self.no_obj_embed_spatial is not None:
             absent = 1.0 - (object_score_logits > 0).float()  # [B,1]
-            features = features + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+            features = (
+                features + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+            )
         else:
             # SAM 2.0 has no no-object embedding. Adding zeros shaped by the input keeps
             # object_score_logits in the graph, so every size has the same I/O contract.

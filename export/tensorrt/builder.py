@@ -14,8 +14,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any
 
 from sam2_triton.configs import NETWORKS, DeploymentProfile
 from sam2_triton.errors import ConfigError, ExportError
@@ -42,7 +43,9 @@ def plan_metadata_path(engine_dir: os.PathLike, network: str) -> Path:
 _ONNX_LAYER_METADATA = re.compile(r"\[ONNX Layer: (.*?)(?: \| .*)?\]$")
 
 
-def layer_matches_nodes(layer_name: str, node_names: Iterable[str], layer_metadata: str = "") -> bool:
+def layer_matches_nodes(
+    layer_name: str, node_names: Iterable[str], layer_metadata: str = ""
+) -> bool:
     """True if the TensorRT layer was made from one of the ONNX nodes `node_names`.
 
     TensorRT 10's parser records the node in the layer's metadata ("[ONNX Layer: <node>]"),
@@ -70,8 +73,8 @@ def build_engines(
     *,
     networks: Iterable[str] = NETWORKS,
     workspace_gib: float = DEFAULT_WORKSPACE_GIB,
-    timing_cache: Optional[os.PathLike] = None,
-) -> List[Path]:
+    timing_cache: os.PathLike | None = None,
+) -> list[Path]:
     """Build one plan per network into `engine_dir`; returns the plan paths."""
     if profile.runtime != "tensorrt":
         raise ConfigError(
@@ -92,16 +95,32 @@ def build_engines(
         fp32_nodes = set(metadata["graphs"][network].get("fp32_nodes", []))
         plans.append(
             _build_one(
-                trt, network, onnx_path, engine_dir, profile, fp32_nodes, workspace_gib,
-                cache_path, gpu, metadata,
+                trt,
+                network,
+                onnx_path,
+                engine_dir,
+                profile,
+                fp32_nodes,
+                workspace_gib,
+                cache_path,
+                gpu,
+                metadata,
             )
         )
     return plans
 
 
 def _build_one(
-    trt, network: str, onnx_path: Path, engine_dir: Path, profile: DeploymentProfile,
-    fp32_nodes: set, workspace_gib: float, cache_path: Path, gpu: str, metadata: Dict[str, Any],
+    trt,
+    network: str,
+    onnx_path: Path,
+    engine_dir: Path,
+    profile: DeploymentProfile,
+    fp32_nodes: set,
+    workspace_gib: float,
+    cache_path: Path,
+    gpu: str,
+    metadata: dict[str, Any],
 ) -> Path:
     import torch
 
@@ -143,7 +162,9 @@ def _build_one(
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        log.warning("timing cache %s is unusable (other GPU or TensorRT?); starting anew", cache_path)
+        log.warning(
+            "timing cache %s is unusable (other GPU or TensorRT?); starting anew", cache_path
+        )
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
     log.info("building %s (%s, %d layers pinned to fp32)", network, precision, pinned)
@@ -169,7 +190,9 @@ def _build_one(
         "precision": precision,
         "deployment_profile": profile.name,
         "fp32_pinned_layers": pinned,
-        "optimization_profile": {n: {"min": s[0], "opt": s[1], "max": s[2]} for n, s in shapes.items()},
+        "optimization_profile": {
+            n: {"min": s[0], "opt": s[1], "max": s[2]} for n, s in shapes.items()
+        },
         "workspace_gib": workspace_gib,
         "build_seconds": round(seconds, 1),
         "onnx_file": onnx_path.name,

@@ -8,8 +8,6 @@ choice is made here on the ONNX graph, where it is tested without TensorRT.
 
 from __future__ import annotations
 
-from typing import List
-
 import onnx
 
 # Ops kept in fp32 wherever they occur.
@@ -24,7 +22,7 @@ def _scope(node_name: str) -> str:
     return node_name.rsplit("/", 1)[0] + "/" if "/" in node_name.strip("/") else ""
 
 
-def fp32_node_names(proto: onnx.ModelProto) -> List[str]:
+def fp32_node_names(proto: onnx.ModelProto) -> list[str]:
     """Names of the nodes of `proto` whose layers must run in fp32.
 
     - LayerNormalization and Softmax nodes (and Pow / Sqrt);

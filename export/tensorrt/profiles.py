@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 from sam2_triton.configs import DeploymentProfile
 from sam2_triton.export.contract import GraphContract
 
-Shape = Tuple[int, ...]
+Shape = tuple[int, ...]
 
 
 def profile_shapes(
     contract: GraphContract, profile: DeploymentProfile
-) -> Dict[str, Tuple[Shape, Shape, Shape]]:
+) -> dict[str, tuple[Shape, Shape, Shape]]:
     """(min, opt, max) shape of every input of `contract`, from `profile.engine_shapes`."""
     ranges = {axis: profile.axis_range(contract.name, axis) for axis in contract.axis_names}
     shapes = {}
@@ -23,6 +21,6 @@ def profile_shapes(
     return shapes
 
 
-def sizes_at(contract: GraphContract, profile: DeploymentProfile, which: int) -> Dict[str, int]:
+def sizes_at(contract: GraphContract, profile: DeploymentProfile, which: int) -> dict[str, int]:
     """Dynamic-axis sizes at the profile's min (0), opt (1) or max (2)."""
     return {axis: profile.axis_range(contract.name, axis)[which] for axis in contract.axis_names}

@@ -15,9 +15,13 @@ def import_tensorrt():
     try:
         import tensorrt as trt
     except Exception as exc:  # absent, or a registry stub that fails on import
-        raise TensorRTUnavailableError(f"TensorRT is not available ({exc}); {INSTALL_HINT}") from None
+        raise TensorRTUnavailableError(
+            f"TensorRT is not available ({exc}); {INSTALL_HINT}"
+        ) from None
     if not hasattr(trt, "Builder"):
-        raise TensorRTUnavailableError(f"the installed 'tensorrt' package is incomplete; {INSTALL_HINT}")
+        raise TensorRTUnavailableError(
+            f"the installed 'tensorrt' package is incomplete; {INSTALL_HINT}"
+        )
     return trt
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
@@ -65,10 +65,14 @@ class EngineRunner:
         runtime = self.trt.Runtime(tensorrt_logger())
         self.engine = runtime.deserialize_cuda_engine(Path(plan).read_bytes())
         if self.engine is None:
-            raise ExportError(f"TensorRT could not load {plan} (built with another version or GPU?)")
+            raise ExportError(
+                f"TensorRT could not load {plan} (built with another version or GPU?)"
+            )
         self.context = self.engine.create_execution_context()
 
-    def run(self, inputs: Dict[str, np.ndarray], output_names: Iterable[str]) -> Dict[str, np.ndarray]:
+    def run(
+        self, inputs: dict[str, np.ndarray], output_names: Iterable[str]
+    ) -> dict[str, np.ndarray]:
         torch, trt = self.torch, self.trt
         keep = []
         for name, array in inputs.items():
@@ -110,9 +114,9 @@ def verify_engines(
     profile: DeploymentProfile,
     *,
     networks: Iterable[str] = NETWORKS,
-    tolerance: Optional[float] = None,
+    tolerance: float | None = None,
     seed: int = 0,
-) -> List[OutputError]:
+) -> list[OutputError]:
     """Errors of every output of every engine at the profile's min / opt / max shapes."""
     from sam2_triton.python_backend.onnx_networks import OnnxNetworks
 
@@ -140,7 +144,9 @@ def verify_engines(
             for name in contract.output_names:
                 report.append(
                     OutputError(
-                        network, point, name,
+                        network,
+                        point,
+                        name,
                         relative_error(actual[name], expected[name]),
                         float(np.max(np.abs(actual[name].astype(np.float64) - expected[name]))),
                         tolerance,
@@ -149,12 +155,12 @@ def verify_engines(
     return report
 
 
-def write_report(report: List[OutputError], path: os.PathLike) -> None:
+def write_report(report: list[OutputError], path: os.PathLike) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump([dict(asdict(e), ok=e.ok) for e in report], f, indent=1)
 
 
-def format_report(report: List[OutputError]) -> str:
+def format_report(report: list[OutputError]) -> str:
     lines = [f"{'network':18} {'shapes':6} {'output':22} {'rel. L2':>10} {'max abs':>10}  ok"]
     for e in report:
         lines.append(

@@ -18,8 +18,8 @@ What a request does, in order:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -34,12 +34,17 @@ from sam2_triton.python_backend.video.tracker import FrameResult, VideoTracker
 NUM_FRAMES = "NUM_FRAMES"
 SAMURAI = "SAMURAI"
 # Per-sequence SAMURAI overrides: input name -> setting (configs/samurai.yaml).
-SAMURAI_INPUTS: Dict[str, str] = {
+SAMURAI_INPUTS: dict[str, str] = {
     name.upper(): name for name in SamuraiSettings.__dataclass_fields__
 }
 START_ONLY_INPUTS = (NUM_FRAMES, SAMURAI) + tuple(SAMURAI_INPUTS)
 PROMPT_INPUTS = (
-    "POINT_OBJ_IDS", "POINT_COORDS", "POINT_LABELS", "BOX_OBJ_IDS", "BOXES", "MASK_OBJ_IDS",
+    "POINT_OBJ_IDS",
+    "POINT_COORDS",
+    "POINT_LABELS",
+    "BOX_OBJ_IDS",
+    "BOXES",
+    "MASK_OBJ_IDS",
     "MASK_PROMPTS",
 )
 PADDING_LABEL = -1
@@ -59,20 +64,20 @@ class FrameRequest:
     sequence_id: int
     start: bool = False
     end: bool = False
-    image: Optional[np.ndarray] = None  # uint8 [H, W, 3]
-    frame_index: Optional[int] = None
-    points: Dict[int, PointPrompt] = field(default_factory=dict)
-    boxes: Dict[int, np.ndarray] = field(default_factory=dict)  # float32 [4] (x0, y0, x1, y1)
-    masks: Dict[int, np.ndarray] = field(default_factory=dict)  # bool [H, W]
-    remove: List[int] = field(default_factory=list)
+    image: np.ndarray | None = None  # uint8 [H, W, 3]
+    frame_index: int | None = None
+    points: dict[int, PointPrompt] = field(default_factory=dict)
+    boxes: dict[int, np.ndarray] = field(default_factory=dict)  # float32 [4] (x0, y0, x1, y1)
+    masks: dict[int, np.ndarray] = field(default_factory=dict)  # bool [H, W]
+    remove: list[int] = field(default_factory=list)
     options: SequenceOptions = field(default_factory=SequenceOptions)
 
     @property
-    def prompted_ids(self) -> List[int]:
+    def prompted_ids(self) -> list[int]:
         return sorted(set(self.points) | set(self.boxes) | set(self.masks))
 
 
-def _object_ids(name: str, array: np.ndarray) -> List[int]:
+def _object_ids(name: str, array: np.ndarray) -> list[int]:
     ids = np.asarray(array)
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise InputError(f"{name} must be a 1-D integer tensor, got {ids.dtype} {list(ids.shape)}")
@@ -84,19 +89,25 @@ def _object_ids(name: str, array: np.ndarray) -> List[int]:
     return values
 
 
-def _rows(name: str, ids_name: str, ids: List[int], array: Optional[np.ndarray]) -> np.ndarray:
+def _rows(name: str, ids_name: str, ids: list[int], array: np.ndarray | None) -> np.ndarray:
     if array is None:
         raise InputError(f"{ids_name} was sent without {name}: send both")
     if array.shape[0] != len(ids):
-        raise InputError(f"{name} has {array.shape[0]} rows but {ids_name} names {len(ids)} objects")
+        raise InputError(
+            f"{name} has {array.shape[0]} rows but {ids_name} names {len(ids)} objects"
+        )
     return array
 
 
-def _point_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, PointPrompt]:
-    ids_array, coords, labels = (tensors.get(n) for n in ("POINT_OBJ_IDS", "POINT_COORDS", "POINT_LABELS"))
+def _point_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, PointPrompt]:
+    ids_array, coords, labels = (
+        tensors.get(n) for n in ("POINT_OBJ_IDS", "POINT_COORDS", "POINT_LABELS")
+    )
     if ids_array is None:
         if coords is not None or labels is not None:
-            raise InputError("POINT_COORDS / POINT_LABELS need POINT_OBJ_IDS: the object of each row")
+            raise InputError(
+                "POINT_COORDS / POINT_LABELS need POINT_OBJ_IDS: the object of each row"
+            )
         return {}
     ids = _object_ids("POINT_OBJ_IDS", ids_array)
     coords = _rows("POINT_COORDS", "POINT_OBJ_IDS", ids, coords).astype(np.float32)
@@ -105,12 +116,16 @@ def _point_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, Poi
         raise InputError(f"POINT_COORDS must be [objects, points, 2], got {list(coords.shape)}")
     if labels.shape != coords.shape[:2]:
         raise InputError(
-            f"POINT_LABELS must be [objects, points] = {list(coords.shape[:2])}, got {list(labels.shape)}")
+            f"POINT_LABELS must be [objects, points] = {list(coords.shape[:2])}, "
+            f"got {list(labels.shape)}"
+        )
     check_finite("POINT_COORDS", coords)
     bad = ~np.isin(labels, (PADDING_LABEL,) + CLICK_LABELS)
     if np.any(bad):
-        raise InputError(f"POINT_LABELS holds {int(labels[bad][0])}: labels must be 1 (foreground), "
-                         "0 (background) or -1 (padding); boxes go in BOXES")
+        raise InputError(
+            f"POINT_LABELS holds {int(labels[bad][0])}: labels must be 1 (foreground), "
+            "0 (background) or -1 (padding); boxes go in BOXES"
+        )
     prompts = {}
     for row, obj_id in enumerate(ids):
         keep = labels[row] != PADDING_LABEL
@@ -120,8 +135,9 @@ def _point_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, Poi
     return prompts
 
 
-def _rows_by_object(tensors: Mapping[str, Optional[np.ndarray]], ids_name: str, rows_name: str
-                    ) -> Tuple[List[int], Optional[np.ndarray]]:
+def _rows_by_object(
+    tensors: Mapping[str, np.ndarray | None], ids_name: str, rows_name: str
+) -> tuple[list[int], np.ndarray | None]:
     """(object ids, one row per id) of a single-tensor prompt kind; ([], None) when not sent."""
     ids_array, rows = tensors.get(ids_name), tensors.get(rows_name)
     if ids_array is None:
@@ -132,7 +148,7 @@ def _rows_by_object(tensors: Mapping[str, Optional[np.ndarray]], ids_name: str, 
     return ids, _rows(rows_name, ids_name, ids, rows)
 
 
-def _box_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, np.ndarray]:
+def _box_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, np.ndarray]:
     ids, boxes = _rows_by_object(tensors, "BOX_OBJ_IDS", "BOXES")
     if boxes is None:
         return {}
@@ -143,7 +159,7 @@ def _box_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, np.nd
     return {obj_id: boxes[row] for row, obj_id in enumerate(ids)}
 
 
-def _mask_prompts(tensors: Mapping[str, Optional[np.ndarray]]) -> Dict[int, np.ndarray]:
+def _mask_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, np.ndarray]:
     ids, masks = _rows_by_object(tensors, "MASK_OBJ_IDS", "MASK_PROMPTS")
     if masks is None:
         return {}
@@ -158,16 +174,20 @@ def _scalar(name: str, array: np.ndarray):
     return array.reshape(-1)[0]
 
 
-def _options(tensors: Mapping[str, Optional[np.ndarray]], samurai_defaults: SamuraiSettings
-             ) -> SequenceOptions:
+def _options(
+    tensors: Mapping[str, np.ndarray | None], samurai_defaults: SamuraiSettings
+) -> SequenceOptions:
     num_frames = None
     if tensors.get(NUM_FRAMES) is not None:
         value = _scalar(NUM_FRAMES, tensors[NUM_FRAMES])
         if not np.issubdtype(type(value), np.integer) or int(value) < 1:
             raise InputError(f"NUM_FRAMES is {value}: must be an integer >= 1")
         num_frames = int(value)
-    overrides = {setting: _scalar(name, tensors[name]) for name, setting in SAMURAI_INPUTS.items()
-                 if tensors.get(name) is not None}
+    overrides = {
+        setting: _scalar(name, tensors[name])
+        for name, setting in SAMURAI_INPUTS.items()
+        if tensors.get(name) is not None
+    }
     samurai = tensors.get(SAMURAI) is not None and bool(_scalar(SAMURAI, tensors[SAMURAI]))
     if overrides and not samurai:
         raise InputError(f"SAMURAI settings {sorted(overrides)} were sent without SAMURAI = true")
@@ -179,8 +199,8 @@ def parse_frame_request(
     sequence_id: int,
     start: bool,
     end: bool,
-    tensors: Mapping[str, Optional[np.ndarray]],
-    image: Optional[np.ndarray],
+    tensors: Mapping[str, np.ndarray | None],
+    image: np.ndarray | None,
     samurai_defaults: SamuraiSettings,
 ) -> FrameRequest:
     """A FrameRequest from the request's optional tensors (name -> array or None) and its
@@ -188,7 +208,9 @@ def parse_frame_request(
     if not start:
         late = [name for name in START_ONLY_INPUTS if tensors.get(name) is not None]
         if late:
-            raise InputError(f"{', '.join(late)} can only be sent with the sequence's START request")
+            raise InputError(
+                f"{', '.join(late)} can only be sent with the sequence's START request"
+            )
     frame_index = None
     if tensors.get("FRAME_INDEX") is not None:
         value = _scalar("FRAME_INDEX", tensors["FRAME_INDEX"])
@@ -212,20 +234,23 @@ def parse_frame_request(
     )
     both = sorted(set(request.masks) & (set(request.points) | set(request.boxes)))
     if both:
-        raise InputError(f"objects {both} have a mask prompt and points/boxes: a mask prompt "
-                         "stands alone")
+        raise InputError(
+            f"objects {both} have a mask prompt and points/boxes: a mask prompt stands alone"
+        )
     return request
 
 
 class VideoRequestHandler:
     """Applies FrameRequests to the trackers of a SequenceStore."""
 
-    def __init__(self, store: SequenceStore, settings: VideoSettings, limits: RequestLimits) -> None:
+    def __init__(
+        self, store: SequenceStore, settings: VideoSettings, limits: RequestLimits
+    ) -> None:
         self.store = store
         self.settings = settings
         self.limits = limits
 
-    def handle(self, request: FrameRequest) -> Optional[FrameResult]:
+    def handle(self, request: FrameRequest) -> FrameResult | None:
         """Track / correct as the request says; None when it tracks nothing."""
         self.store.evict_idle()
         try:
@@ -248,7 +273,7 @@ class VideoRequestHandler:
 
     # -- checks, then changes ---------------------------------------------------------------
 
-    def _apply(self, tracker: VideoTracker, request: FrameRequest) -> Optional[FrameResult]:
+    def _apply(self, tracker: VideoTracker, request: FrameRequest) -> FrameResult | None:
         frame_idx, size = self._check(tracker, request)
         for obj_id in request.remove:
             tracker.remove_object(obj_id)
@@ -272,42 +297,55 @@ class VideoRequestHandler:
             tracker.discard_pending()
             raise
 
-    def _check(self, tracker: VideoTracker, request: FrameRequest
-               ) -> Tuple[Optional[int], Optional[Tuple[int, int]]]:
+    def _check(
+        self, tracker: VideoTracker, request: FrameRequest
+    ) -> tuple[int | None, tuple[int, int] | None]:
         """(frame to track or correct, its size), or (None, None); InputError if the request
         does not fit the sequence."""
         known = set(tracker.obj_ids)
         unknown = [obj_id for obj_id in request.remove if obj_id not in known]
         if unknown:
-            raise InputError(f"cannot remove objects {unknown}: the sequence tracks "
-                             f"{sorted(known) or 'no objects'}")
+            raise InputError(
+                f"cannot remove objects {unknown}: the sequence tracks "
+                f"{sorted(known) or 'no objects'}"
+            )
         after = (known - set(request.remove)) | set(request.prompted_ids)
         if len(after) > self.settings.max_objects:
-            raise InputError(f"a sequence tracks at most {self.settings.max_objects} objects; this "
-                             f"request would make it {len(after)}")
+            raise InputError(
+                f"a sequence tracks at most {self.settings.max_objects} objects; this "
+                f"request would make it {len(after)}"
+            )
         last = tracker.last_frame
         self._check_prompted_frames(tracker, request)
         if request.image is not None:
             frame_idx = last + 1 if request.frame_index is None else request.frame_index
             if frame_idx <= last:
-                raise InputError(f"FRAME_INDEX {frame_idx} is not after the last tracked frame {last}: "
-                                 "frames must come in increasing order (send prompts without an "
-                                 "image to correct the last frame)")
+                raise InputError(
+                    f"FRAME_INDEX {frame_idx} is not after the last tracked frame {last}: "
+                    "frames must come in increasing order (send prompts without an "
+                    "image to correct the last frame)"
+                )
             if tracker.num_frames is not None and frame_idx >= tracker.num_frames:
                 raise InputError(f"frame {frame_idx} is beyond NUM_FRAMES = {tracker.num_frames}")
             size = tuple(int(s) for s in request.image.shape[:2])
             if tracker.frame_size is not None and size != tuple(tracker.frame_size):
                 height, width = tracker.frame_size
-                raise InputError(f"frame {frame_idx} is {size[1]}x{size[0]} but this sequence's frames "
-                                 f"are {width}x{height}: every frame must have the first frame's size")
+                raise InputError(
+                    f"frame {frame_idx} is {size[1]}x{size[0]} but this sequence's frames "
+                    f"are {width}x{height}: every frame must have the first frame's size"
+                )
         elif request.prompted_ids:
             if last < 0:
-                raise InputError("prompts without an image correct the last tracked frame, and no frame "
-                                 "was tracked yet: send the frame (IMAGE or IMAGE_RAW) with its prompts")
+                raise InputError(
+                    "prompts without an image correct the last tracked frame, and no frame "
+                    "was tracked yet: send the frame (IMAGE or IMAGE_RAW) with its prompts"
+                )
             frame_idx = last if request.frame_index is None else request.frame_index
             if frame_idx != last:
-                raise InputError(f"without an image, prompts correct the last tracked frame ({last}); "
-                                 f"FRAME_INDEX is {frame_idx}. Send the image to prompt a new frame")
+                raise InputError(
+                    f"without an image, prompts correct the last tracked frame ({last}); "
+                    f"FRAME_INDEX is {frame_idx}. Send the image to prompt a new frame"
+                )
             size = tuple(tracker.frame_size)
         else:
             if request.frame_index is not None:
@@ -327,29 +365,38 @@ class VideoRequestHandler:
             frames = tracker.conditioning_frames(obj_id)
             held = len(frames)
             if held >= limit and not (request.image is None and tracker.last_frame in frames):
-                raise InputError(f"object {obj_id} was prompted on {held} frames, the most this server "
-                                 f"keeps per object ({limit}): remove the object and prompt it anew")
+                raise InputError(
+                    f"object {obj_id} was prompted on {held} frames, the most this server "
+                    f"keeps per object ({limit}): remove the object and prompt it anew"
+                )
 
-    def _check_prompts(self, request: FrameRequest, size: Tuple[int, int]) -> None:
+    def _check_prompts(self, request: FrameRequest, size: tuple[int, int]) -> None:
         margin = self.limits.point_margin
         for obj_id, prompt in request.points.items():
             check_within_image(f"POINT_COORDS of object {obj_id}", prompt.coords, size, margin)
             count = prompt.labels.shape[0] + (2 if obj_id in request.boxes else 0)
             if count > self.limits.max_points:
-                raise InputError(f"object {obj_id} has {count} prompt points (a box counts 2); "
-                                 f"at most {self.limits.max_points}")
+                raise InputError(
+                    f"object {obj_id} has {count} prompt points (a box counts 2); "
+                    f"at most {self.limits.max_points}"
+                )
         for obj_id, box in request.boxes.items():
             check_within_image(f"BOXES of object {obj_id}", box.reshape(2, 2), size, margin)
             if box[2] < box[0] or box[3] < box[1]:
-                raise InputError(f"box of object {obj_id} is {box.tolist()}: need x0 <= x1 and y0 <= y1")
+                raise InputError(
+                    f"box of object {obj_id} is {box.tolist()}: need x0 <= x1 and y0 <= y1"
+                )
         for obj_id, mask in request.masks.items():
             if tuple(mask.shape) != tuple(size):
-                raise InputError(f"mask prompt of object {obj_id} is {mask.shape[1]}x{mask.shape[0]}; "
-                                 f"the frame is {size[1]}x{size[0]}")
+                raise InputError(
+                    f"mask prompt of object {obj_id} is {mask.shape[1]}x{mask.shape[0]}; "
+                    f"the frame is {size[1]}x{size[0]}"
+                )
 
 
-def result_tensors(result: Optional[FrameResult], size: Optional[Tuple[int, int]], state_bytes: int
-                   ) -> Dict[str, np.ndarray]:
+def result_tensors(
+    result: FrameResult | None, size: tuple[int, int] | None, state_bytes: int
+) -> dict[str, np.ndarray]:
     """The response tensors (client/contract.py, track_video outputs), rows by ascending id."""
     if result is None:
         height, width = size or (0, 0)

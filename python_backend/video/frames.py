@@ -18,8 +18,6 @@ bilinear with antialias (torch) to 1024x1024 unless already that size, then >= 0
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -66,8 +64,13 @@ def prompt_mask_input(mask: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
         if tuple(tensor.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
-            tensor = F.interpolate(tensor, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
-                                   align_corners=False, antialias=True)
+            tensor = F.interpolate(
+                tensor,
+                size=(IMAGE_SIZE, IMAGE_SIZE),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
             tensor = (tensor >= MASK_PROMPT_THRESHOLD).float()
         return tensor.numpy()
 
@@ -84,16 +87,18 @@ _VIDEO_LUT = _video_lookup_table()
 
 def preprocess_video_frame(image: np.ndarray) -> np.ndarray:
     """RGB uint8 [H, W, 3] -> float32 [1, 3, 1024, 1024] exactly as load_video_frames."""
-    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(
-        (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC
-    ))
+    resized = np.asarray(
+        Image.fromarray(np.ascontiguousarray(image)).resize(
+            (IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC
+        )
+    )
     out = np.empty((1, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     for channel in range(3):
         np.take(_VIDEO_LUT[channel], resized[:, :, channel], out=out[0, channel])
     return out
 
 
-def preprocess_frame(image: np.ndarray, mode: str = "video") -> Tuple[np.ndarray, Tuple[int, int]]:
+def preprocess_frame(image: np.ndarray, mode: str = "video") -> tuple[np.ndarray, tuple[int, int]]:
     """RGB uint8 [H, W, 3] -> image-encoder input [1, 3, 1024, 1024] and (H, W)."""
     image = check_frame(image)
     size = (int(image.shape[0]), int(image.shape[1]))

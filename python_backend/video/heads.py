@@ -18,8 +18,8 @@ features with the mask (`mask_downsample`, a 4x4 stride-4 convolution) as dense 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,10 +46,10 @@ class HeadSettings:
     soft_no_obj_ptr: bool
     fixed_no_obj_ptr: bool
     token_choice: TokenChoice
-    no_obj_ptr: Optional[np.ndarray]  # float32 [256]
+    no_obj_ptr: np.ndarray | None  # float32 [256]
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping) -> "HeadSettings":
+    def from_metadata(cls, metadata: Mapping) -> HeadSettings:
         s = metadata["settings"]
         no_obj_ptr = metadata["constants"].get("no_obj_ptr")
         return cls(
@@ -62,8 +62,11 @@ class HeadSettings:
             soft_no_obj_ptr=bool(s.get("soft_no_obj_ptr", False)),
             fixed_no_obj_ptr=bool(s.get("fixed_no_obj_ptr", False)),
             token_choice=TokenChoice.from_metadata(metadata["decoder"]),
-            no_obj_ptr=(np.asarray(no_obj_ptr, dtype=np.float32).reshape(-1)
-                        if no_obj_ptr is not None else None),
+            no_obj_ptr=(
+                np.asarray(no_obj_ptr, dtype=np.float32).reshape(-1)
+                if no_obj_ptr is not None
+                else None
+            ),
         )
 
     def use_multimask(self, is_init_cond_frame: bool, num_points: int) -> bool:
@@ -83,9 +86,13 @@ class HeadOutputs:
     object_score_logits: np.ndarray  # float32 [N, 1]
 
 
-def choose_outputs(decoded: Mapping[str, np.ndarray], multimask: np.ndarray,
-                   settings: HeadSettings, presence_threshold: float = SAM2_PRESENCE_THRESHOLD,
-                   multimask_tokens: Optional[np.ndarray] = None) -> HeadOutputs:
+def choose_outputs(
+    decoded: Mapping[str, np.ndarray],
+    multimask: np.ndarray,
+    settings: HeadSettings,
+    presence_threshold: float = SAM2_PRESENCE_THRESHOLD,
+    multimask_tokens: np.ndarray | None = None,
+) -> HeadOutputs:
     """mask_decoder outputs of N objects and a bool [N] multimask flag -> HeadOutputs.
 
     multimask_tokens: int [N], for multimask rows the token (1-3) to use instead of the
@@ -104,7 +111,8 @@ def choose_outputs(decoded: Mapping[str, np.ndarray], multimask: np.ndarray,
     single = np.zeros_like(argmax_iou)
     if settings.token_choice.dynamic_multimask_via_stability:
         stable = stability_scores(masks[:, 0], 0.0, settings.token_choice.stability_delta) >= (
-            settings.token_choice.stability_thresh)
+            settings.token_choice.stability_thresh
+        )
         single = np.where(stable, 0, argmax_iou)
     multimask = np.asarray(multimask, dtype=bool)
     mask_token = np.where(multimask, best, single)
@@ -145,38 +153,51 @@ class MaskPromptHead:
     downsample_bias: np.ndarray  # float32 [1]
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping) -> Optional["MaskPromptHead"]:
+    def from_metadata(cls, metadata: Mapping) -> MaskPromptHead | None:
         """None when the export cannot take mask prompts (no mask_downsample, or a model that
         decodes mask prompts with SAM instead of using them as output)."""
         constants = metadata["constants"]
-        weight, bias = constants.get("mask_downsample_weight"), constants.get("mask_downsample_bias")
+        weight, bias = (
+            constants.get("mask_downsample_weight"),
+            constants.get("mask_downsample_bias"),
+        )
         if weight is None or bias is None:
             return None
         if not metadata["settings"].get("use_mask_input_as_output_without_sam", False):
             return None
         stride = MASK_DOWNSAMPLE_STRIDE
-        return cls(np.asarray(weight, np.float32).reshape(1, 1, stride, stride),
-                   np.asarray(bias, np.float32).reshape(1))
+        return cls(
+            np.asarray(weight, np.float32).reshape(1, 1, stride, stride),
+            np.asarray(bias, np.float32).reshape(1),
+        )
 
     def decoder_input(self, masks: np.ndarray) -> np.ndarray:
         """Binary masks [N, 1, 1024, 1024] -> the decoder's dense prompt [N, 1, 256, 256]."""
         with torch.inference_mode():
-            out = F.conv2d(torch.from_numpy(np.ascontiguousarray(masks, np.float32)),
-                           torch.from_numpy(self.downsample_weight),
-                           torch.from_numpy(self.downsample_bias), stride=MASK_DOWNSAMPLE_STRIDE)
+            out = F.conv2d(
+                torch.from_numpy(np.ascontiguousarray(masks, np.float32)),
+                torch.from_numpy(self.downsample_weight),
+                torch.from_numpy(self.downsample_bias),
+                stride=MASK_DOWNSAMPLE_STRIDE,
+            )
             return out.numpy()
 
-    def outputs(self, masks: np.ndarray, pointers: np.ndarray, settings: HeadSettings
-                ) -> HeadOutputs:
+    def outputs(
+        self, masks: np.ndarray, pointers: np.ndarray, settings: HeadSettings
+    ) -> HeadOutputs:
         """Binary masks [N, 1, 1024, 1024] and the object pointers [N, 256] the decoder gave
         for them (after its own no-object blend) -> the masks as output (module docstring)."""
         n = masks.shape[0]
         present = masks.reshape(n, -1).any(axis=1).astype(np.float32)[:, None]  # [N, 1]
         with torch.inference_mode():
             logits = torch.from_numpy(np.ascontiguousarray(masks, np.float32))
-            low_res = F.interpolate(logits * MASK_OUTPUT_SCALE + MASK_OUTPUT_BIAS,
-                                    size=(LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE), mode="bilinear",
-                                    align_corners=False, antialias=True).numpy()
+            low_res = F.interpolate(
+                logits * MASK_OUTPUT_SCALE + MASK_OUTPUT_BIAS,
+                size=(LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            ).numpy()
         pointers = np.asarray(pointers, np.float32).reshape(n, -1)
         if settings.pred_obj_scores:
             pointers = no_object_blend(pointers, present, settings)
@@ -188,8 +209,9 @@ class MaskPromptHead:
         )
 
 
-def _bilinear_taps(size_in: int, start: int, stop: int, scale: int
-                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _bilinear_taps(
+    size_in: int, start: int, stop: int, scale: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Output indices start .. stop-1 of a `scale`-times bilinear upsampling of `size_in` samples
     (align_corners=False, as torch computes it in float32): (first source index, second,
     weight of the first, weight of the second), each [stop - start]."""
@@ -202,7 +224,7 @@ def _bilinear_taps(size_in: int, start: int, stop: int, scale: int
     return first, second, np.float32(1.0) - weight, weight
 
 
-def upscaled_mask_box(logits: np.ndarray, scale: int = MASK_DOWNSAMPLE_STRIDE) -> Optional[np.ndarray]:
+def upscaled_mask_box(logits: np.ndarray, scale: int = MASK_DOWNSAMPLE_STRIDE) -> np.ndarray | None:
     """Pixel-edge xyxy box (float64 [4], None if empty) of the pixels > 0 of `logits` [h, w]
     upsampled `scale` times (bilinear, align_corners=False: SAM 2's low-res -> 1024 resize).
 
@@ -224,11 +246,19 @@ def upscaled_mask_box(logits: np.ndarray, scale: int = MASK_DOWNSAMPLE_STRIDE) -
     top = int(y_first[0])
     band = np.asarray(logits[top : int(y_second[-1]) + 1], dtype=np.float32)
     horizontal = x_w0 * band[:, x_first] + x_w1 * band[:, x_second]
-    upsampled = (y_w0[:, None] * horizontal[y_first - top]
-                 + y_w1[:, None] * horizontal[y_second - top]) > 0
+    upsampled = (
+        y_w0[:, None] * horizontal[y_first - top] + y_w1[:, None] * horizontal[y_second - top]
+    ) > 0
     up_rows = np.flatnonzero(upsampled.any(axis=1))
     if up_rows.size == 0:
         return None
     up_cols = np.flatnonzero(upsampled.any(axis=0))
-    return np.array([x_range[0] + up_cols[0], y_range[0] + up_rows[0],
-                     x_range[0] + up_cols[-1] + 1, y_range[0] + up_rows[-1] + 1], dtype=np.float64)
+    return np.array(
+        [
+            x_range[0] + up_cols[0],
+            y_range[0] + up_rows[0],
+            x_range[0] + up_cols[-1] + 1,
+            y_range[0] + up_rows[-1] + 1,
+        ],
+        dtype=np.float64,
+    )

@@ -34,8 +34,8 @@ Only forward (increasing frame index) tracking is supported: a stream has no fut
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -75,15 +75,19 @@ class MemorySettings:
     use_signed_tpos_enc_to_obj_ptrs: bool = True
 
     @classmethod
-    def from_metadata(cls, settings: Mapping) -> "MemorySettings":
+    def from_metadata(cls, settings: Mapping) -> MemorySettings:
         return cls(
             num_maskmem=int(settings["num_maskmem"]),
             memory_temporal_stride=int(settings.get("memory_temporal_stride_for_eval", 1)),
             max_cond_frames_in_attn=int(settings.get("max_cond_frames_in_attn", -1)),
             max_obj_ptrs_in_encoder=int(settings.get("max_obj_ptrs_in_encoder", 16)),
             use_obj_ptrs_in_encoder=bool(settings.get("use_obj_ptrs_in_encoder", True)),
-            only_obj_ptrs_in_the_past=bool(settings.get("only_obj_ptrs_in_the_past_for_eval", False)),
-            use_signed_tpos_enc_to_obj_ptrs=bool(settings.get("use_signed_tpos_enc_to_obj_ptrs", True)),
+            only_obj_ptrs_in_the_past=bool(
+                settings.get("only_obj_ptrs_in_the_past_for_eval", False)
+            ),
+            use_signed_tpos_enc_to_obj_ptrs=bool(
+                settings.get("use_signed_tpos_enc_to_obj_ptrs", True)
+            ),
         )
 
     def memory_frame(self, frame_idx: int, t_pos: int) -> int:
@@ -100,7 +104,7 @@ class MemorySettings:
         stride = self.memory_temporal_stride
         return 2 + (stride - 1) + max(self.num_maskmem - 3, 0) * stride
 
-    def pointer_frames(self, num_frames: Optional[int]) -> int:
+    def pointer_frames(self, num_frames: int | None) -> int:
         """min(num_frames, max_obj_ptrs_in_encoder): SAM 2's pointer count and position scale."""
         if num_frames is None:
             return self.max_obj_ptrs_in_encoder
@@ -128,12 +132,12 @@ class Selection:
     `stack_memory_features` unpacks several selections straight into one batch tensor.
     """
 
-    memories: Tuple[np.ndarray, ...]  # M x [64, 64, 64], uint16 bfloat16 bits or float32
+    memories: tuple[np.ndarray, ...]  # M x [64, 64, 64], uint16 bfloat16 bits or float32
     memory_temporal_positions: np.ndarray  # int32 [M]
     object_pointers: np.ndarray  # float32 [P, 256]
     object_pointer_positions: np.ndarray  # float32 [P]
-    memory_frames: Tuple[int, ...] = ()  # which frames, for tests and debugging
-    pointer_frames: Tuple[int, ...] = ()
+    memory_frames: tuple[int, ...] = ()  # which frames, for tests and debugging
+    pointer_frames: tuple[int, ...] = ()
 
     @property
     def memory_features(self) -> np.ndarray:
@@ -141,7 +145,7 @@ class Selection:
         return stack_memory_features([self])[0]
 
     @property
-    def signature(self) -> Tuple[int, int]:
+    def signature(self) -> tuple[int, int]:
         """(M, P): objects with equal signatures can share one memory-attention batch."""
         return len(self.memories), int(self.object_pointers.shape[0])
 
@@ -170,9 +174,9 @@ class MemoryBank:
     settings: MemorySettings
     storage: str = "bfloat16"  # or "float32"
     external_recent: bool = False
-    cond: Dict[int, FrameMemory] = field(default_factory=dict)
-    non_cond_memories: Dict[int, np.ndarray] = field(default_factory=dict)
-    non_cond_pointers: Dict[int, np.ndarray] = field(default_factory=dict)
+    cond: dict[int, FrameMemory] = field(default_factory=dict)
+    non_cond_memories: dict[int, np.ndarray] = field(default_factory=dict)
+    non_cond_pointers: dict[int, np.ndarray] = field(default_factory=dict)
     last_frame: int = -1  # the latest frame stored
 
     def __post_init__(self) -> None:
@@ -185,8 +189,14 @@ class MemoryBank:
         memory = np.asarray(memory, dtype=np.float32).reshape(MEMORY_SHAPE)
         return to_bfloat16_bits(memory) if self.storage == "bfloat16" else memory.copy()
 
-    def add(self, frame_idx: int, memory: np.ndarray, pointer: np.ndarray, object_score: float,
-            is_conditioning: bool) -> None:
+    def add(
+        self,
+        frame_idx: int,
+        memory: np.ndarray,
+        pointer: np.ndarray,
+        object_score: float,
+        is_conditioning: bool,
+    ) -> None:
         """Store frame `frame_idx`'s output (a conditioning frame replaces a tracked output of
         the same frame); then drop what neither this frame (a correction) nor a later one can
         select."""
@@ -241,7 +251,7 @@ class MemoryBank:
     def has_conditioning(self) -> bool:
         return bool(self.cond)
 
-    def _split_cond(self, frame_idx: int) -> Tuple[List[int], List[int]]:
+    def _split_cond(self, frame_idx: int) -> tuple[list[int], list[int]]:
         """SAM 2's closest-conditioning-frame choice: (selected, unselected) frame indices."""
         frames = list(self.cond)
         limit = self.settings.max_cond_frames_in_attn
@@ -249,7 +259,7 @@ class MemoryBank:
             return frames, []
         if limit < 2:
             raise ValueError("max_cond_frames_in_attn must be -1 or at least 2")
-        selected: List[int] = []
+        selected: list[int] = []
         before = [t for t in frames if t < frame_idx]
         after = [t for t in frames if t >= frame_idx]
         if before:
@@ -260,8 +270,9 @@ class MemoryBank:
         selected += rest[: limit - len(selected)]
         return selected, [t for t in frames if t not in selected]
 
-    def _recent_slots(self, frame_idx: int, recent_frames: Optional[Sequence[int]]
-                      ) -> List[Tuple[int, int]]:
+    def _recent_slots(
+        self, frame_idx: int, recent_frames: Sequence[int] | None
+    ) -> list[tuple[int, int]]:
         """(t_pos, frame) of the recent memories, t_pos ascending (oldest slot first)."""
         s = self.settings
         if recent_frames is None:
@@ -269,8 +280,12 @@ class MemoryBank:
         newest_first = list(recent_frames)[: s.num_maskmem - 1]
         return [(s.num_maskmem - 1 - i, t) for i, t in reversed(list(enumerate(newest_first)))]
 
-    def select(self, frame_idx: int, num_frames: Optional[int] = None,
-               recent_frames: Optional[Sequence[int]] = None) -> Selection:
+    def select(
+        self,
+        frame_idx: int,
+        num_frames: int | None = None,
+        recent_frames: Sequence[int] | None = None,
+    ) -> Selection:
         """Memory-attention inputs for tracking this object on frame `frame_idx`.
 
         recent_frames: the recent memory frames, newest first (item i -> t_pos
@@ -330,8 +345,11 @@ class MemoryBank:
         return Selection(
             memories=tuple(memories),
             memory_temporal_positions=np.asarray(t_positions, dtype=np.int32),
-            object_pointers=(np.stack(pointers).astype(np.float32, copy=False) if pointers
-                             else np.zeros((0, 256), np.float32)),
+            object_pointers=(
+                np.stack(pointers).astype(np.float32, copy=False)
+                if pointers
+                else np.zeros((0, 256), np.float32)
+            ),
             object_pointer_positions=np.asarray(positions, dtype=np.float32) / np.float32(scale),
             memory_frames=tuple(memory_frames),
             pointer_frames=tuple(pointer_frames),
@@ -340,7 +358,7 @@ class MemoryBank:
     # -- size ---------------------------------------------------------------------------------
 
     @property
-    def counts(self) -> Dict[str, int]:
+    def counts(self) -> dict[str, int]:
         return {
             "conditioning_frames": len(self.cond),
             "memories": len(self.non_cond_memories),

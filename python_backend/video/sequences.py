@@ -20,8 +20,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional
 
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.samurai import SamuraiSettings
@@ -54,7 +54,7 @@ class VideoSettings:
             raise ValueError(f"memory_storage must be one of {MEMORY_STORAGES}")
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, object]) -> "VideoSettings":
+    def from_mapping(cls, values: Mapping[str, object]) -> VideoSettings:
         """From serving.yaml's `video` section or a model's string parameters."""
         try:
             return cls(
@@ -68,7 +68,7 @@ class VideoSettings:
         except KeyError as exc:
             raise ValueError(f"video settings lack {exc}") from None
 
-    def as_parameters(self) -> Dict[str, str]:
+    def as_parameters(self) -> dict[str, str]:
         return {name: str(getattr(self, name)) for name in self.__dataclass_fields__}
 
 
@@ -76,8 +76,8 @@ class VideoSettings:
 class SequenceOptions:
     """What a sequence may choose at START."""
 
-    num_frames: Optional[int] = None  # the video's length when known (None: a stream)
-    samurai: Optional[SamuraiSettings] = None  # None: plain SAM 2
+    num_frames: int | None = None  # the video's length when known (None: a stream)
+    samurai: SamuraiSettings | None = None  # None: plain SAM 2
 
 
 @dataclass
@@ -98,8 +98,8 @@ class SequenceStore:
         self.make_tracker = make_tracker
         self.settings = settings
         self.clock = clock
-        self._entries: Dict[int, _Entry] = {}
-        self._forgotten: "OrderedDict[int, str]" = OrderedDict()  # id -> why it is gone
+        self._entries: dict[int, _Entry] = {}
+        self._forgotten: OrderedDict[int, str] = OrderedDict()  # id -> why it is gone
         self._lock = threading.RLock()
 
     def __len__(self) -> int:
@@ -162,7 +162,7 @@ class SequenceStore:
             self._entries.pop(sequence_id, None)
             self._remember(sequence_id, why)
 
-    def evict_idle(self) -> List[int]:
+    def evict_idle(self) -> list[int]:
         """Drop sequences idle for `idle_timeout_s` or longer; return their ids."""
         timeout = self.settings.idle_timeout_s
         with self._lock:
@@ -193,7 +193,7 @@ class IdleEvictor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sam2-video-evictor", daemon=True)
 
-    def start(self) -> "IdleEvictor":
+    def start(self) -> IdleEvictor:
         self._thread.start()
         return self
 

@@ -19,13 +19,16 @@ from sam2_triton.python_backend.triton_io import (
     scalar,
 )
 
+
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
         self.limits = RequestLimits.from_parameters(params)
         self.defaults = json.loads(params["generator_defaults"])
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.predictor = ImagePredictor(image_networks(params, version_dir), load_metadata(version_dir))
+        self.predictor = ImagePredictor(
+            image_networks(params, version_dir), load_metadata(version_dir)
+        )
 
     def _settings(self, request) -> GeneratorSettings:
         overrides = {}
@@ -36,7 +39,8 @@ class TritonPythonModel:
             if value is not None:
                 overrides[setting] = value
         settings = GeneratorSettings.from_mapping(
-            self.defaults, overrides,
+            self.defaults,
+            overrides,
             max_points_per_side=int(self.defaults["max_points_per_side"]),
             max_crop_n_layers=int(self.defaults["max_crop_n_layers"]),
         )

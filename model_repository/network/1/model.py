@@ -34,16 +34,21 @@ class TritonPythonModel:
             from sam2_triton.python_backend.torch_networks import TorchNetworks
 
             device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
-            self.runner = TorchNetworks(params["checkpoint"], params["model"], [self.network], device)
+            self.runner = TorchNetworks(
+                params["checkpoint"], params["model"], [self.network], device
+            )
         else:
             from sam2_triton.python_backend.onnx_networks import OnnxNetworks
 
             providers = (
                 [("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])})]
-                if on_gpu else ["CPUExecutionProvider"]
+                if on_gpu
+                else ["CPUExecutionProvider"]
             )
             self.runner = OnnxNetworks(
-                directory, [self.network], providers=providers,
+                directory,
+                [self.network],
+                providers=providers,
                 intra_op_threads=int(params.get("intra_op_threads", 0)),
                 allow_spinning=params.get("allow_spinning", "1") == "1",
                 fuse_attention=params.get("fuse_attention", "1") == "1",
@@ -60,7 +65,9 @@ class TritonPythonModel:
 
     def execute(self, requests):
         if not self.batching or len(requests) == 1:
-            return respond_each(requests, lambda r: self.runner.run(self.network, **self._inputs(r)), self.network)
+            return respond_each(
+                requests, lambda r: self.runner.run(self.network, **self._inputs(r)), self.network
+            )
         # Dynamic batching: check each request, run the valid ones as one batch, split.
         responses, valid = [None] * len(requests), []
         for i, request in enumerate(requests):
@@ -76,11 +83,13 @@ class TritonPythonModel:
                 outputs = self.runner.run(self.network, **batch)
             except Exception as exc:
                 for i, _ in valid:
-                    responses[i] = error_response(f"{self.network}: {type(exc).__name__}: {exc}", False)
+                    responses[i] = error_response(
+                        f"{self.network}: {type(exc).__name__}: {exc}", False
+                    )
                 return responses
             start = 0
             for i, inputs in valid:
                 size = len(inputs[self.contract.input_names[0]])
-                responses[i] = response({n: a[start:start + size] for n, a in outputs.items()})
+                responses[i] = response({n: a[start : start + size] for n, a in outputs.items()})
                 start += size
         return responses

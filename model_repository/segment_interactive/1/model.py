@@ -32,15 +32,23 @@ class TritonPythonModel:
         params = model_parameters(args)
         self.limits = RequestLimits.from_parameters(params)
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.predictor = ImagePredictor(image_networks(params, version_dir), load_metadata(version_dir))
+        self.predictor = ImagePredictor(
+            image_networks(params, version_dir), load_metadata(version_dir)
+        )
         self.cache = EmbeddingCache(int(params["embedding_cache_bytes"]))
 
     def _handle(self, request):
         image_id = scalar(request, "IMAGE_ID", None, str)
         release = scalar(request, "RELEASE", False, bool)
-        sends_image = optional_input(request, "IMAGE") is not None or optional_input(request, "IMAGE_RAW") is not None
+        sends_image = (
+            optional_input(request, "IMAGE") is not None
+            or optional_input(request, "IMAGE_RAW") is not None
+        )
         if sends_image and image_id is not None:
-            raise InputError("send IMAGE (or IMAGE_RAW) to encode a new image, or IMAGE_ID of an encoded one, not both")
+            raise InputError(
+                "send IMAGE (or IMAGE_RAW) to encode a new image, "
+                "or IMAGE_ID of an encoded one, not both"
+            )
         if sends_image:
             image = read_image(request, self.limits)
             size = image.shape[:2]
@@ -50,15 +58,25 @@ class TritonPythonModel:
             image_id = self.cache.add(encoded)
         elif image_id is not None:
             encoded = self.cache.get(image_id)
-            prompts = read_prompts(request, encoded.original_size, self.limits) if has_prompts(request) else None
+            prompts = (
+                read_prompts(request, encoded.original_size, self.limits)
+                if has_prompts(request)
+                else None
+            )
             if prompts is None and not release:
-                raise InputError("no prompt: send POINT_COORDS with POINT_LABELS and/or BOXES with IMAGE_ID")
+                raise InputError(
+                    "no prompt: send POINT_COORDS with POINT_LABELS and/or BOXES with IMAGE_ID"
+                )
         else:
-            raise InputError("send IMAGE (or IMAGE_RAW) to encode an image, or IMAGE_ID of an encoded one")
+            raise InputError(
+                "send IMAGE (or IMAGE_RAW) to encode an image, or IMAGE_ID of an encoded one"
+            )
 
         height, width = encoded.original_size
         if prompts is not None:
-            prediction = self.predictor.predict(encoded, prompts, scalar(request, "MULTIMASK_OUTPUT", True, bool))
+            prediction = self.predictor.predict(
+                encoded, prompts, scalar(request, "MULTIMASK_OUTPUT", True, bool)
+            )
             masks, scores, low_res = prediction.masks, prediction.scores, prediction.low_res_masks
         else:
             masks = np.zeros((0, 0, height, width), dtype=bool)

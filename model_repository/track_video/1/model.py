@@ -49,14 +49,20 @@ class TritonPythonModel:
         networks = BlsVideoNetworks()
 
         def make_tracker(options):
-            return VideoTracker(networks, metadata, num_frames=options.num_frames,
-                                preprocessing=settings.preprocessing,
-                                memory_storage=settings.memory_storage, samurai=options.samurai)
+            return VideoTracker(
+                networks,
+                metadata,
+                num_frames=options.num_frames,
+                preprocessing=settings.preprocessing,
+                memory_storage=settings.memory_storage,
+                samurai=options.samurai,
+            )
 
         self.store = SequenceStore(make_tracker, settings)
         self.handler = VideoRequestHandler(self.store, settings, self.limits)
         self.evictor = IdleEvictor(
-            self.store, settings.idle_timeout_s / EVICTION_CHECKS_PER_TIMEOUT).start()
+            self.store, settings.idle_timeout_s / EVICTION_CHECKS_PER_TIMEOUT
+        ).start()
 
     def _handle(self, request):
         corrid, start, end = sequence_controls(request)
