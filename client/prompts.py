@@ -43,9 +43,11 @@ class Prompts:
             contract.BOXES: self.boxes,
             contract.MASK_INPUT: self.mask_input,
         }
-        tensors = {name: array for name, array in tensors.items() if array is not None}
-        tensors[contract.MULTIMASK_OUTPUT] = np.array([bool(multimask_output)], dtype=np.bool_)
-        return tensors
+        given: dict[str, np.ndarray] = {
+            name: array for name, array in tensors.items() if array is not None
+        }
+        given[contract.MULTIMASK_OUTPUT] = np.array([bool(multimask_output)], dtype=np.bool_)
+        return given
 
 
 def _as_array(name: str, value: ArrayLike | None, dtype) -> np.ndarray | None:

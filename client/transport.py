@@ -131,7 +131,7 @@ class Transport:
             return Sam2ClientError(attribute(message, model), status=status, model=model)
         if isinstance(error, TimeoutError):
             return Sam2ClientError(f"{where}{timed_out}", model=model)
-        reason = error.strerror or str(error)
+        reason = getattr(error, "strerror", None) or str(error)
         return Sam2ClientError(f"{unreachable} ({reason})", model=model)
 
     def close(self) -> None:

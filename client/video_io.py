@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -170,7 +170,7 @@ class VideoWriter:
         self.frames_written = 0
         self._size: tuple[int, int] | None = None  # (height, width) of the frames given
         self._container = av.open(str(self.path), mode="w")
-        self._stream = None
+        self._stream: Any = None  # av's video stream, opened by the first frame
 
     def _open_stream(self, height: int, width: int) -> None:
         stream = self._container.add_stream(self.codec, rate=self.fps)
@@ -191,10 +191,11 @@ class VideoWriter:
             )
         if self._stream is None:
             self._open_stream(*pixels.shape[:2])
-        if pixels.shape[:2] != self._size:
+        height, width = self._size or pixels.shape[:2]
+        if pixels.shape[:2] != (height, width):
             raise ValueError(
                 f"frame {self.frames_written} is {pixels.shape[1]}x{pixels.shape[0]}, the video "
-                f"is {self._size[1]}x{self._size[0]}"
+                f"is {width}x{height}"
             )
         pad = ((0, pixels.shape[0] % 2), (0, pixels.shape[1] % 2), (0, 0))
         if any(p[1] for p in pad):

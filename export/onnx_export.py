@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 import torch
+from sam2.modeling.sam2_base import SAM2Base
 
 import sam2_triton
 from sam2_triton.configs import NETWORKS, ModelSpec
@@ -41,7 +42,7 @@ _ONNX_DTYPES = {
 }
 
 
-def check_model_fits_contract(model: torch.nn.Module) -> None:
+def check_model_fits_contract(model: SAM2Base) -> None:
     """The contract's fixed sizes hold for every official SAM 2 / 2.1 size; refuse others."""
     expected = {
         "image_size": C.IMAGE_SIZE,
@@ -63,7 +64,7 @@ def check_model_fits_contract(model: torch.nn.Module) -> None:
 
 
 def export_network(
-    model: torch.nn.Module, name: str, path: os.PathLike, opset: int = OPSET
+    model: SAM2Base, name: str, path: os.PathLike, opset: int = OPSET
 ) -> onnx.ModelProto:
     """Export one network of `model` to `path` and check it against its contract."""
     contract = C.CONTRACTS[name]
@@ -103,7 +104,7 @@ def _share_identical_constants(proto: onnx.ModelProto, min_elements: int = 1024)
     initializers once. Returns how many Constant nodes were replaced.
     """
     graph = proto.graph
-    by_content = {}
+    by_content: dict[tuple, str] = {}
     for init in graph.initializer:
         by_content.setdefault(_content_key(init), init.name)
     renamed = {}
@@ -189,7 +190,7 @@ def check_graph_contract(proto: onnx.ModelProto, contract: C.GraphContract) -> N
 
 
 def build_metadata(
-    model: torch.nn.Module,
+    model: SAM2Base,
     spec: ModelSpec,
     checkpoint: dict[str, Any],
     graphs: dict[str, onnx.ModelProto],
@@ -247,7 +248,7 @@ def build_metadata(
 
 
 def export_model(
-    model: torch.nn.Module,
+    model: SAM2Base,
     spec: ModelSpec,
     output_dir: os.PathLike,
     *,

@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from sam2_triton.errors import Sam2TritonError
 
@@ -137,7 +138,7 @@ class LocalTritonServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="sam2-triton-server-"))
         self.log_file = Path(log_file) if log_file else self._workdir / "tritonserver.log"
         self._process: subprocess.Popen | None = None
-        self._log_handle = None
+        self._log_handle: IO[bytes] | None = None
 
     @property
     def http_url(self) -> str:
@@ -191,6 +192,8 @@ class LocalTritonServer:
         url = f"http://localhost:{self.http_port}/v2/health/ready"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self._process is None:
+                raise ServerError("tritonserver is not started")
             if self._process.poll() is not None:
                 raise ServerError(
                     f"tritonserver exited with status {self._process.returncode} while "

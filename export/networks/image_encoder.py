@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
 from sam2_triton.errors import ExportError
@@ -22,7 +23,9 @@ class ImageEncoderNet(nn.Module):
     constant. The rest of `Hiera.forward` and `ImageEncoder.forward` runs the official modules.
     """
 
-    def __init__(self, sam2_model: nn.Module) -> None:
+    trunk_pos_embed: torch.Tensor  # buffer [1, H/4, W/4, C]
+
+    def __init__(self, sam2_model: SAM2Base) -> None:
         super().__init__()
         if not sam2_model.use_high_res_features_in_sam:
             raise ExportError("models without high-resolution decoder features are not supported")

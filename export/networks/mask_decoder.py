@@ -8,6 +8,7 @@ context (number of clicks, tracking or not) that decides it.
 from __future__ import annotations
 
 import torch
+from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
 
@@ -20,7 +21,10 @@ class MaskDecoderNet(nn.Module):
     prompts when num_images is 1 (SAM 2 repeats them, which gives the same values).
     """
 
-    def __init__(self, sam2_model: nn.Module) -> None:
+    coord_scale: torch.Tensor  # buffer [2]: 1 / (width, height) of the model frame
+    image_pe: torch.Tensor  # buffer [1, 256, 64, 64]: dense positional encoding
+
+    def __init__(self, sam2_model: SAM2Base) -> None:
         super().__init__()
         self.prompt_encoder = sam2_model.sam_prompt_encoder
         self.mask_decoder = sam2_model.sam_mask_decoder

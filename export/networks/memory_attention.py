@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from sam2.modeling.sam.transformer import RoPEAttention
+from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
 from sam2_triton.errors import ExportError
@@ -21,7 +23,10 @@ class MemoryAttentionNet(nn.Module):
     64x64 grid (position encodings, rotary tables) are baked in.
     """
 
-    def __init__(self, sam2_model: nn.Module) -> None:
+    curr_pos: torch.Tensor  # buffer [1, HW, C]
+    memory_pos: torch.Tensor  # buffer [1, 1, HW, mem_dim]
+
+    def __init__(self, sam2_model: SAM2Base) -> None:
         super().__init__()
         attention = sam2_model.memory_attention
         if not attention.batch_first:
@@ -160,7 +165,14 @@ class RoPEAttentionNet(nn.Module):
       to 1, so the bias passes through, and the largest product runs on 64 channels, not 256.
     """
 
-    def __init__(self, attn: nn.Module) -> None:
+    q_weight: torch.Tensor  # buffers: query projection with the softmax scale folded in
+    q_bias: torch.Tensor
+    q_swapped_weight: torch.Tensor  # buffers: `swapped_linear` projections
+    q_swapped_bias: torch.Tensor
+    k_swapped_weight: torch.Tensor
+    k_swapped_bias: torch.Tensor
+
+    def __init__(self, attn: RoPEAttention) -> None:
         super().__init__()
         self.attn = attn
         self.heads = int(attn.num_heads)
@@ -188,8 +200,8 @@ class RoPEAttentionNet(nn.Module):
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        k_unrotated: torch.Tensor = None,
-        v_unrotated: torch.Tensor = None,
+        k_unrotated: torch.Tensor | None = None,
+        v_unrotated: torch.Tensor | None = None,
     ) -> torch.Tensor:
         attn = self.attn
         q = rotary(
@@ -197,7 +209,7 @@ class RoPEAttentionNet(nn.Module):
             F.linear(q, self.q_swapped_weight, self.q_swapped_bias),
         )
         k = rotary(attn.k_proj(k), F.linear(k, self.k_swapped_weight, self.k_swapped_bias))
-        if k_unrotated is not None:
+        if k_unrotated is not None and v_unrotated is not None:
             k = torch.cat((k, attn.k_proj(k_unrotated)), dim=1)
             v = torch.cat((v, v_unrotated), dim=1)
         if self.heads == 1:
@@ -214,6 +226,6 @@ class RoPEAttentionNet(nn.Module):
         return attn.out_proj(attn._recombine_heads(torch.matmul(weights, v)))
 
 
-def _rotary_table(attn: nn.Module, size: int) -> torch.Tensor:
+def _rotary_table(attn: RoPEAttention, size: int) -> torch.Tensor:
     """The complex [size*size, head_dim/2] table the official RoPEAttention uses on this grid."""
     return attn.compute_cis(end_x=size, end_y=size).cpu()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
 from sam2_triton.errors import ExportError
@@ -20,7 +21,7 @@ class MemoryEncoderNet(nn.Module):
     object_score_logits and ignore it (they have no no-object embedding).
     """
 
-    def __init__(self, sam2_model: nn.Module) -> None:
+    def __init__(self, sam2_model: SAM2Base) -> None:
         super().__init__()
         if sam2_model.non_overlap_masks_for_mem_enc:
             raise ExportError(

@@ -37,6 +37,9 @@ class AxialRotary(nn.Module):
     (SAM 2's `rope_k_repeat`). R is a dynamic axis of the graph.
     """
 
+    cos: torch.Tensor  # buffer [positions, C]
+    sin: torch.Tensor  # buffer [positions, C], signs of the pair swap folded in
+
     def __init__(self, freqs_cis: torch.Tensor, heads: int = 1) -> None:
         super().__init__()
         if not torch.is_complex(freqs_cis) or freqs_cis.dim() != 2:

@@ -15,9 +15,10 @@ def profile_shapes(
     ranges = {axis: profile.axis_range(contract.name, axis) for axis in contract.axis_names}
     shapes = {}
     for spec in contract.inputs:
-        shapes[spec.name] = tuple(
+        low, opt, high = (
             spec.concrete_shape({axis: r[i] for axis, r in ranges.items()}) for i in range(3)
         )
+        shapes[spec.name] = (low, opt, high)
     return shapes
 
 

@@ -51,7 +51,7 @@ class OutputError:
 def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
     reference = reference.astype(np.float64)
     diff = actual.astype(np.float64) - reference
-    return float(np.linalg.norm(diff) / max(np.linalg.norm(reference), 1e-30))
+    return float(np.linalg.norm(diff)) / max(float(np.linalg.norm(reference)), 1e-30)
 
 
 class EngineRunner:
