@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 from pathlib import Path
 
 from sam2_triton.errors import Sam2TritonError
@@ -19,6 +18,24 @@ DEFAULT_ARTIFACTS = Path("artifacts")
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", help="model size (configs/models.yaml)")
+
+
+def _add_download_options(parser: argparse.ArgumentParser, url_flag: str) -> None:
+    from sam2_triton.export.checkpoints import DOWNLOAD_CONNECT_TIMEOUT_S
+
+    parser.add_argument(
+        url_flag,
+        help="download from this address instead of the official one in configs/models.yaml "
+        "(a mirror; the official SHA-256 is still required)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DOWNLOAD_CONNECT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="give up a download that is not connected within this time, DNS lookup included "
+        f"(default {DOWNLOAD_CONNECT_TIMEOUT_S:g})",
+    )
 
 
 def _export_dir(args) -> Path:
@@ -31,59 +48,39 @@ def cmd_download(args) -> int:
     from sam2_triton.configs import get_model
     from sam2_triton.export.checkpoints import download_checkpoint
 
-    path = download_checkpoint(get_model(args.model), args.checkpoint_dir, force=args.force)
+    path = download_checkpoint(
+        get_model(args.model),
+        args.checkpoint_dir,
+        url=args.url,
+        force=args.force,
+        connect_timeout_s=args.connect_timeout,
+    )
     print(f"{path} verified")
     return 0
 
 
 def cmd_export(args) -> int:
     from sam2_triton.configs import get_model
-    from sam2_triton.errors import CheckpointError
-    from sam2_triton.export.checkpoints import (
-        RANDOM_WEIGHTS_WARNING,
-        build_sam2_model,
-        checkpoint_path,
-        sha256_file,
-    )
+    from sam2_triton.export.checkpoints import resolve_weights
     from sam2_triton.export.onnx_export import export_model
 
     spec = get_model(args.model)
-    checkpoint = (
-        Path(args.checkpoint) if args.checkpoint else checkpoint_path(spec, args.checkpoint_dir)
+    weights = resolve_weights(
+        spec,
+        checkpoint=args.checkpoint,
+        directory=args.checkpoint_dir,
+        random_weights=args.random_weights,
+        download_if_missing=args.download_if_missing,
+        random_if_missing=args.random_weights_if_missing,
+        url=args.download_url,
+        connect_timeout_s=args.connect_timeout,
+        seed=args.seed,
     )
-    random_weights = args.random_weights or (
-        args.random_weights_if_missing and not args.checkpoint and not checkpoint.exists()
-    )
-    if random_weights:
-        print(f"sam2-triton: WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = build_sam2_model(spec, random_weights=True, seed=args.seed)
-        weights = {"random_weights": True, "seed": args.seed}
-    else:
-        if not checkpoint.exists():
-            raise CheckpointError(
-                f"checkpoint {checkpoint} not found: "
-                f"run `sam2-triton download --model {spec.name}`, "
-                f"or place the file from {spec.url} there (SHA-256 {spec.sha256}), or pass "
-                "--random-weights to export meaningless weights"
-            )
-        model = build_sam2_model(spec, checkpoint=checkpoint)
-        digest = sha256_file(checkpoint)
-        weights = {
-            "file": checkpoint.name,
-            "sha256": digest,
-            "official": digest == spec.sha256,
-            "random_weights": False,
-        }
-        if digest != spec.sha256:
-            print(
-                f"sam2-triton: note: {checkpoint} is not the official {spec.checkpoint} "
-                "(checksum differs); exporting it as given",
-                file=sys.stderr,
-            )
+    model = weights.build_model()
+    # Random or unofficial weights are a warning: stderr, so that they show when stdout is not.
+    print(weights.describe(), file=sys.stdout if weights.official else sys.stderr, flush=True)
     output = _export_dir(args)
-    metadata = export_model(model, spec, output, checkpoint=weights)
+    metadata = export_model(model, spec, output, checkpoint=weights.metadata())
     print(f"exported {spec.name} to {output} ({metadata.name} + 4 graphs)")
     return 0
 
@@ -207,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--checkpoint-dir", help="default: $SAM2_TRITON_CHECKPOINTS or ./checkpoints")
     p.add_argument("--force", action="store_true", help="download again even if present")
+    _add_download_options(p, "--url")
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("export", help="export the four ONNX graphs and metadata.json")
@@ -225,8 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument(
         "--random-weights-if-missing",
         action="store_true",
-        help="use the checkpoint when present, else random weights (with a warning)",
+        help="use the checkpoint when present, else random weights (with a warning); with "
+        "--download-if-missing: random weights only when the download fails",
     )
+    p.add_argument(
+        "--download-if-missing",
+        action="store_true",
+        help="use <checkpoint-dir>/<official name> only if its SHA-256 is the official one "
+        "(a file that differs is refused: delete it, or pass it with --checkpoint), and "
+        "download it (checksum verified) when it is missing; a failed download is an error "
+        "unless --random-weights-if-missing is given too",
+    )
+    _add_download_options(p, "--download-url")
     p.add_argument("--seed", type=int, default=0, help="seed for --random-weights")
     p.set_defaults(func=cmd_export)
 

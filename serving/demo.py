@@ -11,7 +11,9 @@ nvidia-pytriton, and then, through the client command (`sam2-triton-client`):
   PyAV, tracks the disc from a box on frame 0 (`track`, gRPC stream), writes
   --output/video/overlay.mp4 and one mask PNG per frame into --output/video/masks/;
 
-and stops the server. `--video-frames 0` skips the video.
+and stops the server. `--video-frames 0` skips the video. When the export has random weights
+(metadata.json says so), the overlays are named overlay_random_weights.png / .mp4 instead, so
+that a look at the folder already tells their masks are meaningless.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from sam2_triton.benchmarks.perf_analyzer import synthetic_image
+from sam2_triton.client.cli import OVERLAY_FILE, VIDEO_OVERLAY_FILE
 from sam2_triton.client.cli import main as client_main
 from sam2_triton.client.video_io import VideoWriter
 from sam2_triton.configs import get_profile
 from sam2_triton.errors import Sam2TritonError
+from sam2_triton.export.metadata import load_metadata
 from sam2_triton.serving.local_server import LocalTritonServer
 from sam2_triton.serving.repository import build_repository
 
@@ -40,6 +44,35 @@ VIDEO_FRAMES = 10
 VIDEO_FPS = 10
 DISC_RADIUS = 28
 DISC_STEP = (6, 2)  # pixels per frame (x, y)
+VIDEO_DIR = "video"  # inside --output: the sample video, its overlay and masks
+RANDOM_WEIGHTS_SUFFIX = "_random_weights"  # of overlay names when the export has random weights
+
+
+def overlay_name(name: str, random_weights: bool) -> str:
+    """The demo's name for the client's overlay file `name`: `overlay.png` stays as it is for
+    real weights and becomes `overlay_random_weights.png` for random ones."""
+    if not random_weights:
+        return name
+    path = Path(name)
+    return f"{path.stem}{RANDOM_WEIGHTS_SUFFIX}{path.suffix}"
+
+
+def export_has_random_weights(export_dir: Path) -> bool:
+    """Whether the export in `export_dir` was made from random weights (its metadata.json)."""
+    return bool(load_metadata(export_dir)["model"]["checkpoint"].get("random_weights", False))
+
+
+def name_overlay(folder: Path, name: str, random_weights: bool) -> Path:
+    """Give the overlay `folder/name` that the client wrote its demo name and delete the overlay
+    of the other kind left by an earlier run (so that no stale picture sits beside it)."""
+    written = folder / name
+    target = folder / overlay_name(name, random_weights)
+    stale = folder / overlay_name(name, not random_weights)
+    if target != written:
+        written.replace(target)
+        print(f"{written} -> {target} (random weights: its masks are meaningless)", flush=True)
+    stale.unlink(missing_ok=True)
+    return target
 
 
 def _disc_center(frame: int) -> tuple[float, float]:
@@ -105,7 +138,7 @@ def segment_image(output: Path, grpc_port: int) -> int:
 
 def track_video(output: Path, grpc_port: int, frames: int) -> int:
     """The video part: `sam2-triton-client track` on a sample video into `output`/video."""
-    folder = output / "video"
+    folder = output / VIDEO_DIR
     folder.mkdir(parents=True, exist_ok=True)
     video = folder / "sample.mp4"
     box = write_sample_video(video, frames)
@@ -138,6 +171,7 @@ def run_demo(
     video_frames: int = VIDEO_FRAMES,
 ) -> int:
     output.mkdir(parents=True, exist_ok=True)
+    random_weights = export_has_random_weights(export_dir)
     with tempfile.TemporaryDirectory(prefix="sam2-demo-") as tmp:
         repository = build_repository(
             export_dir, Path(tmp) / "model_repository", get_profile("cpu")
@@ -150,8 +184,12 @@ def run_demo(
             repository, http_port, grpc_port, metrics_port, log_file=output / "tritonserver.log"
         ):
             code = segment_image(output, grpc_port)
+            if code == 0:
+                name_overlay(output, OVERLAY_FILE, random_weights)
             if code == 0 and video_frames > 0:
                 code = track_video(output, grpc_port, video_frames)
+                if code == 0:
+                    name_overlay(output / VIDEO_DIR, VIDEO_OVERLAY_FILE, random_weights)
             return code
 
 

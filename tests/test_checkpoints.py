@@ -7,6 +7,7 @@ import functools
 import hashlib
 import http.server
 import threading
+import time
 
 import pytest
 import torch
@@ -132,3 +133,141 @@ def test_existing_corrupt_file_is_reported(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"bad")
     with pytest.raises(CheckpointError, match="has 3 bytes"):
         ck.download_checkpoint(spec, tmp_path, url="http://127.0.0.1:9/none", progress=False)
+
+
+# -- which weights an export uses: present file, download, or random weights -----------------
+
+
+@pytest.fixture
+def closed_port_url():
+    """An address on the loopback interface where nothing listens (connection refused)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/model.pt"
+
+
+def test_resolve_offline_falls_back_to_random_weights(closed_port_url, tmp_path):
+    spec = _spec_for(b"official" * 100)
+    started = time.monotonic()
+    weights = ck.resolve_weights(
+        spec,
+        directory=tmp_path,
+        download_if_missing=True,
+        random_if_missing=True,
+        url=closed_port_url,
+        progress=False,
+    )
+    assert time.monotonic() - started < 5.0
+    assert weights.random and weights.path is None
+    assert weights.random_reason.startswith("download failed: ")
+    assert "refused" in weights.random_reason.lower()
+    assert weights.describe().startswith("weights: RANDOM (download failed: ")
+    assert "meaningless" in weights.describe()
+    assert weights.metadata()["random_weights"] is True
+    assert list(tmp_path.iterdir()) == []  # no partial file at the destination
+
+
+def test_resolve_offline_without_fallback_is_an_error(closed_port_url, tmp_path):
+    with pytest.raises(ck.CheckpointDownloadError) as info:
+        ck.resolve_weights(
+            _spec_for(b"x"), directory=tmp_path, download_if_missing=True, url=closed_port_url
+        )
+    assert "refused" in info.value.reason.lower()
+    assert f"place it at {tmp_path / 'model.pt'}" in str(info.value)
+
+
+def test_resolve_uses_present_file_with_official_checksum(tmp_path):
+    payload = b"official" * 100
+    (tmp_path / "model.pt").write_bytes(payload)
+    weights = ck.resolve_weights(
+        _spec_for(payload),
+        directory=tmp_path,
+        download_if_missing=True,
+        random_if_missing=True,
+        url="http://127.0.0.1:9/never-asked",
+    )
+    assert weights.path == tmp_path / "model.pt" and not weights.downloaded
+    assert weights.official and weights.metadata()["random_weights"] is False
+    assert weights.describe() == f"weights: official checkpoint {weights.path} (sha256 verified)"
+
+
+def test_resolve_refuses_present_file_with_wrong_checksum(tmp_path):
+    """The rule: with download_if_missing, a present file must be the official one; it is neither
+    replaced by a download nor skipped for random weights. Without it, it is used as given."""
+    spec = _spec_for(b"official" * 100)
+    present = tmp_path / "model.pt"
+    present.write_bytes(b"tampered" * 100)  # same size, other SHA-256
+    with pytest.raises(CheckpointError) as info:
+        ck.resolve_weights(
+            spec, directory=tmp_path, download_if_missing=True, random_if_missing=True
+        )
+    message = str(info.value)
+    assert f"refusing {present}" in message and "SHA-256" in message
+    assert f"--checkpoint {present}" in message
+    assert present.read_bytes() == b"tampered" * 100  # left as it was
+    as_given = ck.resolve_weights(spec, directory=tmp_path, random_if_missing=True)
+    assert as_given.path == present and not as_given.official
+    assert "not the official" in as_given.describe()
+
+
+def test_resolve_downloads_verifies_and_uses(file_server, tmp_path):
+    served, base = file_server
+    payload = b"checkpoint bytes" * 1000
+    (served / "model.pt").write_bytes(payload)
+    dest = tmp_path / "checkpoints"
+    weights = ck.resolve_weights(
+        _spec_for(payload),
+        directory=dest,
+        download_if_missing=True,
+        random_if_missing=True,
+        url=f"{base}/model.pt",
+        progress=False,
+    )
+    assert weights.path == dest / "model.pt" and weights.path.read_bytes() == payload
+    assert weights.downloaded and weights.official and not weights.random
+    assert "(downloaded, sha256 verified)" in weights.describe()
+    assert list(dest.iterdir()) == [dest / "model.pt"]  # no temporary file left beside it
+
+
+def test_resolve_rejected_download_leaves_nothing(file_server, tmp_path):
+    served, base = file_server
+    (served / "model.pt").write_bytes(b"tampered" * 100)
+    spec = _spec_for(b"original" * 100)
+    dest = tmp_path / "checkpoints"
+    weights = ck.resolve_weights(
+        spec,
+        directory=dest,
+        download_if_missing=True,
+        random_if_missing=True,
+        url=f"{base}/model.pt",
+        progress=False,
+    )
+    assert weights.random
+    assert weights.random_reason.startswith("download failed: downloaded file rejected:")
+    assert list(dest.iterdir()) == []
+    with pytest.raises(ck.CheckpointDownloadError, match="downloaded file rejected"):
+        ck.resolve_weights(spec, directory=dest, download_if_missing=True, url=f"{base}/model.pt")
+    assert list(dest.iterdir()) == []
+
+
+def test_download_gives_up_within_the_connect_timeout(tmp_path):
+    """A host that accepts the connection but never answers: the opening is abandoned after
+    connect_timeout_s rather than the (long) read timeout."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the handshake; nobody ever answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/model.pt"
+        started = time.monotonic()
+        with pytest.raises(ck.CheckpointDownloadError) as info:
+            ck.download_checkpoint(
+                _spec_for(b"x"), tmp_path, url=url, connect_timeout_s=0.5, progress=False
+            )
+        elapsed = time.monotonic() - started
+    assert info.value.reason == "no connection within 0.5 s"
+    assert 0.4 < elapsed < 5.0
+    assert list(tmp_path.iterdir()) == []
