@@ -65,7 +65,7 @@ def sha256_file(path: os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def verify_checkpoint_file(spec: ModelSpec, path: os.PathLike) -> None:
+def verify_checkpoint_file(spec: ModelSpec, path: str | os.PathLike) -> None:
     """Raise CheckpointError unless `path` has the official size and SHA-256 of `spec`."""
     path = Path(path)
     size = path.stat().st_size
@@ -361,7 +361,7 @@ class ResolvedWeights:
 
     def metadata(self) -> dict:
         """The `model.checkpoint` entry of metadata.json."""
-        if self.random:
+        if self.path is None:
             return {"random_weights": True, "seed": self.seed, "reason": self.random_reason}
         return {
             "file": self.path.name,
@@ -408,7 +408,7 @@ def resolve_weights(
     if random_weights:
         return ResolvedWeights(spec, random_reason="requested", seed=seed)
     explicit = checkpoint is not None
-    path = Path(checkpoint) if explicit else checkpoint_path(spec, directory)
+    path = Path(checkpoint) if checkpoint is not None else checkpoint_path(spec, directory)
     if explicit and download_if_missing:
         raise CheckpointError(
             "downloading fetches the official file into the checkpoint directory; "
