@@ -18,12 +18,13 @@ import collections
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
 
-from sam2_triton import rle
-from sam2_triton.client import contract, visualize
+from sam2_triton import rle, wire
+from sam2_triton.client import visualize
 from sam2_triton.client.client import Sam2Client
 from sam2_triton.client.images import ImageLike, load_rgb
 from sam2_triton.client.results import VideoFrameResult
@@ -36,7 +37,6 @@ PROG = "sam2-triton-client"
 OVERLAY_FILE = "overlay.png"
 JSON_FILE = "masks.json"
 MASK_DIR = "masks"
-CLICK_LABELS = (0, 1)  # background, foreground
 OUTPUT_HELP = f"folder for {OVERLAY_FILE}, {JSON_FILE} (COCO RLE) and {MASK_DIR}/*.png"
 VIDEO_OVERLAY_FILE = "overlay.mp4"
 MASK_FORMATS = ("png", "rle")
@@ -61,10 +61,10 @@ def parse_point(text: str) -> tuple[float, float, int]:
         if len(parts) not in (2, 3):
             raise ValueError
         x, y = float(parts[0]), float(parts[1])
-        label = int(parts[2]) if len(parts) == 3 else 1
+        label = int(parts[2]) if len(parts) == 3 else wire.FOREGROUND_LABEL
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not X,Y or X,Y,LABEL") from None
-    if label not in CLICK_LABELS:
+    if label not in wire.CLICK_LABELS:
         raise argparse.ArgumentTypeError(
             f"{text!r}: label must be 1 (foreground) or 0 (background)"
         )
@@ -251,7 +251,7 @@ def cmd_segment(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    settings = {key: getattr(args, key) for key in contract.GENERATOR_SETTINGS}
+    settings = {key: getattr(args, key) for key in wire.GENERATOR_SETTINGS}
     image = load_rgb(args.image)
     with _client(args) as client:
         generated = client.generate_masks(args.image, **settings)
@@ -279,18 +279,26 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def _markers(prompts: FramePrompts | None) -> dict[str, np.ndarray]:
+class _Markers(NamedTuple):
+    """Overlay markers of a frame's prompts: clicks [P, 2] with labels [P], boxes [B, 4]."""
+
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+
+
+def _markers(prompts: FramePrompts | None) -> _Markers:
     """Overlay markers (clicks, boxes) of a frame's prompts."""
     if prompts is None:
-        return {}
-    markers = {}
+        return _Markers()
+    points = labels = boxes = None
     if prompts.points:
         clicks = list(prompts.points.values())
-        markers["points"] = np.array([xy for coords, _ in clicks for xy in coords])
-        markers["labels"] = np.array([label for _, labels in clicks for label in labels])
+        points = np.concatenate([np.asarray(xy, np.float32).reshape(-1, 2) for xy, _ in clicks])
+        labels = np.concatenate([np.asarray(codes).reshape(-1) for _, codes in clicks])
     if prompts.boxes:
-        markers["boxes"] = np.array(list(prompts.boxes.values()), dtype=np.float32)
-    return markers
+        boxes = np.array(list(prompts.boxes.values()), dtype=np.float32)
+    return _Markers(points, labels, boxes)
 
 
 def _track_records(result: VideoFrameResult) -> list[dict]:
@@ -311,7 +319,7 @@ def _track_records(result: VideoFrameResult) -> list[dict]:
 
 def cmd_track(args) -> int:
     prompts = video_prompts_from_args(args.point, args.box)
-    settings = {key: getattr(args, key) for key in contract.SAMURAI_SETTINGS}
+    settings = {key: getattr(args, key) for key in wire.SAMURAI_SETTINGS}
     if any(value is not None for value in settings.values()) and not args.samurai:
         raise UsageError("SAMURAI settings (--kf-score-weight, ...) need --samurai")
     source = open_frames(args.source)
@@ -348,11 +356,14 @@ def cmd_track(args) -> int:
             results, total=source.num_frames, unit="frame", desc="tracking", disable=None
         ):
             pixels = shown.popleft()
+            markers = _markers(prompts.get(result.frame_index))
             picture = visualize.overlay(
                 pixels,
                 result.masks,
+                points=markers.points,
+                labels=markers.labels,
+                boxes=markers.boxes,
                 colors=visualize.object_colors(result.obj_ids),
-                **_markers(prompts.get(result.frame_index)),
             )
             writer.write(np.asarray(picture))
             if args.mask_format == "png":
@@ -450,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", required=True, metavar="DIR", help=OUTPUT_HELP)
     add_setting_options(
         generate.add_argument_group("mask generator settings (server defaults if left out)"),
-        contract.GENERATOR_SETTINGS,
+        wire.GENERATOR_SETTINGS,
     )
     generate.set_defaults(run=cmd_generate)
 
@@ -522,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_setting_options(
         track.add_argument_group("SAMURAI settings (with --samurai; server defaults if left out)"),
-        contract.SAMURAI_SETTINGS,
+        wire.SAMURAI_SETTINGS,
     )
     track.set_defaults(run=cmd_track)
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from sam2_triton.client import contract
+from sam2_triton import wire
 from sam2_triton.client.errors import Sam2ClientError
 from sam2_triton.client.images import ImageLike, image_tensor
 from sam2_triton.client.prompts import normalize_prompts
@@ -39,7 +39,7 @@ def settings_tensors(settings: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
     Settings set to None are left out (server default). Unknown names raise TypeError.
     """
-    return setting_tensors(settings, contract.GENERATOR_SETTINGS, "mask generator")
+    return setting_tensors(settings, wire.GENERATOR_SETTINGS, "mask generator")
 
 
 class Sam2Client:
@@ -63,7 +63,7 @@ class Sam2Client:
         self.model_prefix = model_prefix
 
     def model_name(self, model: str) -> str:
-        """The served name of `model` (one of the names in `contract`)."""
+        """The served name of `model` (one of the model names in `sam2_triton.wire`)."""
         return f"{self.model_prefix}{model}"
 
     def _infer(
@@ -87,7 +87,7 @@ class Sam2Client:
         """
         prompts = normalize_prompts(point_coords, point_labels, box, mask_input)
         tensors = {**image_tensor(image), **prompts.tensors(multimask_output)}
-        outputs = self._infer(contract.SEGMENT, tensors, contract.MASK_OUTPUTS)
+        outputs = self._infer(wire.SEGMENT, tensors, wire.MASK_OUTPUTS)
         return Segmentation.from_outputs(outputs, prompts.batched)
 
     def session(self, image: ImageLike) -> InteractiveSession:
@@ -96,19 +96,17 @@ class Sam2Client:
         Close the session (or use it as a context manager) to free the server's cache entry.
         """
         outputs = self._infer(
-            contract.SEGMENT_INTERACTIVE,
+            wire.SEGMENT_INTERACTIVE,
             image_tensor(image),
-            (contract.IMAGE_ID, contract.ORIGINAL_SIZE),
+            (wire.IMAGE_ID, wire.ORIGINAL_SIZE),
         )
-        image_id = bytes(np.asarray(outputs[contract.IMAGE_ID]).reshape(-1)[0])
-        height, width = (int(v) for v in np.asarray(outputs[contract.ORIGINAL_SIZE]).reshape(-1))
+        image_id = bytes(np.asarray(outputs[wire.IMAGE_ID]).reshape(-1)[0])
+        height, width = (int(v) for v in np.asarray(outputs[wire.ORIGINAL_SIZE]).reshape(-1))
         return InteractiveSession(self, image_id, (height, width))
 
     def encode(self, image: ImageLike) -> ImageEmbeddings:
         """Image embeddings of `image` (`encode_image`), to decode prompts with `decode`."""
-        outputs = self._infer(
-            contract.ENCODE_IMAGE, image_tensor(image), contract.EMBEDDING_TENSORS
-        )
+        outputs = self._infer(wire.ENCODE_IMAGE, image_tensor(image), wire.EMBEDDING_TENSORS)
         return ImageEmbeddings.from_outputs(outputs)
 
     def decode(
@@ -123,7 +121,7 @@ class Sam2Client:
         """Masks for prompts on an encoded image (`decode_masks`); prompts as in `segment`."""
         prompts = normalize_prompts(point_coords, point_labels, box, mask_input)
         tensors = {**embeddings.tensors(), **prompts.tensors(multimask_output)}
-        outputs = self._infer(contract.DECODE_MASKS, tensors, contract.MASK_OUTPUTS)
+        outputs = self._infer(wire.DECODE_MASKS, tensors, wire.MASK_OUTPUTS)
         return Segmentation.from_outputs(outputs, prompts.batched)
 
     def generate_masks(self, image: ImageLike, **settings: Any) -> list[GeneratedMask]:
@@ -134,9 +132,7 @@ class Sam2Client:
         crop_overlap_ratio, crop_n_points_downscale_factor (as `SAM2AutomaticMaskGenerator`).
         """
         tensors = {**image_tensor(image), **settings_tensors(settings)}
-        outputs = self._infer(
-            contract.AUTOMATIC_MASK_GENERATOR, tensors, contract.GENERATOR_OUTPUTS
-        )
+        outputs = self._infer(wire.AUTOMATIC_MASK_GENERATOR, tensors, wire.GENERATOR_OUTPUTS)
         return generated_masks(outputs)
 
     def video_session(
@@ -157,7 +153,7 @@ class Sam2Client:
         transport = SequenceTransport(
             self.url,
             self.protocol,
-            self.model_name(contract.TRACK_VIDEO),
+            self.model_name(wire.TRACK_VIDEO),
             new_sequence_id() if sequence_id is None else sequence_id,
             self._transport.timeout_s,
         )
@@ -173,7 +169,7 @@ class Sam2Client:
 
     def models_ready(self) -> dict[str, bool]:
         """Readiness of each client-facing model, keyed by served name."""
-        names = [self.model_name(model) for model in contract.CLIENT_MODELS]
+        names = [self.model_name(model) for model in wire.CLIENT_MODELS]
         return {name: self._transport.is_model_ready(name) for name in names}
 
     def close(self) -> None:
@@ -204,7 +200,7 @@ class InteractiveSession:
         return self._image_id.decode("utf-8", errors="replace")
 
     def _id_tensor(self) -> dict[str, np.ndarray]:
-        return {contract.IMAGE_ID: np.array([self._image_id], dtype=np.object_)}
+        return {wire.IMAGE_ID: np.array([self._image_id], dtype=np.object_)}
 
     def predict(
         self,
@@ -219,7 +215,7 @@ class InteractiveSession:
             raise Sam2ClientError(f"session {self.image_id} is closed")
         prompts = normalize_prompts(point_coords, point_labels, box, mask_input)
         tensors = {**self._id_tensor(), **prompts.tensors(multimask_output)}
-        outputs = self._client._infer(contract.SEGMENT_INTERACTIVE, tensors, contract.MASK_OUTPUTS)
+        outputs = self._client._infer(wire.SEGMENT_INTERACTIVE, tensors, wire.MASK_OUTPUTS)
         return Segmentation.from_outputs(outputs, prompts.batched)
 
     def close(self) -> None:
@@ -227,8 +223,8 @@ class InteractiveSession:
         if self.closed:
             return
         self.closed = True
-        tensors = {**self._id_tensor(), contract.RELEASE: np.array([True], dtype=np.bool_)}
-        self._client._infer(contract.SEGMENT_INTERACTIVE, tensors, (contract.IMAGE_ID,))
+        tensors = {**self._id_tensor(), wire.RELEASE: np.array([True], dtype=np.bool_)}
+        self._client._infer(wire.SEGMENT_INTERACTIVE, tensors, (wire.IMAGE_ID,))
 
     def __enter__(self) -> InteractiveSession:
         return self

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sam2_triton.client import contract
+from sam2_triton import wire
 from sam2_triton.client.errors import Sam2ClientError
 
 ImageLike = str | Path | bytes | bytearray | memoryview | np.ndarray | Image.Image
@@ -31,13 +31,13 @@ def image_tensor(image: ImageLike) -> dict[str, np.ndarray]:
     if isinstance(image, (str, Path)):
         image = _read_file(image)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return {contract.IMAGE: np.array([bytes(image)], dtype=np.object_)}
+        return {wire.IMAGE: np.array([bytes(image)], dtype=np.object_)}
     if isinstance(image, Image.Image):
-        return {contract.IMAGE_RAW: np.asarray(image.convert("RGB"), dtype=np.uint8)}
+        return {wire.IMAGE_RAW: np.asarray(image.convert("RGB"), dtype=np.uint8)}
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise TypeError(f"image arrays must be uint8 RGB [H, W, 3], got dtype {image.dtype}")
-        return {contract.IMAGE_RAW: np.ascontiguousarray(image)}
+        return {wire.IMAGE_RAW: np.ascontiguousarray(image)}
     raise TypeError(
         "image must be a file path, encoded bytes, a uint8 numpy array or a PIL image, "
         f"got {type(image).__name__}"
@@ -54,4 +54,4 @@ def load_rgb(image: ImageLike) -> np.ndarray:
                 return np.asarray(opened.convert("RGB"), dtype=np.uint8)
         except (OSError, ValueError) as error:
             raise Sam2ClientError(f"cannot decode image: {error}") from None
-    return image_tensor(image)[contract.IMAGE_RAW]
+    return image_tensor(image)[wire.IMAGE_RAW]

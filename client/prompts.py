@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from sam2_triton.client import contract
+from sam2_triton import wire
 
 # name -> (dimensions of one prompt, shape as written in messages)
 _SINGLE_RANK = {
@@ -38,15 +38,15 @@ class Prompts:
     def tensors(self, multimask_output: bool = True) -> dict[str, np.ndarray]:
         """Request tensors: the prompts given, plus MULTIMASK_OUTPUT (BOOL [1])."""
         tensors = {
-            contract.POINT_COORDS: self.point_coords,
-            contract.POINT_LABELS: self.point_labels,
-            contract.BOXES: self.boxes,
-            contract.MASK_INPUT: self.mask_input,
+            wire.POINT_COORDS: self.point_coords,
+            wire.POINT_LABELS: self.point_labels,
+            wire.BOXES: self.boxes,
+            wire.MASK_INPUT: self.mask_input,
         }
         given: dict[str, np.ndarray] = {
             name: array for name, array in tensors.items() if array is not None
         }
-        given[contract.MULTIMASK_OUTPUT] = np.array([bool(multimask_output)], dtype=np.bool_)
+        given[wire.MULTIMASK_OUTPUT] = np.array([bool(multimask_output)], dtype=np.bool_)
         return given
 
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from sam2_triton import rle
-from sam2_triton.client import contract
+from sam2_triton import rle, wire
 from sam2_triton.rle import Rle
 
 
@@ -31,9 +30,9 @@ class Segmentation:
     def from_outputs(cls, outputs: Mapping[str, np.ndarray], batched: bool) -> Segmentation:
         """From MASKS [N, K, H, W], SCORES [N, K], LOW_RES_MASKS [N, K, 256, 256]; the N axis
         is dropped when the request held one prompt given without it."""
-        masks = np.asarray(outputs[contract.MASKS], dtype=bool)
-        scores = np.asarray(outputs[contract.SCORES], dtype=np.float32)
-        low_res = np.asarray(outputs[contract.LOW_RES_MASKS], dtype=np.float32)
+        masks = np.asarray(outputs[wire.MASKS], dtype=bool)
+        scores = np.asarray(outputs[wire.SCORES], dtype=np.float32)
+        low_res = np.asarray(outputs[wire.LOW_RES_MASKS], dtype=np.float32)
         if not batched:
             masks, scores, low_res = masks[0], scores[0], low_res[0]
         return cls(masks=masks, scores=scores, low_res_masks=low_res)
@@ -70,27 +69,21 @@ class ImageEmbeddings:
 
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, np.ndarray]) -> ImageEmbeddings:
-        height, width = (
-            int(v) for v in np.asarray(outputs[contract.ORIGINAL_SIZE]).reshape(-1)[:2]
-        )
+        height, width = (int(v) for v in np.asarray(outputs[wire.ORIGINAL_SIZE]).reshape(-1)[:2])
         return cls(
-            image_embed=np.asarray(outputs[contract.IMAGE_EMBED], dtype=np.float32),
-            high_res_feats_0=np.asarray(outputs[contract.HIGH_RES_FEATS_0], dtype=np.float32),
-            high_res_feats_1=np.asarray(outputs[contract.HIGH_RES_FEATS_1], dtype=np.float32),
+            image_embed=np.asarray(outputs[wire.IMAGE_EMBED], dtype=np.float32),
+            high_res_feats_0=np.asarray(outputs[wire.HIGH_RES_FEATS_0], dtype=np.float32),
+            high_res_feats_1=np.asarray(outputs[wire.HIGH_RES_FEATS_1], dtype=np.float32),
             original_size=(height, width),
         )
 
     def tensors(self) -> dict[str, np.ndarray]:
         """The four `decode_masks` inputs that stand for the image."""
         return {
-            contract.IMAGE_EMBED: np.ascontiguousarray(self.image_embed, dtype=np.float32),
-            contract.HIGH_RES_FEATS_0: np.ascontiguousarray(
-                self.high_res_feats_0, dtype=np.float32
-            ),
-            contract.HIGH_RES_FEATS_1: np.ascontiguousarray(
-                self.high_res_feats_1, dtype=np.float32
-            ),
-            contract.ORIGINAL_SIZE: np.asarray(self.original_size, dtype=np.int32),
+            wire.IMAGE_EMBED: np.ascontiguousarray(self.image_embed, dtype=np.float32),
+            wire.HIGH_RES_FEATS_0: np.ascontiguousarray(self.high_res_feats_0, dtype=np.float32),
+            wire.HIGH_RES_FEATS_1: np.ascontiguousarray(self.high_res_feats_1, dtype=np.float32),
+            wire.ORIGINAL_SIZE: np.asarray(self.original_size, dtype=np.int32),
         }
 
 
@@ -131,14 +124,14 @@ class GeneratedMask:
 
 def generated_masks(outputs: Mapping[str, np.ndarray]) -> list[GeneratedMask]:
     """`automatic_mask_generator` outputs (one row per mask) -> GeneratedMask list, same order."""
-    size = [int(v) for v in np.asarray(outputs[contract.ORIGINAL_SIZE]).reshape(-1)[:2]]
-    counts = np.asarray(outputs[contract.RLE_COUNTS]).reshape(-1)
-    boxes = np.asarray(outputs[contract.GENERATED_BOXES], dtype=np.float32).reshape(-1, 4)
-    areas = np.asarray(outputs[contract.AREAS]).reshape(-1)
-    ious = np.asarray(outputs[contract.PREDICTED_IOUS], dtype=np.float32).reshape(-1)
-    stability = np.asarray(outputs[contract.STABILITY_SCORES], dtype=np.float32).reshape(-1)
-    points = np.asarray(outputs[contract.GENERATED_POINTS], dtype=np.float32).reshape(-1, 2)
-    crops = np.asarray(outputs[contract.CROP_BOXES], dtype=np.float32).reshape(-1, 4)
+    size = [int(v) for v in np.asarray(outputs[wire.ORIGINAL_SIZE]).reshape(-1)[:2]]
+    counts = np.asarray(outputs[wire.RLE_COUNTS]).reshape(-1)
+    boxes = np.asarray(outputs[wire.GENERATED_BOXES], dtype=np.float32).reshape(-1, 4)
+    areas = np.asarray(outputs[wire.AREAS]).reshape(-1)
+    ious = np.asarray(outputs[wire.PREDICTED_IOUS], dtype=np.float32).reshape(-1)
+    stability = np.asarray(outputs[wire.STABILITY_SCORES], dtype=np.float32).reshape(-1)
+    points = np.asarray(outputs[wire.GENERATED_POINTS], dtype=np.float32).reshape(-1, 2)
+    crops = np.asarray(outputs[wire.CROP_BOXES], dtype=np.float32).reshape(-1, 4)
     return [
         GeneratedMask(
             rle=rle.from_counts(counts[i], size),
@@ -176,25 +169,25 @@ class VideoFrameResult:
 
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, np.ndarray]) -> VideoFrameResult:
-        """From the `track_video` outputs (contract.TRACK_OUTPUTS)."""
-        obj_ids = np.asarray(outputs[contract.OBJ_IDS], dtype=np.int64).reshape(-1)
+        """From the `track_video` outputs (wire.TRACK_OUTPUTS)."""
+        obj_ids = np.asarray(outputs[wire.OBJ_IDS], dtype=np.int64).reshape(-1)
         count = obj_ids.shape[0]
-        masks = np.asarray(outputs[contract.OBJECT_MASKS], dtype=bool)
+        masks = np.asarray(outputs[wire.OBJECT_MASKS], dtype=bool)
         if masks.ndim != 3 or masks.shape[0] != count:
             raise ValueError(
                 f"track_video answered MASKS {list(masks.shape)} for {count} object(s)"
             )
         return cls(
-            frame_index=int(np.asarray(outputs[contract.TRACKED_FRAME]).reshape(-1)[0]),
+            frame_index=int(np.asarray(outputs[wire.TRACKED_FRAME]).reshape(-1)[0]),
             obj_ids=obj_ids,
             masks=masks,
-            scores=np.asarray(outputs[contract.OBJECT_SCORES], dtype=np.float32).reshape(count),
+            scores=np.asarray(outputs[wire.OBJECT_SCORES], dtype=np.float32).reshape(count),
             object_score_logits=np.asarray(
-                outputs[contract.OBJECT_SCORE_LOGITS], dtype=np.float32
+                outputs[wire.OBJECT_SCORE_LOGITS], dtype=np.float32
             ).reshape(count),
-            present=np.asarray(outputs[contract.PRESENT], dtype=bool).reshape(count),
-            boxes=np.asarray(outputs[contract.MASK_BOXES], dtype=np.float32).reshape(count, 4),
-            state_bytes=int(np.asarray(outputs[contract.STATE_BYTES]).reshape(-1)[0]),
+            present=np.asarray(outputs[wire.PRESENT], dtype=bool).reshape(count),
+            boxes=np.asarray(outputs[wire.MASK_BOXES], dtype=np.float32).reshape(count, 4),
+            state_bytes=int(np.asarray(outputs[wire.STATE_BYTES]).reshape(-1)[0]),
         )
 
     def row(self, obj_id: int) -> int:

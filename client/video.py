@@ -10,19 +10,11 @@
 ...     for result in video.track_frames(frames, {0: FramePrompts(boxes={1: box})}):
 ...         ...
 
-Every request of a session travels with Triton's sequence controls: the session's correlation
-id (`sequence_id`, a random 63-bit number unless given), START on the first request (which
-also carries NUM_FRAMES / SAMURAI and its settings) and END on the last. Over gRPC the
-requests go over one bidirectional stream (`start_stream` / `async_stream_infer`), so
-`track_frames` can keep several frames on their way while the server works (Triton runs a
-sequence's requests in order); over HTTP each request is a plain `infer` call.
-
-Prompts, per object id (integers >= 0), pixels of the frame:
-points {obj_id: (coords [[x, y], ...], labels [1 or 0, ...])}, boxes {obj_id: [x0, y0, x1, y1]},
-masks {obj_id: bool [H, W]}. Frames are anything `client/images.py` accepts: a file path or
-encoded bytes travel encoded (`IMAGE`, smaller), a uint8 RGB array or PIL image as pixels
-(`IMAGE_RAW`). Only what is needed to build the tensors is checked here; the server checks the
-rest (labels, coordinates inside the frame, frame order, ...) and says what is wrong.
+Prompts per object id (integers >= 0), pixels of the frame: points {obj_id: (coords [[x, y],
+...], labels [1 or 0, ...])}, boxes {obj_id: [x0, y0, x1, y1]}, masks {obj_id: bool [H, W]}.
+Frames: anything `client/images.py` accepts. Requests carry Triton's sequence controls; over
+gRPC they share one stream, so `track_frames` keeps several frames in flight. The server checks
+what the client does not. Usage: client/README.md; the sequence model: docs/serving.md
 """
 
 from __future__ import annotations
@@ -39,7 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from tritonclient.utils import InferenceServerException
 
-from sam2_triton.client import contract
+from sam2_triton import wire
 from sam2_triton.client.errors import Sam2ClientError
 from sam2_triton.client.images import ImageLike, image_tensor
 from sam2_triton.client.results import VideoFrameResult
@@ -52,7 +44,6 @@ PointPrompts = Mapping[int, tuple[ArrayLike, ArrayLike]]  # obj_id -> (coords [P
 BoxPrompts = Mapping[int, ArrayLike]  # obj_id -> [x0, y0, x1, y1]
 MaskPrompts = Mapping[int, ArrayLike]  # obj_id -> bool [H, W]
 
-PADDING_LABEL = -1  # POINT_LABELS value of the padding that evens out rows of different lengths
 DEFAULT_MAX_IN_FLIGHT = 2
 SEQUENCE_ID_BITS = 63  # positive in a signed int64 too (Triton's correlation ids are uint64)
 
@@ -110,14 +101,14 @@ def point_tensors(points: PointPrompts) -> dict[str, np.ndarray]:
         return {}
     width = max(len(row) for row in labels)
     coords_tensor = np.zeros((len(ids), width, 2), np.float32)
-    labels_tensor = np.full((len(ids), width), PADDING_LABEL, np.int32)
+    labels_tensor = np.full((len(ids), width), wire.PADDING_LABEL, np.int32)
     for row, (xy, lab) in enumerate(zip(coords, labels)):
         coords_tensor[row, : len(lab)] = xy
         labels_tensor[row, : len(lab)] = lab
     return {
-        contract.POINT_OBJ_IDS: np.array(ids, np.int64),
-        contract.POINT_COORDS: coords_tensor,
-        contract.POINT_LABELS: labels_tensor,
+        wire.POINT_OBJ_IDS: np.array(ids, np.int64),
+        wire.POINT_COORDS: coords_tensor,
+        wire.POINT_LABELS: labels_tensor,
     }
 
 
@@ -135,8 +126,8 @@ def box_tensors(boxes: BoxPrompts) -> dict[str, np.ndarray]:
             )
         values.append(box)
     return {
-        contract.BOX_OBJ_IDS: np.array([obj_id for obj_id, _ in rows], np.int64),
-        contract.BOX_PROMPTS: np.stack(values),
+        wire.BOX_OBJ_IDS: np.array([obj_id for obj_id, _ in rows], np.int64),
+        wire.BOX_PROMPTS: np.stack(values),
     }
 
 
@@ -151,15 +142,15 @@ def mask_tensors(masks: MaskPrompts) -> dict[str, np.ndarray]:
             f"mask prompts must all be [H, W] of the frame, got shapes {sorted(shapes)}"
         )
     return {
-        contract.MASK_OBJ_IDS: np.array([obj_id for obj_id, _ in rows], np.int64),
-        contract.MASK_PROMPTS: np.stack([mask for _, mask in rows]),
+        wire.MASK_OBJ_IDS: np.array([obj_id for obj_id, _ in rows], np.int64),
+        wire.MASK_PROMPTS: np.stack([mask for _, mask in rows]),
     }
 
 
 def setting_tensors(
     settings: Mapping[str, Any], table: Mapping[str, tuple], what: str
 ) -> dict[str, np.ndarray]:
-    """Settings (keys of `table`: name -> (input, dtype), e.g. contract.SAMURAI_SETTINGS) ->
+    """Settings (keys of `table`: name -> (input, dtype), e.g. wire.SAMURAI_SETTINGS) ->
     [1] tensors. None values are left out (server default); unknown names raise TypeError,
     a fraction for an integer setting ValueError; `what` names the kind in messages."""
     tensors = {}
@@ -176,8 +167,8 @@ def setting_tensors(
 
 
 def samurai_tensors(settings: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """SAMURAI settings (contract.SAMURAI_SETTINGS names, configs/samurai.yaml) -> [1] tensors."""
-    return setting_tensors(settings, contract.SAMURAI_SETTINGS, "SAMURAI")
+    """SAMURAI settings (wire.SAMURAI_SETTINGS names, configs/samurai.yaml) -> [1] tensors."""
+    return setting_tensors(settings, wire.SAMURAI_SETTINGS, "SAMURAI")
 
 
 @dataclass(frozen=True)
@@ -201,7 +192,7 @@ class FramePrompts:
             **mask_tensors(self.masks or {}),
         }
         if self.remove:
-            tensors[contract.REMOVE_OBJ_IDS] = np.array(
+            tensors[wire.REMOVE_OBJ_IDS] = np.array(
                 [_obj_id(v, "remove") for v in self.remove], np.int64
             )
         return tensors
@@ -220,7 +211,7 @@ class FramePrompts:
 
 
 def _frame_index_tensor(index: int) -> dict[str, np.ndarray]:
-    return {contract.FRAME_INDEX: np.array([int(index)], np.int64)}
+    return {wire.FRAME_INDEX: np.array([int(index)], np.int64)}
 
 
 class SequenceTransport(Transport):
@@ -362,7 +353,9 @@ class SequenceTransport(Transport):
 
     def _file(self, result: Any, error: BaseException | None) -> None:
         """Keep an answer under its ticket; a failure of the stream fails every ticket."""
-        if isinstance(error, Sam2ClientError) or (error is not None and error.status()):
+        if isinstance(error, Sam2ClientError) or (
+            isinstance(error, InferenceServerException) and error.status()
+        ):
             # The stream itself failed (server gone, cancelled, silent): nothing more arrives.
             self._stream_error = error
             while self._waiting:
@@ -386,7 +379,7 @@ class SequenceTransport(Transport):
         if result is not None:
             said = result.get_response().id
         else:
-            found = _REQUEST_ID.search(error.message() or "")
+            found = _REQUEST_ID.search((error.message() if error else None) or "")
             said = found.group(1) if found else ""
         if said.isdigit() and int(said) in self._waiting:
             return int(said)
@@ -430,9 +423,9 @@ class VideoSession:
         if settings and not samurai:
             raise ValueError("samurai_settings are only used with samurai=True")
         self._transport = transport
-        self._start_tensors = {contract.SAMURAI: np.array([bool(samurai)], np.bool_), **settings}
+        self._start_tensors = {wire.SAMURAI: np.array([bool(samurai)], np.bool_), **settings}
         if num_frames is not None:
-            self._start_tensors[contract.NUM_FRAMES] = np.array([int(num_frames)], np.int64)
+            self._start_tensors[wire.NUM_FRAMES] = np.array([int(num_frames)], np.int64)
         self.num_frames = None if num_frames is None else int(num_frames)
         self.samurai = bool(samurai)
         self.last_frame: int | None = None
@@ -458,14 +451,14 @@ class VideoSession:
         start = not self._started
         if start:
             tensors = {**tensors, **self._start_tensors}
-        ticket = self._transport.submit(tensors, contract.TRACK_OUTPUTS, start=start)
+        ticket = self._transport.submit(tensors, wire.TRACK_OUTPUTS, start=start)
         if start:
             self._started, self._start_ticket = True, ticket
         return ticket
 
     def _collect(self, ticket: int) -> VideoFrameResult:
         try:
-            outputs = self._transport.result(ticket, contract.TRACK_OUTPUTS)
+            outputs = self._transport.result(ticket, wire.TRACK_OUTPUTS)
         except Sam2ClientError:
             if ticket == self._start_ticket:  # the server did not start it: START again next time
                 self._started, self._start_ticket = False, None
@@ -579,8 +572,8 @@ class VideoSession:
         self.ended = True
         try:
             if self._started:
-                ticket = self._transport.submit({}, contract.TRACK_OUTPUTS, end=True)
-                self._transport.result(ticket, contract.TRACK_OUTPUTS)
+                ticket = self._transport.submit({}, wire.TRACK_OUTPUTS, end=True)
+                self._transport.result(ticket, wire.TRACK_OUTPUTS)
         except Sam2ClientError as error:
             if _UNKNOWN_SEQUENCE not in str(error):  # else: already gone (evicted when idle)
                 raise

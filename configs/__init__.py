@@ -6,9 +6,13 @@ deployment knobs (runtime, precision, engine shapes) from here, so they are name
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 
@@ -182,6 +186,35 @@ def get_profile(name: str) -> DeploymentProfile:
     return profiles[name]
 
 
+# -- dataclass settings <-> Triton model-config parameters (strings) ---------------------------
+
+SettingsT = TypeVar("SettingsT")
+PARAMETER_TYPES = (int, float, str)  # field types a parameter string converts back to
+
+
+def field_types(cls: type) -> dict[str, type]:
+    """Field name -> type of the dataclass `cls`, in field order. `typing.get_type_hints` resolves
+    the annotations (strings under `from __future__ import annotations`) to the types."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def dataclass_parameters(settings: Any) -> dict[str, str]:
+    """A dataclass instance -> Triton model-config parameters: field name -> str(value)."""
+    return {f.name: str(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+
+
+def dataclass_from_parameters(cls: type[SettingsT], parameters: Mapping[str, Any]) -> SettingsT:
+    """Inverse of `dataclass_parameters`: every field of `cls` from its entry in `parameters`
+    (strings, or YAML values), converted to the field's type. KeyError names a missing field."""
+    values = {}
+    for name, kind in field_types(cls).items():
+        if kind not in PARAMETER_TYPES:
+            raise TypeError(f"{cls.__name__}.{name}: no parameter form for type {kind!r}")
+        values[name] = kind(parameters[name])
+    return cls(**values)
+
+
 SERVING_FILE = CONFIG_DIR / "serving.yaml"
 
 
@@ -196,7 +229,7 @@ class RequestLimits:
     max_points: int  # model points per prompt: clicks + 2 per box
 
     @classmethod
-    def for_profile(cls, profile: DeploymentProfile, path: Path = None) -> RequestLimits:
+    def for_profile(cls, profile: DeploymentProfile, path: Path | None = None) -> RequestLimits:
         """Limits from serving.yaml, prompt counts from the profile's decoder engine shapes."""
         settings = load_serving_settings(path or SERVING_FILE)
         limits = settings.get("limits") or {}
@@ -211,19 +244,11 @@ class RequestLimits:
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path or SERVING_FILE}: limits are malformed ({exc!r})") from exc
 
-    def as_parameters(self) -> dict[str, str]:
-        return {name: str(getattr(self, name)) for name in self.__dataclass_fields__}
-
     @classmethod
-    def from_parameters(cls, parameters: dict[str, str]) -> RequestLimits:
-        """Inverse of as_parameters (what a Triton model reads from its config)."""
+    def from_parameters(cls, parameters: Mapping[str, str]) -> RequestLimits:
+        """The limits a Triton model reads from its config (`dataclass_parameters` wrote them)."""
         try:
-            return cls(
-                **{
-                    name: (float if field.type == "float" else int)(parameters[name])
-                    for name, field in cls.__dataclass_fields__.items()
-                }
-            )
+            return dataclass_from_parameters(cls, parameters)
         except KeyError as exc:
             raise ConfigError(f"model config lacks parameter {exc}") from None
 

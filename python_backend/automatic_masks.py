@@ -23,8 +23,10 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_area
 
+from sam2_triton.configs import field_types
 from sam2_triton.errors import ConfigError
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
+from sam2_triton.python_backend.boxes import mask_bounds
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.image_predictor import EncodedImage
 from sam2_triton.python_backend.masks import (
@@ -43,10 +45,10 @@ from sam2_triton.python_backend.setting_values import (
 )
 from sam2_triton.rle import Rle, encode_masks
 from sam2_triton.rle import area as rle_area
+from sam2_triton.wire import FOREGROUND_LABEL
 
 CROP_EDGE_TOLERANCE = 20.0  # pixels: a box side this close to an inner crop edge is dropped
 UPSCALE_BUDGET_PIXELS = 1 << 26  # logits held at crop size at once (256 MiB of float32)
-FOREGROUND_LABEL = 1
 LIMIT_KEYS = ("max_points_per_side", "max_crop_n_layers")  # serving.yaml keys beside settings
 UNSUPPORTED_SETTINGS = {
     "min_mask_region_area": "hole / island removal needs OpenCV in the reference; "
@@ -107,7 +109,7 @@ class GeneratorSettings:
             _check_override_name(name, known)
         values = {name: scalar_value(value) for name, value in defaults.items() if name in known}
         values.update({name: scalar_value(value) for name, value in overrides.items()})
-        kinds = {f.name: f.type for f in fields(cls)}
+        kinds = field_types(cls)
         settings = cls(
             **{name: typed_value(name, value, kinds[name]) for name, value in values.items()}
         )
@@ -233,18 +235,9 @@ def _crop_length(length: int, n_crops: int, overlap: int) -> int:
 
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """bool [M, h, w] -> int64 [M, 4] inclusive (x0, y0, x1, y1); zeros for an empty mask."""
-    count, height, width = masks.shape
-    if count == 0:
-        return torch.zeros((0, 4), dtype=torch.int64)
-    rows = masks.any(dim=2).to(torch.uint8)  # [M, h]
-    cols = masks.any(dim=1).to(torch.uint8)  # [M, w]
-    top = rows.argmax(dim=1)
-    bottom = height - 1 - rows.flip(1).argmax(dim=1)
-    left = cols.argmax(dim=1)
-    right = width - 1 - cols.flip(1).argmax(dim=1)
-    boxes = torch.stack([left, top, right, bottom], dim=1)
-    return boxes * rows.any(dim=1, keepdim=True)
+    """CPU bool [M, h, w] -> int64 [M, 4] inclusive (x0, y0, x1, y1), zeros for an empty mask
+    (`batched_mask_to_box`): python_backend/boxes.py on the tensor's numpy view."""
+    return torch.from_numpy(mask_bounds(masks.numpy())[0])
 
 
 def near_inner_crop_edge(

@@ -4,7 +4,7 @@
 add `no_mem_embed` to the stride-16 features (image mode), turn prompts into decoder inputs,
 choose among mask tokens, upscale and threshold. The networks themselves are behind
 `ImageNetworks`: ONNX Runtime in-process (`OnnxImageNetworks`, for tests and tools) or Triton
-BLS calls to the network models (`python_backend/triton_bls.py`, inside the server).
+BLS calls to the network models (`python_backend/triton_io.py`, inside the server).
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 MASK_THRESHOLD = 0.0  # logits above this are foreground (SAM2ImagePredictor default)
-LOW_RES_LOGIT_LIMIT = 32.0  # the predictor clamps returned low-res logits to +-32
+# SAM 2 clamps low-res logits to +-32: those the image predictor returns, and the previous logits
+# the video predictor feeds back as mask input when a frame is corrected.
+LOW_RES_LOGIT_LIMIT = 32.0
 
 
 @dataclass(frozen=True)
@@ -79,5 +81,5 @@ def masks_at_original_size(logits: np.ndarray, original_size: tuple[int, int]) -
 
 
 def clamp_low_res(logits: np.ndarray) -> np.ndarray:
-    """Low-res logits as the predictor returns them (clamped to +-32)."""
+    """Low-res logits clamped to +-LOW_RES_LOGIT_LIMIT, as float32 (a copy)."""
     return np.clip(logits, -LOW_RES_LOGIT_LIMIT, LOW_RES_LOGIT_LIMIT).astype(np.float32)

@@ -15,9 +15,7 @@ import numpy as np
 from sam2_triton.configs import RequestLimits
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
 from sam2_triton.python_backend.errors import InputError
-
-POINT_LABELS = (-1, 0, 1, 2, 3)  # padding, background, foreground, box top-left, box bottom-right
-BOX_CORNER_LABELS = (2, 3)
+from sam2_triton.wire import BOX_CORNER_LABELS, IMAGE_POINT_LABELS
 
 
 @dataclass
@@ -116,11 +114,12 @@ def prepare_prompts(
         if point_coords.shape[1] == 0:
             raise InputError("POINT_COORDS has 0 points per prompt")
         check_finite("POINT_COORDS", point_coords)
-        bad = ~np.isin(point_labels, POINT_LABELS)
+        bad = ~np.isin(point_labels, IMAGE_POINT_LABELS)
         if np.any(bad):
             raise InputError(
                 f"POINT_LABELS holds {int(point_labels[bad][0])}: labels must be one of "
-                f"{list(POINT_LABELS)} (-1 padding, 0 background, 1 foreground, 2/3 box corners)"
+                f"{list(IMAGE_POINT_LABELS)} (-1 padding, 0 background, 1 foreground, 2/3 box "
+                "corners)"
             )
         check_within_image("POINT_COORDS", point_coords, original_size, limits.point_margin)
         counts["POINT_COORDS"] = point_coords.shape[0]

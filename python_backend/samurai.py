@@ -1,51 +1,31 @@
 """SAMURAI: motion-aware mask choice and memory selection for SAM 2 video tracking.
 
-SAMURAI (Yang et al., 2024) changes two things in SAM 2's video loop, without retraining:
+`choose_mask` picks among a frame's candidate masks by predicted IoU and agreement with the
+object's Kalman-filtered box (`BoxKalmanFilter`, constant velocity); `select_memory_frames`
+picks the recent frames whose memories the next frame attends to. Motion state is per object
+(`ObjectMotionState`), settings shared per sequence (`SamuraiSettings`, configs/samurai.yaml).
 
-1. Mask choice. On frames where the decoder returns several candidate masks, SAM 2 takes the
-   one with the highest predicted IoU. SAMURAI keeps a constant-velocity Kalman filter on the
-   object's box and, once the track is stable, scores each candidate by
-   `kf_score_weight * IoU(predicted box, candidate box) + (1 - kf_score_weight) * predicted IoU`
-   (`choose_mask`).
-2. Memory selection. Instead of the last 6 frames, the memory bank's temporal slots 1..6 get
-   the newest past frames whose predicted IoU, object-score logit and motion score pass
-   thresholds (`select_memory_frames`); frame t-1 is always kept. Conditioning (prompted)
-   frames keep slot 0 as in SAM 2.
+Units and shapes: boxes float64 [4] (x0, y0, x1, y1), pixels of the caller's mask frame (the
+1024x1024 model frame in the tracker), pixel-edge boxes around pixels > 0; the filter state
+(cx, cy, w / h, h and their velocities per frame) float64 [8], covariance [8, 8], one step per
+frame; candidate masks [K, H, W] (pixels > 0 are foreground), predicted IoUs [K].
 
-It also lowers the object-presence threshold for masks and object pointers to
-`min_obj_score_logits` (-1 instead of 0); the video tracker (python_backend/video/tracker.py)
-applies it (memory encoding still uses > 0).
-
-The original keeps one filter on the model object (one object per video). Here all motion
-state is per sequence and per object: an `ObjectMotionState` holds one object's filter
-(mean, covariance), its stable count and its per-frame records, so several objects and several
-videos can be tracked at once with one shared `SamuraiSettings` and one stateless
-`BoxKalmanFilter`. The records are bounded: after each frame the owner keeps only those of
-`reachable_memory_frames` (at most a few more than num_recent_memories), the frames whose
-memories a later selection can still return.
-
-Units and shapes:
-- Boxes are float64 [4] (x0, y0, x1, y1) in pixels of whichever frame the caller's masks are
-  in (SAMURAI uses the 1024x1024 model frame). A mask's box is the pixel-edge box around its
-  pixels > 0: a mask whose only pixel is (row 5, column 3) has the box (3, 5, 4, 6).
-- The filter measures (cx, cy, a, h) = (centre x, centre y, width / height, height), pixels
-  except a; the state is those four plus their velocities per frame (float64 [8]), the
-  covariance float64 [8, 8]. One filter step (dt) is one frame.
-- Candidate masks are [K, H, W] (any dtype; pixels > 0 are foreground), predicted IoUs [K].
+Design notes: docs/video-tracker.md (SAMURAI mode)
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sam2_triton.configs import CONFIG_DIR, read_yaml
+from sam2_triton.configs import CONFIG_DIR, field_types, read_yaml
 from sam2_triton.errors import ConfigError
+from sam2_triton.python_backend.boxes import mask_edge_box
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.setting_values import (
     check_finite,
@@ -105,7 +85,7 @@ class SamuraiSettings:
         Raises InputError naming the setting for an unknown name, a value of the wrong kind
         or one out of range.
         """
-        known = _field_types()
+        known = field_types(SamuraiSettings)
         values = {}
         for name, value in overrides.items():
             if name not in known:
@@ -116,7 +96,7 @@ class SamuraiSettings:
         return replace(self, **values)
 
     def __post_init__(self) -> None:
-        for name, kind in _field_types().items():  # kinds, also for direct construction
+        for name, kind in field_types(SamuraiSettings).items():  # also for direct construction
             object.__setattr__(self, name, typed_value(name, getattr(self, name), kind))
         for name in (
             "kf_score_weight",
@@ -135,7 +115,7 @@ class SamuraiSettings:
 @functools.cache
 def _load_settings(path: Path) -> SamuraiSettings:
     data = read_yaml(path)
-    known = _field_types()
+    known = field_types(SamuraiSettings)
     unknown = sorted(set(data) - set(known))
     missing = sorted(set(known) - set(data))
     if unknown or missing:
@@ -146,11 +126,6 @@ def _load_settings(path: Path) -> SamuraiSettings:
         )
     except InputError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-
-
-def _field_types() -> dict[str, str]:
-    """Setting name -> "int" or "float" (annotations are strings under `annotations`)."""
-    return {f.name: f.type for f in fields(SamuraiSettings)}
 
 
 # --- boxes ------------------------------------------------------------------------------------
@@ -189,12 +164,7 @@ def _area(box: np.ndarray) -> float:
 
 def mask_box(mask: np.ndarray) -> np.ndarray | None:
     """Pixel-edge xyxy box [4] float64 around the pixels > 0 of `mask` [H, W]; None if empty."""
-    foreground = np.asarray(mask) > 0
-    rows = np.flatnonzero(foreground.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(foreground.any(axis=0))
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+    return mask_edge_box(np.asarray(mask) > 0)
 
 
 # --- Kalman filter ----------------------------------------------------------------------------

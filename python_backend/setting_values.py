@@ -30,15 +30,15 @@ def scalar_value(value: Any) -> Any:
     return value
 
 
-def typed_value(name: str, value: Any, kind: str) -> Any:
-    """`value` as `kind` ("bool", "int" or "float"); InputError if it is of another kind
-    (a bool is not a number here)."""
+def typed_value(name: str, value: Any, kind: type) -> Any:
+    """`value` as `kind` (bool, int or float: a setting's field type, configs.field_types);
+    InputError if it is of another kind (a bool is not a number here)."""
     is_bool = isinstance(value, bool)
-    if kind == "bool":
+    if kind is bool:
         if not is_bool:
             raise InputError(f"{name} must be true or false, got {value!r}")
         return value
-    if kind == "int":
+    if kind is int:
         if is_bool or not isinstance(value, numbers.Integral):
             raise InputError(f"{name} must be an integer, got {value!r}")
         return int(value)

@@ -19,6 +19,7 @@ from sam2_triton.configs import RequestLimits
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.images import check_raw_image, decode_image
 from sam2_triton.python_backend.prompts import DecoderPrompts, prepare_prompts
+from sam2_triton.wire import BOXES, IMAGE, IMAGE_RAW, MASK_INPUT, POINT_COORDS, POINT_LABELS
 
 log = logging.getLogger("sam2_triton.model")
 
@@ -58,8 +59,8 @@ def scalar(request, name: str, default, kind: type):
 
 def read_image(request, limits: RequestLimits) -> np.ndarray:
     """Exactly one of IMAGE (encoded bytes [1]) and IMAGE_RAW (uint8 [H, W, 3]) -> RGB uint8."""
-    encoded = optional_input(request, "IMAGE")
-    raw = optional_input(request, "IMAGE_RAW")
+    encoded = optional_input(request, IMAGE)
+    raw = optional_input(request, IMAGE_RAW)
     if (encoded is None) == (raw is None):
         raise InputError(
             "send exactly one of IMAGE (encoded bytes) and IMAGE_RAW (uint8 [height, width, 3])"
@@ -78,7 +79,7 @@ def read_image(request, limits: RequestLimits) -> np.ndarray:
 
 def read_optional_image(request, limits: RequestLimits) -> np.ndarray | None:
     """RGB uint8 of IMAGE / IMAGE_RAW, or None when the request carries neither."""
-    if optional_input(request, "IMAGE") is None and optional_input(request, "IMAGE_RAW") is None:
+    if optional_input(request, IMAGE) is None and optional_input(request, IMAGE_RAW) is None:
         return None
     return read_image(request, limits)
 
@@ -95,7 +96,7 @@ def sequence_controls(request) -> tuple:
 def has_prompts(request) -> bool:
     return any(
         pb_utils.get_input_tensor_by_name(request, name) is not None
-        for name in ("POINT_COORDS", "POINT_LABELS", "BOXES", "MASK_INPUT")
+        for name in (POINT_COORDS, POINT_LABELS, BOXES, MASK_INPUT)
     )
 
 
@@ -103,10 +104,10 @@ def read_prompts(request, original_size: Sequence[int], limits: RequestLimits) -
     return prepare_prompts(
         (int(original_size[0]), int(original_size[1])),
         limits,
-        point_coords=optional_input(request, "POINT_COORDS"),
-        point_labels=optional_input(request, "POINT_LABELS"),
-        boxes=optional_input(request, "BOXES"),
-        mask_input=optional_input(request, "MASK_INPUT"),
+        point_coords=optional_input(request, POINT_COORDS),
+        point_labels=optional_input(request, POINT_LABELS),
+        boxes=optional_input(request, BOXES),
+        mask_input=optional_input(request, MASK_INPUT),
     )
 
 

@@ -7,7 +7,7 @@ Inputs: the committed templates in `model_repository/` (`config.pbtxt.in` + Pyth
 kinds), `configs/serving.yaml` (limits, cache size, generator defaults) and the export
 directory (graphs + metadata.json; TensorRT plans under engines/<profile>/). Network configs get
 their inputs and outputs from the I/O contract (export/contract.py), so they cannot drift from
-the graphs.
+the graphs. Design notes (the models, how they call each other, limits): docs/serving.md
 """
 
 from __future__ import annotations
@@ -21,12 +21,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sam2_triton.configs import NETWORKS, DeploymentProfile, RequestLimits, load_serving_settings
+import numpy as np
+
+from sam2_triton.configs import (
+    NETWORKS,
+    DeploymentProfile,
+    RequestLimits,
+    dataclass_parameters,
+    load_serving_settings,
+)
 from sam2_triton.errors import ConfigError, ExportError
 from sam2_triton.export.contract import CONTRACTS, GraphContract, TensorSpec
 from sam2_triton.export.metadata import METADATA_FILE, load_metadata
 from sam2_triton.python_backend.samurai import SamuraiSettings
 from sam2_triton.python_backend.video.sequences import VideoSettings
+from sam2_triton.wire import SAMURAI_SETTINGS
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_repository"
 MARKER_FILE = "sam2_triton_repository.json"
@@ -63,7 +72,6 @@ OBJECT_AXES = (
     ("memory_encoder", "batch"),
     ("mask_decoder", "num_prompts"),
 )
-SETTING_TYPES = {"int": "TYPE_INT32", "float": "TYPE_FP32"}
 ENSEMBLES = ("segment", "encode_image", "decode_masks")
 
 
@@ -241,7 +249,7 @@ class RepositoryBuilder:
             _link_or_copy(self.export_dir / METADATA_FILE, version / METADATA_FILE)
         parameters: dict[str, str] = {}
         if "limits" in model.parameters:
-            parameters.update(self.limits.as_parameters())
+            parameters.update(dataclass_parameters(self.limits))
         if "cache" in model.parameters:
             parameters["embedding_cache_bytes"] = str(
                 int(self.settings["embedding_cache"]["max_bytes"])
@@ -249,7 +257,7 @@ class RepositoryBuilder:
         if "generator" in model.parameters:
             parameters["generator_defaults"] = json.dumps(self.settings["automatic_mask_generator"])
         if "video" in model.parameters:
-            parameters.update(self.video_settings().as_parameters())
+            parameters.update(dataclass_parameters(self.video_settings()))
             parameters["samurai_defaults"] = json.dumps(dataclasses.asdict(SamuraiSettings.load()))
         if "decoder" in model.parameters:
             parameters["decoder"] = "in_process" if self.decoder_in_process else "bls"
@@ -297,9 +305,9 @@ class RepositoryBuilder:
         """Placeholders of track_video's config (ignored by the other templates)."""
         settings = self.video_settings()
         samurai_inputs = ",\n".join(
-            f'  {{ name: "{field.name.upper()}" data_type: {SETTING_TYPES[field.type]} dims: [ 1 ] '
+            f'  {{ name: "{name}" data_type: {TRITON_DTYPES[np.dtype(dtype).name]} dims: [ 1 ] '
             "optional: true }"
-            for field in dataclasses.fields(SamuraiSettings)
+            for name, dtype in SAMURAI_SETTINGS.values()
         )
         return {
             "max_sequence_idle_microseconds": str(int(round(settings.idle_timeout_s * 1e6))),

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from sam2_triton import rle
-from sam2_triton.client import contract, visualize
+from sam2_triton import rle, wire
+from sam2_triton.client import visualize
 from sam2_triton.client.cli import main, prompts_from_args
 from sam2_triton.client.client import InteractiveSession, Sam2Client, settings_tensors
 from sam2_triton.client.errors import Sam2ClientError
@@ -46,9 +46,9 @@ def mask_outputs(n: int, k: int, h: int = H, w: int = W) -> dict:
             masks[i, j, : i + j + 1, : 2 * (j + 1)] = True
     scores = np.tile(np.array([0.2, 0.9, 0.5][:k], np.float32), (n, 1))
     return {
-        contract.MASKS: masks,
-        contract.SCORES: scores,
-        contract.LOW_RES_MASKS: np.zeros((n, k, 256, 256), np.float32),
+        wire.MASKS: masks,
+        wire.SCORES: scores,
+        wire.LOW_RES_MASKS: np.zeros((n, k, 256, 256), np.float32),
     }
 
 
@@ -61,13 +61,13 @@ def test_single_prompt_gets_a_prompt_axis_and_wire_dtypes():
     )
     assert not prompts.batched
     tensors = prompts.tensors(multimask_output=False)
-    assert tensors[contract.POINT_COORDS].shape == (1, 2, 2)
-    assert tensors[contract.POINT_COORDS].dtype == np.float32
-    assert tensors[contract.POINT_LABELS].shape == (1, 2)
-    assert tensors[contract.POINT_LABELS].dtype == np.int32
-    assert tensors[contract.BOXES].shape == (1, 4) and tensors[contract.BOXES].dtype == np.float32
-    assert contract.MASK_INPUT not in tensors
-    multimask = tensors[contract.MULTIMASK_OUTPUT]
+    assert tensors[wire.POINT_COORDS].shape == (1, 2, 2)
+    assert tensors[wire.POINT_COORDS].dtype == np.float32
+    assert tensors[wire.POINT_LABELS].shape == (1, 2)
+    assert tensors[wire.POINT_LABELS].dtype == np.int32
+    assert tensors[wire.BOXES].shape == (1, 4) and tensors[wire.BOXES].dtype == np.float32
+    assert wire.MASK_INPUT not in tensors
+    multimask = tensors[wire.MULTIMASK_OUTPUT]
     assert multimask.dtype == np.bool_ and multimask.shape == (1,) and not multimask[0]
 
 
@@ -95,7 +95,7 @@ def test_single_mask_input_and_mixed_forms():
 
 def test_no_prompts_sends_only_multimask_flag():
     tensors = normalize_prompts().tensors()
-    assert list(tensors) == [contract.MULTIMASK_OUTPUT] and tensors[contract.MULTIMASK_OUTPUT][0]
+    assert list(tensors) == [wire.MULTIMASK_OUTPUT] and tensors[wire.MULTIMASK_OUTPUT][0]
 
 
 @pytest.mark.parametrize(
@@ -121,22 +121,22 @@ def test_prompts_that_cannot_be_interpreted(kwargs, message):
 def test_inputs_carry_triton_dtypes(protocol):
     transport = Transport(f"localhost:{unused_port()}", protocol)
     tensors = {
-        contract.IMAGE: np.array([b"\x89PNG..."], dtype=np.object_),
-        contract.IMAGE_RAW: np.zeros((H, W, 3), np.uint8),
+        wire.IMAGE: np.array([b"\x89PNG..."], dtype=np.object_),
+        wire.IMAGE_RAW: np.zeros((H, W, 3), np.uint8),
         **normalize_prompts(point_coords=[[1, 2]], point_labels=[1], box=[1, 2, 3, 4]).tensors(),
-        contract.RELEASE: np.array([True]),
-        contract.ORIGINAL_SIZE: np.array([H, W], np.int32),
+        wire.RELEASE: np.array([True]),
+        wire.ORIGINAL_SIZE: np.array([H, W], np.int32),
     }
     inputs = {i.name(): i for i in transport.make_inputs(tensors)}
     expected = {
-        contract.IMAGE: ("BYTES", [1]),
-        contract.IMAGE_RAW: ("UINT8", [H, W, 3]),
-        contract.POINT_COORDS: ("FP32", [1, 1, 2]),
-        contract.POINT_LABELS: ("INT32", [1, 1]),
-        contract.BOXES: ("FP32", [1, 4]),
-        contract.MULTIMASK_OUTPUT: ("BOOL", [1]),
-        contract.RELEASE: ("BOOL", [1]),
-        contract.ORIGINAL_SIZE: ("INT32", [2]),
+        wire.IMAGE: ("BYTES", [1]),
+        wire.IMAGE_RAW: ("UINT8", [H, W, 3]),
+        wire.POINT_COORDS: ("FP32", [1, 1, 2]),
+        wire.POINT_LABELS: ("INT32", [1, 1]),
+        wire.BOXES: ("FP32", [1, 4]),
+        wire.MULTIMASK_OUTPUT: ("BOOL", [1]),
+        wire.RELEASE: ("BOOL", [1]),
+        wire.ORIGINAL_SIZE: ("INT32", [2]),
     }
     assert {name: (i.datatype(), list(i.shape())) for name, i in inputs.items()} == expected
     transport.close()
@@ -144,9 +144,9 @@ def test_inputs_carry_triton_dtypes(protocol):
 
 def test_http_asks_for_binary_outputs():
     transport = Transport(f"localhost:{unused_port()}", "http")
-    outputs = transport.make_outputs(contract.MASK_OUTPUTS)
+    outputs = transport.make_outputs(wire.MASK_OUTPUTS)
     assert [o._get_tensor() for o in outputs] == [
-        {"name": name, "parameters": {"binary_data": True}} for name in contract.MASK_OUTPUTS
+        {"name": name, "parameters": {"binary_data": True}} for name in wire.MASK_OUTPUTS
     ]
     transport.close()
 
@@ -185,13 +185,13 @@ def test_unknown_generator_setting_is_a_type_error_before_any_request():
 def test_image_forms(png_file):
     path, pixels = png_file
     from_path = image_tensor(path)
-    assert list(from_path) == [contract.IMAGE] and from_path[contract.IMAGE].dtype == np.object_
-    assert from_path[contract.IMAGE][0] == path.read_bytes()
-    assert image_tensor(path.read_bytes())[contract.IMAGE][0] == path.read_bytes()
-    raw = image_tensor(pixels)[contract.IMAGE_RAW]
+    assert list(from_path) == [wire.IMAGE] and from_path[wire.IMAGE].dtype == np.object_
+    assert from_path[wire.IMAGE][0] == path.read_bytes()
+    assert image_tensor(path.read_bytes())[wire.IMAGE][0] == path.read_bytes()
+    raw = image_tensor(pixels)[wire.IMAGE_RAW]
     assert raw.dtype == np.uint8 and np.array_equal(raw, pixels)
     rgba = Image.fromarray(pixels).convert("RGBA")
-    assert np.array_equal(image_tensor(rgba)[contract.IMAGE_RAW], pixels)
+    assert np.array_equal(image_tensor(rgba)[wire.IMAGE_RAW], pixels)
     assert np.array_equal(load_rgb(str(path)), pixels)
 
 
@@ -212,7 +212,7 @@ def test_single_prompt_results_are_squeezed():
     assert result.masks.shape == (3, H, W) and result.scores.shape == (3,)
     assert result.low_res_masks.shape == (3, 256, 256) and not result.batched
     assert result.best_index() == 1
-    assert np.array_equal(result.best(), mask_outputs(1, 3)[contract.MASKS][0, 1])
+    assert np.array_equal(result.best(), mask_outputs(1, 3)[wire.MASKS][0, 1])
 
 
 def test_batched_results_stay_batched():
@@ -220,12 +220,12 @@ def test_batched_results_stay_batched():
     result = Segmentation.from_outputs(outputs, batched=True)
     assert result.masks.shape == (1, 3, H, W) and result.batched
     outputs = mask_outputs(2, 3)
-    outputs[contract.SCORES][1] = [0.9, 0.1, 0.2]
+    outputs[wire.SCORES][1] = [0.9, 0.1, 0.2]
     result = Segmentation.from_outputs(outputs, batched=True)
     assert result.best_index().tolist() == [1, 0]
     best = result.best()
     assert best.shape == (2, H, W)
-    assert np.array_equal(best[1], outputs[contract.MASKS][1, 0])
+    assert np.array_equal(best[1], outputs[wire.MASKS][1, 0])
 
 
 def test_generated_masks_decode_the_servers_rle():
@@ -236,14 +236,14 @@ def test_generated_masks_decode_the_servers_rle():
     masks[1, 10:, :4] = 1
     encoded = [coco_mask.encode(np.asfortranarray(m)) for m in masks]
     outputs = {
-        contract.RLE_COUNTS: np.array([e["counts"] for e in encoded], dtype=np.object_),
-        contract.GENERATED_BOXES: np.array([[3, 2, 6, 3], [0, 10, 4, 14]], np.float32),
-        contract.AREAS: np.array([18, 56], np.int64),
-        contract.PREDICTED_IOUS: np.array([0.9, 0.8], np.float32),
-        contract.STABILITY_SCORES: np.array([0.97, 0.96], np.float32),
-        contract.GENERATED_POINTS: np.array([[4, 3], [1, 12]], np.float32),
-        contract.CROP_BOXES: np.tile(np.array([0, 0, W, H], np.float32), (2, 1)),
-        contract.ORIGINAL_SIZE: np.array([H, W], np.int32),
+        wire.RLE_COUNTS: np.array([e["counts"] for e in encoded], dtype=np.object_),
+        wire.GENERATED_BOXES: np.array([[3, 2, 6, 3], [0, 10, 4, 14]], np.float32),
+        wire.AREAS: np.array([18, 56], np.int64),
+        wire.PREDICTED_IOUS: np.array([0.9, 0.8], np.float32),
+        wire.STABILITY_SCORES: np.array([0.97, 0.96], np.float32),
+        wire.GENERATED_POINTS: np.array([[4, 3], [1, 12]], np.float32),
+        wire.CROP_BOXES: np.tile(np.array([0, 0, W, H], np.float32), (2, 1)),
+        wire.ORIGINAL_SIZE: np.array([H, W], np.int32),
     }
     generated = generated_masks(outputs)
     assert len(generated) == 2
@@ -293,32 +293,32 @@ def test_segment_sends_image_and_prompts(png_file):
     client = client_with({"sam2_segment": mask_outputs(2, 1)}, model_prefix="sam2_")
     result = client.segment(path, box=[[0, 0, 4, 4], [1, 1, 9, 9]], multimask_output=False)
     model, tensors, outputs = client._transport.calls[0]
-    assert model == "sam2_segment" and outputs == contract.MASK_OUTPUTS
-    assert set(tensors) == {contract.IMAGE, contract.BOXES, contract.MULTIMASK_OUTPUT}
+    assert model == "sam2_segment" and outputs == wire.MASK_OUTPUTS
+    assert set(tensors) == {wire.IMAGE, wire.BOXES, wire.MULTIMASK_OUTPUT}
     assert result.masks.shape == (2, 1, H, W)
 
 
 def test_session_lifecycle():
     image_id = b"4f1c0ffee"
     answer = {
-        contract.IMAGE_ID: np.array([image_id], np.object_),
-        contract.ORIGINAL_SIZE: np.array([H, W], np.int32),
+        wire.IMAGE_ID: np.array([image_id], np.object_),
+        wire.ORIGINAL_SIZE: np.array([H, W], np.int32),
         **mask_outputs(1, 3),
     }
     client = client_with({"segment_interactive": answer})
     calls = client._transport.calls
     with client.session(np.zeros((H, W, 3), np.uint8)) as session:
         assert session.image_id == image_id.decode() and session.original_size == (H, W)
-        assert set(calls[0][1]) == {contract.IMAGE_RAW}
-        assert calls[0][2] == (contract.IMAGE_ID, contract.ORIGINAL_SIZE)
+        assert set(calls[0][1]) == {wire.IMAGE_RAW}
+        assert calls[0][2] == (wire.IMAGE_ID, wire.ORIGINAL_SIZE)
         result = session.predict(point_coords=[[3, 4]], point_labels=[1])
         assert result.masks.shape == (3, H, W)
         sent = calls[1][1]
-        assert sent[contract.IMAGE_ID].tolist() == [image_id] and contract.IMAGE_RAW not in sent
-        assert sent[contract.POINT_COORDS].shape == (1, 1, 2)
+        assert sent[wire.IMAGE_ID].tolist() == [image_id] and wire.IMAGE_RAW not in sent
+        assert sent[wire.POINT_COORDS].shape == (1, 1, 2)
     release = calls[2][1]
-    assert set(release) == {contract.IMAGE_ID, contract.RELEASE}
-    assert release[contract.RELEASE].tolist() == [True] and calls[2][2] == (contract.IMAGE_ID,)
+    assert set(release) == {wire.IMAGE_ID, wire.RELEASE}
+    assert release[wire.RELEASE].tolist() == [True] and calls[2][2] == (wire.IMAGE_ID,)
     session.close()
     assert len(calls) == 3  # closing twice sends one release
     with pytest.raises(Sam2ClientError, match="is closed"):
@@ -342,10 +342,10 @@ def test_session_exit_keeps_the_original_error():
 
 def test_encode_then_decode_sends_the_embeddings():
     embeddings = {
-        contract.IMAGE_EMBED: np.full((1, 256, 64, 64), 0.5, np.float32),
-        contract.HIGH_RES_FEATS_0: np.zeros((1, 32, 256, 256), np.float32),
-        contract.HIGH_RES_FEATS_1: np.zeros((1, 64, 128, 128), np.float32),
-        contract.ORIGINAL_SIZE: np.array([H, W], np.int32),
+        wire.IMAGE_EMBED: np.full((1, 256, 64, 64), 0.5, np.float32),
+        wire.HIGH_RES_FEATS_0: np.zeros((1, 32, 256, 256), np.float32),
+        wire.HIGH_RES_FEATS_1: np.zeros((1, 64, 128, 128), np.float32),
+        wire.ORIGINAL_SIZE: np.array([H, W], np.int32),
     }
     client = client_with({"encode_image": embeddings, "decode_masks": mask_outputs(1, 3)})
     encoded = client.encode(np.zeros((H, W, 3), np.uint8))
@@ -353,9 +353,9 @@ def test_encode_then_decode_sends_the_embeddings():
     result = client.decode(encoded, point_coords=[[1, 1]], point_labels=[1])
     model, tensors, _ = client._transport.calls[1]
     assert model == "decode_masks"
-    assert set(contract.EMBEDDING_TENSORS) <= set(tensors) and contract.IMAGE_RAW not in tensors
-    assert tensors[contract.ORIGINAL_SIZE].dtype == np.int32
-    assert np.array_equal(tensors[contract.IMAGE_EMBED], embeddings[contract.IMAGE_EMBED])
+    assert set(wire.EMBEDDING_TENSORS) <= set(tensors) and wire.IMAGE_RAW not in tensors
+    assert tensors[wire.ORIGINAL_SIZE].dtype == np.int32
+    assert np.array_equal(tensors[wire.IMAGE_EMBED], embeddings[wire.IMAGE_EMBED])
     assert result.masks.shape == (3, H, W)
 
 
@@ -614,18 +614,16 @@ class CannedClient:
         CannedClient.seen["settings"] = settings
         masks = example_masks()
         outputs = {
-            contract.RLE_COUNTS: np.array(
+            wire.RLE_COUNTS: np.array(
                 [rle.encode(m)["counts"].encode() for m in masks], np.object_
             ),
-            contract.GENERATED_BOXES: np.array(
-                [rle.bbox(rle.encode(m)) for m in masks], np.float32
-            ),
-            contract.AREAS: masks.sum(axis=(1, 2)).astype(np.int64),
-            contract.PREDICTED_IOUS: np.array([0.9, 0.8], np.float32),
-            contract.STABILITY_SCORES: np.array([0.95, 0.94], np.float32),
-            contract.GENERATED_POINTS: np.zeros((2, 2), np.float32),
-            contract.CROP_BOXES: np.tile(np.array([0, 0, W, H], np.float32), (2, 1)),
-            contract.ORIGINAL_SIZE: np.array([H, W], np.int32),
+            wire.GENERATED_BOXES: np.array([rle.bbox(rle.encode(m)) for m in masks], np.float32),
+            wire.AREAS: masks.sum(axis=(1, 2)).astype(np.int64),
+            wire.PREDICTED_IOUS: np.array([0.9, 0.8], np.float32),
+            wire.STABILITY_SCORES: np.array([0.95, 0.94], np.float32),
+            wire.GENERATED_POINTS: np.zeros((2, 2), np.float32),
+            wire.CROP_BOXES: np.tile(np.array([0, 0, W, H], np.float32), (2, 1)),
+            wire.ORIGINAL_SIZE: np.array([H, W], np.int32),
         }
         return generated_masks(outputs)
 
@@ -654,7 +652,7 @@ def test_cli_segment_writes_best_masks(monkeypatch, capsys, png_file, tmp_path):
     assert CannedClient.seen["prompts"]["box"].shape == (2, 4)
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["mask_0_1.png", "mask_1_1.png"]
     records = visualize.read_coco_json(out / "masks.json")
-    expected = mask_outputs(2, 3)[contract.MASKS]
+    expected = mask_outputs(2, 3)[wire.MASKS]
     assert [(r["prompt"], r["mask_index"]) for r in records] == [(0, 1), (1, 1)]
     assert np.array_equal(records[1]["mask"], expected[1, 1])
     with Image.open(out / "masks" / "mask_1_1.png") as written:

@@ -60,3 +60,38 @@ def test_malformed_profiles_are_rejected(tmp_path):
     bad.write_text("profiles:\n  x: {runtime: tensorrt, device: cpu, precision: fp16}\n")
     with pytest.raises(ConfigError, match="TensorRT runs on gpu only"):
         configs.load_profiles(bad)
+
+
+def test_dataclass_settings_round_trip_through_model_parameters():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        count: "int"  # a string, as under `from __future__ import annotations`
+        ratio: float
+        mode: str
+
+    assert configs.field_types(Settings) == {"count": int, "ratio": float, "mode": str}
+    settings = Settings(3, 0.25, "video")
+    parameters = configs.dataclass_parameters(settings)
+    assert parameters == {"count": "3", "ratio": "0.25", "mode": "video"}
+    assert configs.dataclass_from_parameters(Settings, parameters) == settings
+    with pytest.raises(KeyError, match="ratio"):
+        configs.dataclass_from_parameters(Settings, {"count": "3", "mode": "video"})
+    limits = configs.RequestLimits.for_profile(configs.get_profile("cpu"))
+    parameters = configs.dataclass_parameters(limits)
+    assert configs.RequestLimits.from_parameters(parameters) == limits
+    del parameters["max_points"]
+    with pytest.raises(ConfigError, match="model config lacks parameter 'max_points'"):
+        configs.RequestLimits.from_parameters(parameters)
+
+
+def test_dataclass_parameters_refuse_types_without_a_parameter_form():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Flags:
+        enabled: bool
+
+    with pytest.raises(TypeError, match="Flags.enabled"):
+        configs.dataclass_from_parameters(Flags, {"enabled": "False"})

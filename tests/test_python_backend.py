@@ -181,3 +181,20 @@ def test_torch_runner_equals_onnx_runner(exported):
     onnx = OnnxNetworks(exported.directory, ["mask_decoder"]).run("mask_decoder", **inputs)
     for name, value in onnx.items():
         np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_mask_bounds_are_inclusive_and_convert_to_pixel_edges():
+    from sam2_triton.python_backend.boxes import mask_bounds, mask_edge_box, pixel_edges
+
+    masks = np.zeros((3, 6, 8), bool)
+    masks[0, 5, 3] = True  # one pixel: row 5, column 3
+    masks[1, 1:4, 2:7] = True
+    bounds, present = mask_bounds(masks)
+    assert bounds.dtype == np.int64 and present.tolist() == [True, True, False]
+    assert bounds.tolist() == [[3, 5, 3, 5], [2, 1, 6, 3], [0, 0, 0, 0]]  # empty: zeros
+    edges = pixel_edges(bounds[:2])
+    assert edges.dtype == np.float64 and edges.tolist() == [[3, 5, 4, 6], [2, 1, 7, 4]]
+    assert mask_edge_box(masks[1]).tolist() == [2, 1, 7, 4] and mask_edge_box(masks[2]) is None
+    assert mask_bounds(np.zeros((0, 4, 4), bool))[0].shape == (0, 4)
+    none, absent = mask_bounds(np.zeros((2, 0, 4), bool))
+    assert none.tolist() == [[0, 0, 0, 0]] * 2 and absent.tolist() == [False, False]

@@ -16,7 +16,8 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from tritonclient.utils import InferenceServerException
 
-from sam2_triton.client import contract, visualize
+from sam2_triton import wire
+from sam2_triton.client import visualize
 from sam2_triton.client.cli import main, video_prompts_from_args
 from sam2_triton.client.client import Sam2Client
 from sam2_triton.client.errors import Sam2ClientError
@@ -40,14 +41,14 @@ def frame_outputs(frame_index: int, obj_ids=(1,), h: int = H, w: int = W) -> dic
     for row in range(n):
         masks[row, : row + frame_index + 1, : 4 * (row + 1)] = True
     return {
-        contract.OBJ_IDS: np.array(obj_ids, np.int64),
-        contract.OBJECT_MASKS: masks,
-        contract.OBJECT_SCORES: np.full(n, 0.9, np.float32),
-        contract.OBJECT_SCORE_LOGITS: np.full(n, 3.0, np.float32),
-        contract.PRESENT: np.ones(n, bool),
-        contract.MASK_BOXES: np.tile(np.array([0, 0, 4, 1], np.float32), (n, 1)),
-        contract.TRACKED_FRAME: np.array([frame_index], np.int64),
-        contract.STATE_BYTES: np.array([1000 * (frame_index + 1)], np.int64),
+        wire.OBJ_IDS: np.array(obj_ids, np.int64),
+        wire.OBJECT_MASKS: masks,
+        wire.OBJECT_SCORES: np.full(n, 0.9, np.float32),
+        wire.OBJECT_SCORE_LOGITS: np.full(n, 3.0, np.float32),
+        wire.PRESENT: np.ones(n, bool),
+        wire.MASK_BOXES: np.tile(np.array([0, 0, 4, 1], np.float32), (n, 1)),
+        wire.TRACKED_FRAME: np.array([frame_index], np.int64),
+        wire.STATE_BYTES: np.array([1000 * (frame_index + 1)], np.int64),
     }
 
 
@@ -68,17 +69,17 @@ class FakeSequence:
         self._next_frame = 0
 
     def submit(self, tensors, outputs, start=False, end=False):
-        assert outputs == contract.TRACK_OUTPUTS
+        assert outputs == wire.TRACK_OUTPUTS
         self.outstanding_at_submit.append(self.outstanding)
         ticket = len(self.requests)
         self.requests.append((dict(tensors), start, end))
-        if contract.FRAME_INDEX in tensors:
-            frame = int(tensors[contract.FRAME_INDEX][0])
-        elif contract.IMAGE_RAW in tensors or contract.IMAGE in tensors:
+        if wire.FRAME_INDEX in tensors:
+            frame = int(tensors[wire.FRAME_INDEX][0])
+        elif wire.IMAGE_RAW in tensors or wire.IMAGE in tensors:
             frame = self._next_frame
         else:
             frame = -1
-        if contract.IMAGE_RAW in tensors or contract.IMAGE in tensors:
+        if wire.IMAGE_RAW in tensors or wire.IMAGE in tensors:
             self._next_frame = frame + 1
         self.answers[ticket] = frame
         return ticket
@@ -111,9 +112,9 @@ def pixels(index: int = 0) -> np.ndarray:
 
 def test_point_rows_are_padded_with_minus_one():
     tensors = point_tensors({5: ([[1, 2], [3, 4], [5, 6]], [1, 0, 1]), 2: ([7, 8], [1])})
-    assert tensors[contract.POINT_OBJ_IDS].dtype == np.int64
-    assert tensors[contract.POINT_OBJ_IDS].tolist() == [2, 5]  # ascending object id
-    coords, labels = tensors[contract.POINT_COORDS], tensors[contract.POINT_LABELS]
+    assert tensors[wire.POINT_OBJ_IDS].dtype == np.int64
+    assert tensors[wire.POINT_OBJ_IDS].tolist() == [2, 5]  # ascending object id
+    coords, labels = tensors[wire.POINT_COORDS], tensors[wire.POINT_LABELS]
     assert coords.dtype == np.float32 and coords.shape == (2, 3, 2)
     assert labels.dtype == np.int32 and labels.shape == (2, 3)
     assert labels.tolist() == [[1, -1, -1], [1, 0, 1]]
@@ -147,22 +148,22 @@ def test_every_prompt_kind_and_removal():
         remove=[9, 4],
     ).tensors()
     assert set(tensors) == {
-        contract.POINT_OBJ_IDS,
-        contract.POINT_COORDS,
-        contract.POINT_LABELS,
-        contract.BOX_OBJ_IDS,
-        contract.BOX_PROMPTS,
-        contract.MASK_OBJ_IDS,
-        contract.MASK_PROMPTS,
-        contract.REMOVE_OBJ_IDS,
+        wire.POINT_OBJ_IDS,
+        wire.POINT_COORDS,
+        wire.POINT_LABELS,
+        wire.BOX_OBJ_IDS,
+        wire.BOX_PROMPTS,
+        wire.MASK_OBJ_IDS,
+        wire.MASK_PROMPTS,
+        wire.REMOVE_OBJ_IDS,
     }
-    assert tensors[contract.BOX_OBJ_IDS].tolist() == [0, 1]
-    boxes = tensors[contract.BOX_PROMPTS]
+    assert tensors[wire.BOX_OBJ_IDS].tolist() == [0, 1]
+    boxes = tensors[wire.BOX_PROMPTS]
     assert boxes.dtype == np.float32 and boxes.tolist() == [[0, 0, 5, 5], [1, 2, 10, 12]]
-    assert tensors[contract.MASK_OBJ_IDS].tolist() == [7]
-    masks = tensors[contract.MASK_PROMPTS]
+    assert tensors[wire.MASK_OBJ_IDS].tolist() == [7]
+    masks = tensors[wire.MASK_PROMPTS]
     assert masks.dtype == np.bool_ and masks.shape == (1, H, W) and masks[0].sum() == 18
-    remove = tensors[contract.REMOVE_OBJ_IDS]
+    remove = tensors[wire.REMOVE_OBJ_IDS]
     assert remove.dtype == np.int64 and remove.tolist() == [9, 4]
     assert FramePrompts().tensors() == {}
     with pytest.raises(ValueError, match="must all be"):
@@ -183,24 +184,20 @@ def test_first_request_starts_the_sequence_with_its_settings():
     video.track(b"\x89PNG-bytes", points={1: ([[3, 3]], [0])})
     tensors, start, end = fake.requests[0]
     assert start and not end
-    assert tensors[contract.NUM_FRAMES].dtype == np.int64 and tensors[
-        contract.NUM_FRAMES
-    ].tolist() == [8]
-    assert tensors[contract.SAMURAI].dtype == np.bool_ and tensors[contract.SAMURAI].tolist() == [
-        True
-    ]
+    assert tensors[wire.NUM_FRAMES].dtype == np.int64 and tensors[wire.NUM_FRAMES].tolist() == [8]
+    assert tensors[wire.SAMURAI].dtype == np.bool_ and tensors[wire.SAMURAI].tolist() == [True]
     assert tensors["KF_SCORE_WEIGHT"].dtype == np.float32
     assert tensors["NUM_RECENT_MEMORIES"].dtype == np.int32
     assert tensors["NUM_RECENT_MEMORIES"].tolist() == [5]
-    assert tensors[contract.IMAGE_RAW].shape == (H, W, 3)
-    assert contract.FRAME_INDEX not in tensors  # the server's default: the next frame
+    assert tensors[wire.IMAGE_RAW].shape == (H, W, 3)
+    assert wire.FRAME_INDEX not in tensors  # the server's default: the next frame
     later, start, end = fake.requests[1]
     assert not start and not end
     assert set(later) == {
-        contract.IMAGE,
-        contract.POINT_OBJ_IDS,
-        contract.POINT_COORDS,
-        contract.POINT_LABELS,
+        wire.IMAGE,
+        wire.POINT_OBJ_IDS,
+        wire.POINT_COORDS,
+        wire.POINT_LABELS,
     }
     assert first.frame_index == 0 and first.masks.shape == (1, H, W)
     assert video.last_frame == 1 and video.state_bytes == 2000
@@ -210,8 +207,8 @@ def test_start_without_settings_sends_samurai_false_only():
     fake = FakeSequence()
     VideoSession(fake).track(pixels(), boxes={1: [1, 1, 9, 9]})
     tensors, start, _ = fake.requests[0]
-    assert start and tensors[contract.SAMURAI].tolist() == [False]
-    assert contract.NUM_FRAMES not in tensors and "KF_SCORE_WEIGHT" not in tensors
+    assert start and tensors[wire.SAMURAI].tolist() == [False]
+    assert wire.NUM_FRAMES not in tensors and "KF_SCORE_WEIGHT" not in tensors
 
 
 def test_bad_session_settings():
@@ -234,9 +231,9 @@ def test_correction_sends_the_last_frame_index_and_no_image():
     fixed = video.correct(points={1: ([[2, 3]], [0])})
     tensors, start, _ = fake.requests[-1]
     assert not start
-    assert contract.IMAGE_RAW not in tensors and contract.IMAGE not in tensors
-    assert tensors[contract.FRAME_INDEX].dtype == np.int64
-    assert tensors[contract.FRAME_INDEX].tolist() == [4]
+    assert wire.IMAGE_RAW not in tensors and wire.IMAGE not in tensors
+    assert tensors[wire.FRAME_INDEX].dtype == np.int64
+    assert tensors[wire.FRAME_INDEX].tolist() == [4]
     assert fixed.frame_index == 4
     with pytest.raises(ValueError, match="at least one"):
         video.correct()
@@ -298,14 +295,14 @@ def test_track_frames_keeps_requests_in_flight_and_yields_in_order():
     assert outstanding == [0, 1, 2, 3, 3]  # the frame is read before waiting on the oldest
     assert fake.outstanding_at_submit == [0, 1, 2, 2, 2]
     sent = [tensors for tensors, _, _ in fake.requests]
-    assert [int(t[contract.FRAME_INDEX][0]) for t in sent] == [0, 1, 2, 3, 4]
-    assert contract.BOX_OBJ_IDS in sent[0] and contract.POINT_OBJ_IDS in sent[3]
-    assert all(contract.BOX_OBJ_IDS not in sent[i] for i in (1, 2, 4))
+    assert [int(t[wire.FRAME_INDEX][0]) for t in sent] == [0, 1, 2, 3, 4]
+    assert wire.BOX_OBJ_IDS in sent[0] and wire.POINT_OBJ_IDS in sent[3]
+    assert all(wire.BOX_OBJ_IDS not in sent[i] for i in (1, 2, 4))
     assert [start for _, start, _ in fake.requests] == [True, False, False, False, False]
     # A second call continues at the next frame.
     more = list(video.track_frames([pixels(5)], {5: FramePrompts(remove=[1])}))
     assert more[0].frame_index == 5
-    assert fake.requests[-1][0][contract.REMOVE_OBJ_IDS].tolist() == [1]
+    assert fake.requests[-1][0][wire.REMOVE_OBJ_IDS].tolist() == [1]
     with pytest.raises(ValueError, match="continues at frame 6"):
         list(video.track_frames([pixels()], {2: FramePrompts(boxes={1: [0, 0, 1, 1]})}))
 
@@ -341,7 +338,7 @@ def test_frame_result_rows_by_object():
     with pytest.raises(KeyError, match="object 5 is not tracked"):
         result.mask(5)
     broken = frame_outputs(0, obj_ids=(1, 2))
-    broken[contract.OBJECT_MASKS] = broken[contract.OBJECT_MASKS][:1]
+    broken[wire.OBJECT_MASKS] = broken[wire.OBJECT_MASKS][:1]
     with pytest.raises(ValueError, match="for 2 object"):
         VideoFrameResult.from_outputs(broken)
 
@@ -416,57 +413,55 @@ def stream_transport(timeout_s=5.0):
 
 def test_stream_answers_out_of_order_and_errors_by_request_id():
     transport, fake = stream_transport()
-    tickets = [transport.submit({}, contract.TRACK_OUTPUTS, start=i == 0) for i in range(3)]
+    tickets = [transport.submit({}, wire.TRACK_OUTPUTS, start=i == 0) for i in range(3)]
     assert [s[1:] for s in fake.sent] == [(99, True, False), (99, False, False), (99, False, False)]
     fake.answer("1", 11)
-    fake.fail(f"[request id: {tickets[2]}] FRAME_INDEX 3 is not after the last tracked frame 5")
+    fake.fail(f"[request id: {tickets[2]}] frame 3 is not after the last tracked frame 5")
     fake.answer("0", 10)
-    first = transport.result(tickets[0], contract.TRACK_OUTPUTS)
-    assert first[contract.TRACKED_FRAME].tolist() == [10]
-    with pytest.raises(Sam2ClientError, match="^track_video: FRAME_INDEX 3 is not after"):
-        transport.result(tickets[2], contract.TRACK_OUTPUTS)
-    assert transport.result(tickets[1], contract.TRACK_OUTPUTS)[
-        contract.TRACKED_FRAME
-    ].tolist() == [11]
+    first = transport.result(tickets[0], wire.TRACK_OUTPUTS)
+    assert first[wire.TRACKED_FRAME].tolist() == [10]
+    with pytest.raises(Sam2ClientError, match="^track_video: frame 3 is not after"):
+        transport.result(tickets[2], wire.TRACK_OUTPUTS)
+    assert transport.result(tickets[1], wire.TRACK_OUTPUTS)[wire.TRACKED_FRAME].tolist() == [11]
     transport.close()
     assert fake.stopped is False  # nothing outstanding: the stream is closed gracefully
 
 
 def test_stream_error_without_id_goes_to_the_oldest_request():
     transport, fake = stream_transport()
-    first = transport.submit({}, contract.TRACK_OUTPUTS, start=True)
-    second = transport.submit({}, contract.TRACK_OUTPUTS)
+    first = transport.submit({}, wire.TRACK_OUTPUTS, start=True)
+    second = transport.submit({}, wire.TRACK_OUTPUTS)
     fake.fail(
         "inference request for sequence 99 to model 'track_video' must specify the "
         "START flag on the first request of the sequence"
     )
     fake.answer(str(second), 1)
     with pytest.raises(Sam2ClientError) as raised:
-        transport.result(first, contract.TRACK_OUTPUTS)
+        transport.result(first, wire.TRACK_OUTPUTS)
     message = str(raised.value)
     assert message.startswith("track_video: inference request for sequence 99")
     assert "does not hold video sequence 99" in message and "\n" not in message
-    assert transport.result(second, contract.TRACK_OUTPUTS)[contract.OBJ_IDS].tolist() == [1]
+    assert transport.result(second, wire.TRACK_OUTPUTS)[wire.OBJ_IDS].tolist() == [1]
 
 
 def test_a_broken_stream_fails_every_outstanding_request_and_later_ones():
     transport, fake = stream_transport()
-    tickets = [transport.submit({}, contract.TRACK_OUTPUTS) for _ in range(2)]
+    tickets = [transport.submit({}, wire.TRACK_OUTPUTS) for _ in range(2)]
     fake.fail("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
     for ticket in tickets:
         with pytest.raises(Sam2ClientError, match="not reachable over grpc"):
-            transport.result(ticket, contract.TRACK_OUTPUTS)
+            transport.result(ticket, wire.TRACK_OUTPUTS)
     with pytest.raises(Sam2ClientError, match="not reachable over grpc"):
-        transport.submit({}, contract.TRACK_OUTPUTS)
+        transport.submit({}, wire.TRACK_OUTPUTS)
 
 
 def test_a_silent_stream_times_out():
     transport, fake = stream_transport(timeout_s=0.2)
-    ticket = transport.submit({}, contract.TRACK_OUTPUTS)
+    ticket = transport.submit({}, wire.TRACK_OUTPUTS)
     with pytest.raises(
         Sam2ClientError, match="no answer from the server at localhost:1 within 0.2 s"
     ):
-        transport.result(ticket, contract.TRACK_OUTPUTS)
+        transport.result(ticket, wire.TRACK_OUTPUTS)
     transport.close()
     assert fake.stopped is True  # the stream was given up: cancelled, not waited for
 
@@ -710,17 +705,17 @@ def test_track_writes_overlay_video_and_mask_pngs(monkeypatch, capsys, tmp_path,
     assert "4 frame(s) tracked" in capsys.readouterr().out
     fake, session = SESSIONS[0]
     first = fake.requests[0][0]
-    assert first[contract.NUM_FRAMES].tolist() == [4] and first[contract.SAMURAI].tolist() == [True]
+    assert first[wire.NUM_FRAMES].tolist() == [4] and first[wire.SAMURAI].tolist() == [True]
     assert first["NUM_RECENT_MEMORIES"].tolist() == [3]
-    assert contract.IMAGE in first  # PNG bytes
-    assert contract.POINT_LABELS in fake.requests[2][0]
+    assert wire.IMAGE in first  # PNG bytes
+    assert wire.POINT_LABELS in fake.requests[2][0]
     assert session.ended and fake.requests[-1][2]  # END last
     overlay = open_frames(out / "overlay.mp4")
     assert overlay.num_frames == 4 and overlay.size == (W, H) and overlay.fps == 8.0
     pngs = sorted(p.name for p in (out / "masks").iterdir())
     assert pngs == [f"0000{i}_obj1.png" for i in range(4)]
     mask = np.asarray(Image.open(out / "masks" / "00002_obj1.png")) > 0
-    np.testing.assert_array_equal(mask, frame_outputs(2)[contract.OBJECT_MASKS][0])
+    np.testing.assert_array_equal(mask, frame_outputs(2)[wire.OBJECT_MASKS][0])
 
 
 def test_track_masks_json_round_trips_through_pycocotools(monkeypatch, capsys, tmp_path):
@@ -748,7 +743,7 @@ def test_track_masks_json_round_trips_through_pycocotools(monkeypatch, capsys, t
     records = json.loads((out / "masks.json").read_text())
     assert [(r["frame"], r["obj_id"]) for r in records] == [(0, 1), (1, 1), (2, 1)]
     for record in records:
-        expected = frame_outputs(record["frame"])[contract.OBJECT_MASKS][0]
+        expected = frame_outputs(record["frame"])[wire.OBJECT_MASKS][0]
         segmentation = {
             **record["segmentation"],
             "counts": record["segmentation"]["counts"].encode(),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
 import pytest
 
-from sam2_triton.configs import RequestLimits, get_profile
+from sam2_triton.configs import RequestLimits, dataclass_parameters, field_types, get_profile
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.samurai import SamuraiSettings
 from sam2_triton.python_backend.video.frame_requests import parse_frame_request, result_tensors
@@ -122,8 +121,11 @@ def test_video_settings_are_validated():
         settings(idle_timeout_s=0)
     with pytest.raises(ValueError, match="preprocessing"):
         settings(preprocessing="bicubic")
-    parsed = VideoSettings.from_mapping(settings().as_parameters())
-    assert parsed == settings()
+    parameters = dataclass_parameters(settings())
+    assert parameters["idle_timeout_s"] == "10.0" and parameters["preprocessing"] == "video"
+    assert VideoSettings.from_mapping(parameters) == settings()
+    with pytest.raises(ValueError, match="video settings lack 'max_objects'"):
+        VideoSettings.from_mapping({k: v for k, v in parameters.items() if k != "max_objects"})
 
 
 # -- request parsing --------------------------------------------------------------------------
@@ -288,6 +290,14 @@ def test_handler_leaves_the_sequence_as_it_was_after_a_refused_frame():
     small = fake_frame(1)[:10, :10]
     with pytest.raises(InputError, match="every frame must have the first frame's size"):
         handler.handle(parse(start=False, image=small, **click(2)))
+    # the request is checked by the tracker's own checks before anything changes
+    with pytest.raises(InputError, match="frame 0 is not after the last tracked frame 0"):
+        handler.handle(
+            parse(start=False, image=fake_frame(0), FRAME_INDEX=np.array([0], np.int64), **click(2))
+        )
+    mask = dict(MASK_OBJ_IDS=np.array([3], np.int64), MASK_PROMPTS=np.ones((1, 5, 5), bool))
+    with pytest.raises(InputError, match="mask prompt of object 3 is 5x5; the video's frames are"):
+        handler.handle(parse(start=False, image=fake_frame(1), **mask))
     with pytest.raises(InputError, match="cannot remove objects \\[5\\]"):
         handler.handle(
             parse(start=False, image=fake_frame(1), REMOVE_OBJ_IDS=np.array([5], np.int64))
@@ -299,13 +309,16 @@ def test_handler_leaves_the_sequence_as_it_was_after_a_refused_frame():
     assert result is None and 42 not in store
 
 
-def test_client_and_server_agree_on_samurai_inputs():
-    """client/contract.py's SAMURAI_SETTINGS name the inputs the model reads, with the
-    integer / float kind of each setting."""
-    from sam2_triton.client.contract import SAMURAI_SETTINGS
+def test_wire_samurai_inputs_are_the_samurai_settings():
+    """sam2_triton/wire.py's SAMURAI_SETTINGS (which the client sends, the model reads and the
+    generated config declares) name every SamuraiSettings field, in capitals, with the
+    integer / float kind of the setting."""
     from sam2_triton.python_backend.video.frame_requests import SAMURAI_INPUTS
+    from sam2_triton.wire import SAMURAI_SETTINGS
 
-    assert {name: setting for setting, (name, _) in SAMURAI_SETTINGS.items()} == SAMURAI_INPUTS
-    kinds = {f.name: f.type for f in dataclasses.fields(SamuraiSettings)}
+    kinds = field_types(SamuraiSettings)
+    assert SAMURAI_INPUTS == {setting.upper(): setting for setting in kinds}
+    assert list(SAMURAI_SETTINGS) == list(kinds)
     for setting, (_, dtype) in SAMURAI_SETTINGS.items():
-        assert np.issubdtype(dtype, np.integer) == (kinds[setting] == "int"), setting
+        assert kinds[setting] in (int, float), setting
+        assert np.issubdtype(dtype, np.integer) == (kinds[setting] is int), setting

@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 from test_video_tracking import BOX, CLICK, HEIGHT, NUM_FRAMES, WIDTH, iou, synthetic_frames
 
+# Every test here talks to a server; the idle-eviction test starts its own (served_short_idle).
+pytestmark = pytest.mark.served
+
 MODEL = "track_video"
 _next_id = iter(range(1000, 10**6))
 
@@ -344,7 +347,7 @@ def test_other_mistakes_name_the_problem(served, protocol):
     )
     expect_error(
         sequence,
-        "FRAME_INDEX 0 is not after the last tracked frame 0",
+        "frame 0 is not after the last tracked frame 0",
         SMALL,
         FRAME_INDEX=np.array([0], np.int64),
     )

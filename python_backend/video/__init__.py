@@ -13,6 +13,7 @@ Modules, one job each:
   and `FrameResult`.
 
 SAMURAI's filter, mask choice and memory selection live in python_backend/samurai.py.
+Design notes: docs/video-tracker.md, docs/memory-bank.md
 """
 
 from sam2_triton.python_backend.video.memory_bank import MemoryBank, MemorySettings, Selection

@@ -1,19 +1,12 @@
 """One request of the `track_video` model: parse, check, apply to the sequence's tracker.
 
 Plain Python over numpy arrays (the Triton glue in python_backend/triton_io.py only reads the
-tensors). Tensor names and meanings are those of client/contract.py and
-model_repository/README.md. A request is checked whole before it changes a tracker, so a bad
-request leaves the sequence as it was.
+tensors; names and meanings: model_repository/README.md). `parse_frame_request` -> a
+`FrameRequest`; `VideoRequestHandler.handle` checks it whole, then applies it (START, removals,
+prompts, track or correct, END) to the `SequenceStore`'s tracker, so a bad request leaves the
+sequence as it was; `result_tensors` -> the output tensors.
 
-What a request does, in order:
-1. START creates the sequence (NUM_FRAMES, SAMURAI and SAMURAI overrides are read only then);
-   otherwise the sequence must be held (`SequenceStore.get`).
-2. REMOVE_OBJ_IDS forgets objects.
-3. With a frame (IMAGE or IMAGE_RAW): the prompts apply to that frame, which is tracked
-   (FRAME_INDEX: default the next frame; indices must increase, gaps are allowed).
-   Without a frame but with prompts: a correction of the last tracked frame.
-   With neither: nothing is tracked (e.g. an END-only or removal-only request): no masks.
-4. END frees the sequence, also when the request failed.
+Design notes (one request step by step): docs/serving.md
 """
 
 from __future__ import annotations
@@ -29,26 +22,44 @@ from sam2_triton.python_backend.prompts import check_finite, check_within_image
 from sam2_triton.python_backend.samurai import SamuraiSettings
 from sam2_triton.python_backend.video.sequences import SequenceOptions, SequenceStore, VideoSettings
 from sam2_triton.python_backend.video.tracker import FrameResult, VideoTracker
+from sam2_triton.wire import (
+    BOX_OBJ_IDS,
+    BOX_PROMPTS,
+    FRAME_INDEX,
+    MASK_BOXES,
+    MASK_OBJ_IDS,
+    MASK_PROMPTS,
+    NUM_FRAMES,
+    OBJ_IDS,
+    OBJECT_MASKS,
+    OBJECT_SCORE_LOGITS,
+    OBJECT_SCORES,
+    PADDING_LABEL,
+    POINT_COORDS,
+    POINT_LABELS,
+    POINT_OBJ_IDS,
+    PRESENT,
+    REMOVE_OBJ_IDS,
+    SAMURAI,
+    SAMURAI_SETTINGS,
+    STATE_BYTES,
+    TRACKED_FRAME,
+    VIDEO_POINT_LABELS,
+)
 
-# Inputs read only with START: the sequence's options.
-NUM_FRAMES = "NUM_FRAMES"
-SAMURAI = "SAMURAI"
 # Per-sequence SAMURAI overrides: input name -> setting (configs/samurai.yaml).
-SAMURAI_INPUTS: dict[str, str] = {
-    name.upper(): name for name in SamuraiSettings.__dataclass_fields__
-}
+SAMURAI_INPUTS: dict[str, str] = {name: setting for setting, (name, _) in SAMURAI_SETTINGS.items()}
+# Inputs read only with START: the sequence's options.
 START_ONLY_INPUTS = (NUM_FRAMES, SAMURAI) + tuple(SAMURAI_INPUTS)
 PROMPT_INPUTS = (
-    "POINT_OBJ_IDS",
-    "POINT_COORDS",
-    "POINT_LABELS",
-    "BOX_OBJ_IDS",
-    "BOXES",
-    "MASK_OBJ_IDS",
-    "MASK_PROMPTS",
+    POINT_OBJ_IDS,
+    POINT_COORDS,
+    POINT_LABELS,
+    BOX_OBJ_IDS,
+    BOX_PROMPTS,
+    MASK_OBJ_IDS,
+    MASK_PROMPTS,
 )
-PADDING_LABEL = -1
-CLICK_LABELS = (0, 1)
 
 
 @dataclass
@@ -101,7 +112,7 @@ def _rows(name: str, ids_name: str, ids: list[int], array: np.ndarray | None) ->
 
 def _point_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, PointPrompt]:
     ids_array, coords, labels = (
-        tensors.get(n) for n in ("POINT_OBJ_IDS", "POINT_COORDS", "POINT_LABELS")
+        tensors.get(n) for n in (POINT_OBJ_IDS, POINT_COORDS, POINT_LABELS)
     )
     if ids_array is None:
         if coords is not None or labels is not None:
@@ -109,9 +120,9 @@ def _point_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, PointP
                 "POINT_COORDS / POINT_LABELS need POINT_OBJ_IDS: the object of each row"
             )
         return {}
-    ids = _object_ids("POINT_OBJ_IDS", ids_array)
-    coords = _rows("POINT_COORDS", "POINT_OBJ_IDS", ids, coords).astype(np.float32)
-    labels = _rows("POINT_LABELS", "POINT_OBJ_IDS", ids, labels)
+    ids = _object_ids(POINT_OBJ_IDS, ids_array)
+    coords = _rows(POINT_COORDS, POINT_OBJ_IDS, ids, coords).astype(np.float32)
+    labels = _rows(POINT_LABELS, POINT_OBJ_IDS, ids, labels)
     if coords.ndim != 3 or coords.shape[2] != 2:
         raise InputError(f"POINT_COORDS must be [objects, points, 2], got {list(coords.shape)}")
     if labels.shape != coords.shape[:2]:
@@ -119,8 +130,8 @@ def _point_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, PointP
             f"POINT_LABELS must be [objects, points] = {list(coords.shape[:2])}, "
             f"got {list(labels.shape)}"
         )
-    check_finite("POINT_COORDS", coords)
-    bad = ~np.isin(labels, (PADDING_LABEL,) + CLICK_LABELS)
+    check_finite(POINT_COORDS, coords)
+    bad = ~np.isin(labels, VIDEO_POINT_LABELS)
     if np.any(bad):
         raise InputError(
             f"POINT_LABELS holds {int(labels[bad][0])}: labels must be 1 (foreground), "
@@ -149,18 +160,18 @@ def _rows_by_object(
 
 
 def _box_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, np.ndarray]:
-    ids, boxes = _rows_by_object(tensors, "BOX_OBJ_IDS", "BOXES")
+    ids, boxes = _rows_by_object(tensors, BOX_OBJ_IDS, BOX_PROMPTS)
     if boxes is None:
         return {}
     boxes = boxes.astype(np.float32)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise InputError(f"BOXES must be [objects, 4] (x0, y0, x1, y1), got {list(boxes.shape)}")
-    check_finite("BOXES", boxes)
+    check_finite(BOX_PROMPTS, boxes)
     return {obj_id: boxes[row] for row, obj_id in enumerate(ids)}
 
 
 def _mask_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, np.ndarray]:
-    ids, masks = _rows_by_object(tensors, "MASK_OBJ_IDS", "MASK_PROMPTS")
+    ids, masks = _rows_by_object(tensors, MASK_OBJ_IDS, MASK_PROMPTS)
     if masks is None:
         return {}
     if masks.ndim != 3:
@@ -212,14 +223,14 @@ def parse_frame_request(
                 f"{', '.join(late)} can only be sent with the sequence's START request"
             )
     frame_index = None
-    if tensors.get("FRAME_INDEX") is not None:
-        value = _scalar("FRAME_INDEX", tensors["FRAME_INDEX"])
+    if tensors.get(FRAME_INDEX) is not None:
+        value = _scalar(FRAME_INDEX, tensors[FRAME_INDEX])
         if not np.issubdtype(type(value), np.integer) or int(value) < 0:
             raise InputError(f"FRAME_INDEX is {value}: must be an integer >= 0")
         frame_index = int(value)
     remove = []
-    if tensors.get("REMOVE_OBJ_IDS") is not None:
-        remove = _object_ids("REMOVE_OBJ_IDS", tensors["REMOVE_OBJ_IDS"])
+    if tensors.get(REMOVE_OBJ_IDS) is not None:
+        remove = _object_ids(REMOVE_OBJ_IDS, tensors[REMOVE_OBJ_IDS])
     request = FrameRequest(
         sequence_id=int(sequence_id),
         start=bool(start),
@@ -319,21 +330,9 @@ class VideoRequestHandler:
         self._check_prompted_frames(tracker, request)
         if request.image is not None:
             frame_idx = last + 1 if request.frame_index is None else request.frame_index
-            if frame_idx <= last:
-                raise InputError(
-                    f"FRAME_INDEX {frame_idx} is not after the last tracked frame {last}: "
-                    "frames must come in increasing order (send prompts without an "
-                    "image to correct the last frame)"
-                )
-            if tracker.num_frames is not None and frame_idx >= tracker.num_frames:
-                raise InputError(f"frame {frame_idx} is beyond NUM_FRAMES = {tracker.num_frames}")
-            size = tuple(int(s) for s in request.image.shape[:2])
-            if tracker.frame_size is not None and size != tuple(tracker.frame_size):
-                height, width = tracker.frame_size
-                raise InputError(
-                    f"frame {frame_idx} is {size[1]}x{size[0]} but this sequence's frames "
-                    f"are {width}x{height}: every frame must have the first frame's size"
-                )
+            frame_idx = tracker.check_new_frame(frame_idx)
+            size = (int(request.image.shape[0]), int(request.image.shape[1]))
+            tracker.check_frame_size(frame_idx, size)
         elif request.prompted_ids:
             if last < 0:
                 raise InputError(
@@ -387,37 +386,33 @@ class VideoRequestHandler:
                     f"box of object {obj_id} is {box.tolist()}: need x0 <= x1 and y0 <= y1"
                 )
         for obj_id, mask in request.masks.items():
-            if tuple(mask.shape) != tuple(size):
-                raise InputError(
-                    f"mask prompt of object {obj_id} is {mask.shape[1]}x{mask.shape[0]}; "
-                    f"the frame is {size[1]}x{size[0]}"
-                )
+            VideoTracker.check_mask_size(obj_id, mask, size)
 
 
 def result_tensors(
     result: FrameResult | None, size: tuple[int, int] | None, state_bytes: int
 ) -> dict[str, np.ndarray]:
-    """The response tensors (client/contract.py, track_video outputs), rows by ascending id."""
+    """The response tensors (sam2_triton/wire.py, track_video outputs), rows by ascending id."""
     if result is None:
         height, width = size or (0, 0)
         return {
-            "OBJ_IDS": np.zeros((0,), np.int64),
-            "MASKS": np.zeros((0, height, width), bool),
-            "SCORES": np.zeros((0,), np.float32),
-            "OBJECT_SCORE_LOGITS": np.zeros((0,), np.float32),
-            "PRESENT": np.zeros((0,), bool),
-            "MASK_BOXES": np.zeros((0, 4), np.float32),
-            "TRACKED_FRAME": np.array([-1], np.int64),
-            "STATE_BYTES": np.array([state_bytes], np.int64),
+            OBJ_IDS: np.zeros((0,), np.int64),
+            OBJECT_MASKS: np.zeros((0, height, width), bool),
+            OBJECT_SCORES: np.zeros((0,), np.float32),
+            OBJECT_SCORE_LOGITS: np.zeros((0,), np.float32),
+            PRESENT: np.zeros((0,), bool),
+            MASK_BOXES: np.zeros((0, 4), np.float32),
+            TRACKED_FRAME: np.array([-1], np.int64),
+            STATE_BYTES: np.array([state_bytes], np.int64),
         }
     order = np.argsort(np.asarray(result.obj_ids, dtype=np.int64), kind="stable")
     return {
-        "OBJ_IDS": np.asarray(result.obj_ids, dtype=np.int64)[order],
-        "MASKS": np.ascontiguousarray(result.masks[order], dtype=bool),
-        "SCORES": result.scores[order].astype(np.float32),
-        "OBJECT_SCORE_LOGITS": result.object_score_logits[order].astype(np.float32),
-        "PRESENT": result.present[order].astype(bool),
-        "MASK_BOXES": result.boxes[order].astype(np.float32),
-        "TRACKED_FRAME": np.array([result.frame_idx], np.int64),
-        "STATE_BYTES": np.array([state_bytes], np.int64),
+        OBJ_IDS: np.asarray(result.obj_ids, dtype=np.int64)[order],
+        OBJECT_MASKS: np.ascontiguousarray(result.masks[order], dtype=bool),
+        OBJECT_SCORES: result.scores[order].astype(np.float32),
+        OBJECT_SCORE_LOGITS: result.object_score_logits[order].astype(np.float32),
+        PRESENT: result.present[order].astype(bool),
+        MASK_BOXES: result.boxes[order].astype(np.float32),
+        TRACKED_FRAME: np.array([result.frame_idx], np.int64),
+        STATE_BYTES: np.array([state_bytes], np.int64),
     }

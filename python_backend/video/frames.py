@@ -1,19 +1,11 @@
 """Video frames -> image-encoder input; mask prompts -> the model's 1024x1024 mask input.
 
-Two preprocessings exist in SAM 2 and they differ slightly:
+`preprocess_frame(image, mode)`: RGB uint8 [H, W, 3] -> float32 [1, 3, 1024, 1024] and (H, W);
+mode "video" (default) is `SAM2VideoPredictor`'s loading (PIL bicubic resize on uint8, then
+normalised; bit-identical), "image" is `SAM2Transforms` of the image predictor.
+`prompt_mask_input`: bool [H, W] -> float32 [1, 1, 1024, 1024] of 0/1, as `add_new_mask`.
 
-* ``"video"`` (default here): what `SAM2VideoPredictor.init_state` does with a folder of JPEGs
-  (`sam2.utils.misc.load_video_frames`): PIL resize of the uint8 RGB frame to 1024x1024 with
-  Pillow's default filter for RGB (bicubic), still uint8, then /255 (float64) -> float32, minus
-  mean, divided by std. Use it for parity with the official video predictor.
-* ``"image"``: `SAM2Transforms` of the image predictor (python_backend/images.py): float first,
-  torchvision bilinear resize with antialias, normalize.
-
-The two inputs differ by a few grey levels around edges (bicubic on uint8 vs bilinear on float);
-masks agree closely but not bit for bit. The tracker uses "video" unless told otherwise.
-
-Mask prompts (`prompt_mask_input`) are resized as `SAM2VideoPredictor.add_new_mask` does:
-bilinear with antialias (torch) to 1024x1024 unless already that size, then >= 0.5.
+Design notes (how the two preprocessings differ): docs/video-tracker.md
 """
 
 from __future__ import annotations

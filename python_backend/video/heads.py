@@ -1,19 +1,13 @@
 """Decoder outputs (all four tokens) -> what SAM 2's `_forward_sam_heads` keeps for tracking.
 
-Per object: the mask token (multimask: argmax predicted IoU of tokens 1-3, or a token chosen
-by the caller, e.g. SAMURAI's motion-aware choice; single mask: token 0, or with
-`dynamic_multimask_via_stability` the best multimask token where token 0 is unstable), its
-predicted IoU, the object pointer (the chosen multimask token when
-`use_multimask_token_for_obj_ptr`, token 0 otherwise), and the presence handling: where the
-object score logit is <= the presence threshold (0 in SAM 2, `min_obj_score_logits` in
-SAMURAI) the mask logits become NO_OBJ_SCORE and the pointer is blended with `no_obj_ptr`
-(hard blend, or sigmoid of the score with `soft_no_obj_ptr`).
+`choose_outputs`: per object the mask token (multimask argmax IoU of tokens 1-3, a caller's
+choice, or token 0 with the stability fallback), its predicted IoU, the object pointer, and
+presence (logit <= threshold: mask logits NO_OBJ_SCORE, pointer blended with `no_obj_ptr`).
+`MaskPromptHead`: SAM 2's `_use_mask_as_output` for mask prompts: the mask is the output
+(logits +-10, 256x256, predicted IoU 1, object score +-10), only the pointer comes from the
+decoder (mask as dense prompt through `mask_downsample`). Logits are [N, 1, 256, 256].
 
-Mask prompts (`MaskPromptHead`) take SAM 2's `_use_mask_as_output` path instead
-(`use_mask_input_as_output_without_sam`): the mask itself is the output (logits +-10,
-antialiased bilinear downsampling to 256x256, predicted IoU 1, object score +-10 from whether
-the mask has a pixel), and only the object pointer comes from the decoder, run on the raw image
-features with the mask (`mask_downsample`, a 4x4 stride-4 convolution) as dense prompt.
+Design notes: docs/video-tracker.md (decoder heads)
 """
 
 from __future__ import annotations
@@ -26,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
+from sam2_triton.python_backend.boxes import mask_bounds, mask_edge_box
 from sam2_triton.python_backend.masks import TokenChoice, stability_scores
 
 NO_OBJ_SCORE = -1024.0  # SAM 2's mask logit for "object absent"
@@ -233,32 +228,23 @@ def upscaled_mask_box(logits: np.ndarray, scale: int = MASK_DOWNSAMPLE_STRIDE) -
     of a 1024x1024 map. The interpolation is torch's (horizontal, then vertical, float32), in
     numpy; it matches `F.interpolate` on random and smooth maps (tests/test_video_samurai.py).
     """
-    positive = logits > 0
-    rows = np.flatnonzero(positive.any(axis=1))
-    if rows.size == 0:
+    bounds, present = mask_bounds((logits > 0)[None])
+    if not present[0]:
         return None
-    cols = np.flatnonzero(positive.any(axis=0))
+    left, top, right, bottom = (int(v) for v in bounds[0])
     height, width = logits.shape
-    y_range = (max(scale * (int(rows[0]) - 1), 0), min(scale * (int(rows[-1]) + 2), scale * height))
-    x_range = (max(scale * (int(cols[0]) - 1), 0), min(scale * (int(cols[-1]) + 2), scale * width))
+    y_range = (max(scale * (top - 1), 0), min(scale * (bottom + 2), scale * height))
+    x_range = (max(scale * (left - 1), 0), min(scale * (right + 2), scale * width))
     y_first, y_second, y_w0, y_w1 = _bilinear_taps(height, *y_range, scale)
     x_first, x_second, x_w0, x_w1 = _bilinear_taps(width, *x_range, scale)
-    top = int(y_first[0])
-    band = np.asarray(logits[top : int(y_second[-1]) + 1], dtype=np.float32)
+    first_row = int(y_first[0])
+    band = np.asarray(logits[first_row : int(y_second[-1]) + 1], dtype=np.float32)
     horizontal = x_w0 * band[:, x_first] + x_w1 * band[:, x_second]
     upsampled = (
-        y_w0[:, None] * horizontal[y_first - top] + y_w1[:, None] * horizontal[y_second - top]
+        y_w0[:, None] * horizontal[y_first - first_row]
+        + y_w1[:, None] * horizontal[y_second - first_row]
     ) > 0
-    up_rows = np.flatnonzero(upsampled.any(axis=1))
-    if up_rows.size == 0:
+    box = mask_edge_box(upsampled)  # in the band's pixels
+    if box is None:
         return None
-    up_cols = np.flatnonzero(upsampled.any(axis=0))
-    return np.array(
-        [
-            x_range[0] + up_cols[0],
-            y_range[0] + up_rows[0],
-            x_range[0] + up_cols[-1] + 1,
-            y_range[0] + up_rows[-1] + 1,
-        ],
-        dtype=np.float64,
-    )
+    return box + np.array([x_range[0], y_range[0], x_range[0], y_range[0]], dtype=np.float64)

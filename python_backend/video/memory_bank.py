@@ -1,35 +1,15 @@
 """The memory of one tracked object, and SAM 2's choice of what frame t attends to.
 
-`MemoryBank` holds, for one object, what the memory-attention graph may read:
+`MemoryBank` holds, for one object, what the memory-attention graph may read: its conditioning
+(prompted) frames and the recent tracked frames a later frame can still select, each a spatial
+memory [64, 64, 64] (bfloat16 kept as uint16 bits by default) and an object pointer float32
+[256]. Older entries are dropped as the stream advances (forward only), so the bank is bounded
+whatever the video's length. `select(frame_idx)` returns a `Selection`: the memories,
+temporal positions, pointers and pointer positions SAM 2's `_prepare_memory_conditioned_features`
+chooses for that frame; `stack_memory_features` unpacks several into one batch tensor.
+`MemorySettings` are the `SAM2Base` settings that decide the choice (from metadata.json).
 
-* conditioning frames (frames the user prompted): spatial memory + object pointer each, kept
-  while they can still be selected (all of them when `max_cond_frames_in_attn` is -1; they grow
-  with the number of prompts, never with the video length);
-* non-conditioning frames (tracked frames): spatial memories and object pointers of the recent
-  frames that the last stored frame (which may still be corrected, see `VideoTracker.correct`)
-  or a later frame can select. Older entries are dropped as the stream advances, so a
-  10,000-frame sequence holds no more than a 50-frame one. With SAM 2's rule that is
-  num_maskmem frames of memories (t-6 .. t at stride 1) and max_obj_ptrs_in_encoder pointers
-  (t-15 .. t); with an owner-chosen rule (`external_recent`, SAMURAI) the owner says which
-  memories stay (`retain_memories`).
-
-`select(frame_idx)` returns the graph inputs for frame `frame_idx` as SAM 2's
-`_prepare_memory_conditioned_features` chooses them when tracking forward in eval mode:
-
-* memories: the selected conditioning frames first (t_pos 0), then for t_pos = 1 .. num_maskmem-1
-  the frame t_rel = num_maskmem - t_pos before (the previous frame for t_rel 1, every
-  `stride`-th frame beyond); frames with no memory are skipped; a conditioning frame left out by
-  `max_cond_frames_in_attn` still serves as a recent frame. With `recent_frames` (SAMURAI's
-  choice, newest first) item i fills t_pos num_maskmem-1-i instead;
-* pointers: those of the selected conditioning frames (only those not after frame t when
-  `only_obj_ptrs_in_the_past_for_eval`), then up to min(num_frames, max_obj_ptrs_in_encoder) - 1
-  previous frames; positions = signed distance (t - frame) / (min(num_frames, max_ptrs) - 1).
-
-Spatial memories are stored as bfloat16 by default, as `SAM2VideoPredictor` stores them
-(`maskmem_features.to(torch.bfloat16)`): same numbers as the reference, half the bytes. numpy
-has no bfloat16, so they are kept as the upper 16 bits (round to nearest even) in uint16 and
-unpacked straight into the batch tensor of the memory-attention call (`stack_memory_features`).
-Only forward (increasing frame index) tracking is supported: a stream has no future frames.
+Design notes: docs/memory-bank.md
 """
 
 from __future__ import annotations
@@ -246,10 +226,6 @@ class MemoryBank:
             del self.non_cond_memories[t]
 
     # -- reading ------------------------------------------------------------------------------
-
-    @property
-    def has_conditioning(self) -> bool:
-        return bool(self.cond)
 
     def _split_cond(self, frame_idx: int) -> tuple[list[int], list[int]]:
         """SAM 2's closest-conditioning-frame choice: (selected, unselected) frame indices."""

@@ -1,18 +1,15 @@
 """Video sequences a server holds at once: one `VideoTracker` per Triton correlation id.
 
-Triton's sequence batcher routes every request of a sequence to one model instance and marks
-the first (START) and last (END) request, but it never tells the model that a sequence went
-idle: when `max_sequence_idle_microseconds` passes it silently forgets the sequence. The store
-therefore evicts idle sequences itself, with the same timeout, and remembers recently evicted
-or ended ids so that a late request gets an error saying what happened:
-
     store = SequenceStore(make_tracker, VideoSettings(...))
     tracker = store.start(corrid, SequenceOptions(num_frames=None, samurai=None))
     tracker = store.get(corrid)     # InputError if unknown, ended or evicted
     store.end(corrid)               # frees the tracker at once
-    store.evict_idle()              # called on every request and by a timer in the model
+    store.evict_idle()              # called on every request and by `IdleEvictor`'s timer
 
-Thread-safe: the Triton model may call `evict_idle` from a timer thread.
+Triton never tells the model that a sequence went idle, so the store evicts idle sequences
+itself (`idle_timeout_s`). Thread-safe.
+
+Design notes (why, and the policies): docs/serving.md
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from sam2_triton.configs import dataclass_from_parameters
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.samurai import SamuraiSettings
 from sam2_triton.python_backend.video.tracker import VideoTracker
@@ -55,21 +53,12 @@ class VideoSettings:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> VideoSettings:
-        """From serving.yaml's `video` section or a model's string parameters."""
+        """From serving.yaml's `video` section or a model's string parameters
+        (`dataclass_parameters` wrote them)."""
         try:
-            return cls(
-                max_objects=int(values["max_objects"]),
-                max_prompted_frames=int(values["max_prompted_frames"]),
-                max_sequences=int(values["max_sequences"]),
-                idle_timeout_s=float(values["idle_timeout_s"]),
-                preprocessing=str(values["preprocessing"]),
-                memory_storage=str(values["memory_storage"]),
-            )
+            return dataclass_from_parameters(cls, values)
         except KeyError as exc:
             raise ValueError(f"video settings lack {exc}") from None
-
-    def as_parameters(self) -> dict[str, str]:
-        return {name: str(getattr(self, name)) for name in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True)

@@ -4,81 +4,17 @@
 networks behind `VideoNetworks` (ONNX Runtime in tests, Triton BLS in the server):
 
     tracker = VideoTracker(networks, metadata, num_frames=None)   # samurai=SamuraiSettings(...)
-    tracker.add_prompt(0, obj_id=1, points=[[x, y]], labels=[1])   # pixels of the frame
-    tracker.add_prompt(0, obj_id=2, box=[x0, y0, x1, y1])
-    tracker.add_prompt(0, obj_id=3, mask=mask)                      # bool [H, W]
-    result = tracker.track(0, frame0)          # prompted objects: conditioning frame
-    result = tracker.track(1, frame1)          # every object tracked from its memory
-    tracker.add_prompt(1, obj_id=1, points=[[x, y]], labels=[0])   # clicks on frame 1 ...
-    result = tracker.correct(1)                # ... correct the frame already tracked
-    tracker.remove_object(2)
+    tracker.add_prompt(0, obj_id=1, points=[[x, y]], labels=[1])   # or box=, or mask= bool [H, W]
+    result = tracker.track(0, frame0)          # RGB uint8 [H, W, 3] -> FrameResult
+    tracker.add_prompt(0, obj_id=1, points=[[x, y]], labels=[0])
+    result = tracker.correct(0)                # only the last tracked frame can be corrected
 
-Frames and prompts
-* Frames come in increasing index order (gaps allowed). Every frame of a sequence must have the
-  size of its first frame, also frames tracked while no object exists yet: another size raises
-  InputError naming both sizes. Results list objects by ascending object id.
-* `add_prompt(t, ...)` prompts the next frame to track (t > the last tracked frame; `track(t,
-  image)` applies the prompts) or the last tracked frame (t == last; `correct(t)` applies them).
-  Only the last tracked frame can be corrected: a stream keeps no older frame. All pending
-  prompts are for one frame; `discard_pending()` drops them.
-* Each `add_prompt` call for an object is one reference `add_new_points_or_box` call: several
-  calls for one object on one frame are replayed in order, each call's mask logits being the
-  next call's mask input; `clear_old_points=False` adds the clicks to those the object already
-  has on that frame. A mask prompt (`add_new_mask`) stands alone: combining it with points or a
-  box of the same object on the same frame raises InputError; a later mask replaces an earlier.
-  User mistakes raise `InputError` (a ValueError) with a message naming the problem.
+Coordinates are pixels of the frame; every frame must have the first frame's size; results list
+objects by ascending id (masks bool [N, H, W]); user mistakes raise `InputError`. `nbytes` (the
+state) stays constant on a long video.
 
-One frame (`track`): one image-encoder call; the objects prompted on this frame are decoded from
-`image_embed + no_mem_embed` with their clicks (SAM 2's initial conditioning frame, as the
-reference treats any prompt on a frame it has not tracked yet), or take their mask prompt as
-output (SAM 2's `_use_mask_as_output`); every other object goes through memory attention (one
-batch per distinct (memories, pointers) count: usually all objects are one batch) and the
-decoder with SAM 2's padding prompt; the decoder runs one batch per prompt-point count (and
-one more per extra add_prompt call); then one memory-encoder batch writes every object's memory
-for this frame (binarized mask on prompted frames). Prompted frames are conditioning frames of
-their objects.
-
-Corrections (`correct`): as `SAM2VideoPredictor` when clicks are added on a frame an object was
-already tracked on (not an initial conditioning frame): the decoder reads the memory-conditioned
-features of that frame (memory attention is run again on the bank, which keeps what the last
-frame selected), the object's previous mask logits on that frame (clamped to +-32) as mask
-input, and the new clicks (multimask with one click, argmax IoU). The frame then becomes a
-conditioning frame of the corrected object and its memory for the frame is encoded again from
-the corrected (binarized) mask, as the reference does with `add_all_frames_to_correct_as_cond`
-(its default, False, keeps the corrected frame as a tracked frame that the next propagation
-recomputes; a stream cannot recompute, so corrections persist here). Objects first prompted on
-that frame are decoded as on a new frame. Other objects keep their results. To correct, the
-tracker keeps the last frame's image features (or, for a frame tracked with no object, the
-frame itself, encoded on demand) and each object's low-res logits there.
-
-SAMURAI (`samurai=SamuraiSettings`, python_backend/samurai.py, per tracker = per sequence):
-per object, on tracked (not prompted) multimask frames, the mask among the 3 candidates is
-chosen by `choose_mask` (motion-aware once the object's Kalman filter is stable; the candidates'
-boxes are measured on the 1024x1024 model frame) and the object's pointer follows that choice;
-every tracked frame leaves a record (predicted IoU, object-score logit, motion score); recent
-memories are chosen by `select_memory_frames` instead of the last 6 frames; objects are present
-where their score logit > `min_obj_score_logits` (masks, pointers, `present`; the memory encoder
-keeps > 0). A prompt or a correction restarts the object's filter (it initialises again on the
-next tracked frame). Objects are still batched through the networks as in SAM 2 mode.
-
-State size: memory banks (bounded: see memory_bank.py), SAMURAI motion state (records pruned to
-`reachable_memory_frames`), the last frame's features and per-object outputs, pending prompts:
-`nbytes` counts them all and stays constant on a long video (it never grows with its length).
-
-Object-pointer positions: SAM 2 divides the frame distance by min(num_frames, 16) - 1. With a
-known length (`num_frames=...`) the tracker reproduces the offline predictor exactly. A stream
-does not know its length: the default `num_frames=None` uses 16 (max_obj_ptrs_in_encoder), which
-is the offline behaviour of every video of 16 frames or more; only videos shorter than 16
-frames, tracked without their length, differ (slightly: pointer positions scaled differently).
-
-Differences from `SAM2VideoPredictor` (offline):
-* forward only; an object prompted after frame 0 is tracked from its first prompt on (the
-  offline predictor also tracks it backwards / from other objects' start frame using its future
-  conditioning frame, which a stream cannot have; it also refuses new objects once tracking has
-  started, which a stream allows);
-* corrections apply to the last tracked frame only, and make it a conditioning frame (above);
-* `fill_hole_area` (needs SAM 2's optional CUDA extension; the reference skips it with a
-  warning when the extension is missing) and `non_overlap_masks` are not applied.
+Design notes (one frame step by step, corrections, SAMURAI mode, pointer positions, differences
+from the offline predictor): docs/video-tracker.md
 """
 
 from __future__ import annotations
@@ -89,8 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
+from sam2_triton.python_backend.boxes import mask_bounds
 from sam2_triton.python_backend.errors import InputError
-from sam2_triton.python_backend.masks import masks_at_original_size
+from sam2_triton.python_backend.masks import clamp_low_res, masks_at_original_size
 from sam2_triton.python_backend.samurai import (
     FrameRecord,
     ObjectMotionState,
@@ -119,12 +56,10 @@ from sam2_triton.python_backend.video.memory_bank import (
     stack_memory_features,
 )
 from sam2_triton.python_backend.video.networks import VideoNetworks
+from sam2_triton.wire import BOX_CORNER_LABELS, CLICK_LABELS, PADDING_LABEL
 
-PAD_COORDS = np.zeros((1, 2), np.float32)  # SAM 2's prompt without clicks: (0, 0) labelled -1
-PAD_LABELS = -np.ones((1,), np.int32)
-CLICK_LABELS = (0, 1)  # negative, positive
-BOX_LABELS = (2, 3)  # SAM 2 encodes a box as its two corners with these labels, before clicks
-PREVIOUS_LOGIT_LIMIT = 32.0  # the reference clamps previous mask logits fed back as mask input
+PAD_COORDS = np.zeros((1, 2), np.float32)  # SAM 2's prompt without clicks: (0, 0) as padding
+PAD_LABELS = np.full((1,), PADDING_LABEL, np.int32)
 FEATURE_NAMES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
 
 
@@ -140,17 +75,6 @@ class FrameResult:
     present: np.ndarray  # bool [N]
     boxes: np.ndarray  # float32 [N, 4] (x0, y0, x1, y1) of the mask, inclusive pixels; 0 if empty
     low_res_logits: np.ndarray  # float32 [N, 1, 256, 256], NO_OBJ_SCORE where absent
-
-
-def mask_boxes(masks: np.ndarray) -> np.ndarray:
-    """bool [N, H, W] -> float32 [N, 4] (x0, y0, x1, y1), zeros for empty masks."""
-    boxes = np.zeros((masks.shape[0], 4), dtype=np.float32)
-    for i, mask in enumerate(masks):
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        if rows.size:
-            boxes[i] = (cols[0], rows[0], cols[-1], rows[-1])
-    return boxes
 
 
 # -- per-object state --------------------------------------------------------------------------
@@ -371,8 +295,7 @@ class VideoTracker:
                 "to the next frame to track, or correct the last tracked frame (older frames "
                 "are not kept by a stream)"
             )
-        if self.num_frames is not None and frame_idx >= self.num_frames:
-            raise InputError(f"frame {frame_idx} is beyond num_frames={self.num_frames}")
+        self._check_within_video(frame_idx)
         return frame_idx
 
     def _mask_prompt(
@@ -394,11 +317,12 @@ class VideoTracker:
             )
         mask = check_prompt_mask(mask)
         if self.frame_size is not None:
-            self._check_mask_size(obj_id, mask, self.frame_size)
+            self.check_mask_size(obj_id, mask, self.frame_size)
         return _PendingPrompt(mask=mask.copy())
 
     @staticmethod
-    def _check_mask_size(obj_id: int, mask: np.ndarray, size: tuple[int, int]) -> None:
+    def check_mask_size(obj_id: int, mask: np.ndarray, size: tuple[int, int]) -> None:
+        """InputError unless the mask prompt [H, W] of `obj_id` has the frames' size (H, W)."""
         if tuple(mask.shape) != tuple(size):
             raise InputError(
                 f"the mask prompt of object {obj_id} is {mask.shape[1]}x"
@@ -434,7 +358,7 @@ class VideoTracker:
                     f"a box is 4 finite numbers (x0, y0, x1, y1), got {corners.tolist()}"
                 )
             coords = np.concatenate([corners.reshape(2, 2), coords])
-            codes = np.concatenate([np.array(BOX_LABELS, np.int32), codes])
+            codes = np.concatenate([np.array(BOX_CORNER_LABELS, np.int32), codes])
         return _Clicks(coords, codes)
 
     def _after_earlier_clicks(
@@ -468,14 +392,6 @@ class VideoTracker:
         self.pending.pop(obj_id, None)
         if not self.pending:
             self.pending_frame = None
-
-    def reset(self) -> None:
-        """Back to a fresh sequence (no objects, no frame, any frame size)."""
-        self.objects.clear()
-        self.discard_pending()
-        self.last_frame = -1
-        self.frame_size = None
-        self._last = None
 
     # -- state size ---------------------------------------------------------------------------
 
@@ -512,13 +428,13 @@ class VideoTracker:
     def track(self, frame_idx: int, image: np.ndarray) -> FrameResult:
         """Segment every object on the new frame `frame_idx` (RGB uint8 [H, W, 3]), applying
         the prompts pending for it, and update memory."""
-        frame_idx = self._check_new_frame(frame_idx)
+        frame_idx = self.check_new_frame(frame_idx)
         image = check_frame(image)
         size = (int(image.shape[0]), int(image.shape[1]))
-        self._check_frame_size(frame_idx, size)
+        self.check_frame_size(frame_idx, size)
         for obj_id, prompt in self.pending.items():
             if prompt.mask is not None:
-                self._check_mask_size(obj_id, prompt.mask, size)
+                self.check_mask_size(obj_id, prompt.mask, size)
         if not self.objects and not self.pending:  # nothing to track: no network call
             self._commit_frame(_LastFrame(frame_idx, None, image.copy()), size)
             return self._result(frame_idx, size)
@@ -569,18 +485,18 @@ class VideoTracker:
         self._commit_frame(_LastFrame(frame_idx, features), size)
         return self._result(frame_idx, size)
 
-    # -- checks -------------------------------------------------------------------------------
+    # -- checks (also run by the server on a whole request before it changes the tracker) -----
 
-    def _check_new_frame(self, frame_idx: int) -> int:
+    def check_new_frame(self, frame_idx: int) -> int:
+        """`frame_idx` as int if it may be tracked next; InputError saying why not."""
         frame_idx = int(frame_idx)
         if frame_idx <= self.last_frame:
             raise InputError(
-                f"frame {frame_idx} does not come after frame {self.last_frame}: "
-                "frames must be tracked in increasing order (correct() applies "
-                "prompts to the last tracked frame)"
+                f"frame {frame_idx} is not after the last tracked frame {self.last_frame}: "
+                "frames must come in increasing order (prompts for the last tracked frame "
+                "correct it)"
             )
-        if self.num_frames is not None and frame_idx >= self.num_frames:
-            raise InputError(f"frame {frame_idx} is beyond num_frames={self.num_frames}")
+        self._check_within_video(frame_idx)
         if self.pending and self.pending_frame != frame_idx:
             what = (
                 " (a correction: call correct())" if self.pending_frame == self.last_frame else ""
@@ -590,13 +506,18 @@ class VideoTracker:
             )
         return frame_idx
 
-    def _check_frame_size(self, frame_idx: int, size: tuple[int, int]) -> None:
+    def check_frame_size(self, frame_idx: int, size: tuple[int, int]) -> None:
+        """InputError unless a frame of `size` (H, W) has the size of the sequence's frames."""
         if self.frame_size is not None and size != self.frame_size:
             height, width = self.frame_size
             raise InputError(
                 f"frame {frame_idx} is {size[1]}x{size[0]} but this sequence's frames "
                 f"are {width}x{height}: every frame must have the first frame's size"
             )
+
+    def _check_within_video(self, frame_idx: int) -> None:
+        if self.num_frames is not None and frame_idx >= self.num_frames:
+            raise InputError(f"frame {frame_idx} is beyond num_frames={self.num_frames}")
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -726,9 +647,7 @@ class VideoTracker:
             )
         clicks = job.rounds[k]
         logits = previous.low_res if previous is not None else job.previous_logits
-        mask_input = (
-            None if logits is None else np.clip(logits, -PREVIOUS_LOGIT_LIMIT, PREVIOUS_LOGIT_LIMIT)
-        )
+        mask_input = None if logits is None else clamp_low_res(logits)
         multimask = self.head_settings.use_multimask(job.is_init, int(clicks.labels.shape[0]))
         return _Row(
             obj_id,
@@ -942,7 +861,7 @@ class VideoTracker:
             scores=np.array([out.score for out in outputs], np.float32),
             object_score_logits=score_logits,
             present=score_logits > self.presence_threshold,
-            boxes=mask_boxes(masks),
+            boxes=mask_bounds(masks)[0].astype(np.float32),
             low_res_logits=low_res,
         )
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2_triton.client.contract import GENERATOR_SETTINGS
+from sam2_triton import wire
 from sam2_triton.configs import RequestLimits
 from sam2_triton.export.metadata import load_metadata
 from sam2_triton.python_backend.automatic_masks import AutomaticMaskGenerator, GeneratorSettings
@@ -32,8 +32,8 @@ class TritonPythonModel:
 
     def _settings(self, request) -> GeneratorSettings:
         overrides = {}
-        # The wire names are the client's contract: setting -> (input name, dtype).
-        for setting, (name, dtype) in GENERATOR_SETTINGS.items():
+        # The wire contract (client and server): setting -> (input name, dtype).
+        for setting, (name, dtype) in wire.GENERATOR_SETTINGS.items():
             kind = bool if dtype is np.bool_ else int if np.issubdtype(dtype, np.integer) else float
             value = scalar(request, name, None, kind)
             if value is not None:
@@ -56,14 +56,14 @@ class TritonPythonModel:
         image = read_image(request, self.limits)
         result = AutomaticMaskGenerator(self.predictor, settings).generate(image)
         return {
-            "RLE_COUNTS": np.array([r["counts"].encode() for r in result.rles], dtype=np.object_),
-            "BOXES": result.boxes.astype(np.float32).reshape(-1, 4),
-            "AREAS": result.areas.astype(np.int64),
-            "PREDICTED_IOUS": result.predicted_ious.astype(np.float32),
-            "STABILITY_SCORES": result.stability_scores.astype(np.float32),
-            "POINT_COORDS": result.point_coords.astype(np.float32).reshape(-1, 2),
-            "CROP_BOXES": result.crop_boxes.astype(np.float32).reshape(-1, 4),
-            "ORIGINAL_SIZE": np.array(result.original_size, dtype=np.int32),
+            wire.RLE_COUNTS: np.array([r["counts"].encode() for r in result.rles], np.object_),
+            wire.GENERATED_BOXES: result.boxes.astype(np.float32).reshape(-1, 4),
+            wire.AREAS: result.areas.astype(np.int64),
+            wire.PREDICTED_IOUS: result.predicted_ious.astype(np.float32),
+            wire.STABILITY_SCORES: result.stability_scores.astype(np.float32),
+            wire.GENERATED_POINTS: result.point_coords.astype(np.float32).reshape(-1, 2),
+            wire.CROP_BOXES: result.crop_boxes.astype(np.float32).reshape(-1, 4),
+            wire.ORIGINAL_SIZE: np.array(result.original_size, dtype=np.int32),
         }
 
     def execute(self, requests):

@@ -3,7 +3,7 @@
 Each sequence's memory lives in this instance (python_backend/video: VideoTracker per sequence
 in a SequenceStore); the networks are called through BLS. Sequences idle longer than
 `idle_timeout_s` are evicted here, since Triton does not tell the model when it drops one.
-See config.pbtxt and model_repository/README.md for the tensors.
+See config.pbtxt and model_repository/README.md for the tensors; design notes: docs/serving.md.
 """
 
 import json
@@ -34,8 +34,9 @@ from sam2_triton.python_backend.video.sequences import (
     VideoSettings,
 )
 from sam2_triton.python_backend.video.tracker import VideoTracker
+from sam2_triton.wire import FRAME_INDEX, REMOVE_OBJ_IDS
 
-OPTIONAL_INPUTS = ("FRAME_INDEX", "REMOVE_OBJ_IDS") + PROMPT_INPUTS + START_ONLY_INPUTS
+OPTIONAL_INPUTS = (FRAME_INDEX, REMOVE_OBJ_IDS) + PROMPT_INPUTS + START_ONLY_INPUTS
 EVICTION_CHECKS_PER_TIMEOUT = 4
 
 

@@ -1,6 +1,8 @@
-"""Names of the served models and their client-facing tensors (model_repository/README.md).
+"""The wire contract of the served models: model names, tensor names, setting tables, labels.
 
-Every model and tensor name the client sends or reads is written here once.
+What a request to a served model may carry and what its response holds, written once and imported
+by both sides: the client (client/) and the server (python_backend/, model_repository/). It
+belongs to neither; model_repository/README.md documents the same tensors for people.
 """
 
 from __future__ import annotations
@@ -31,10 +33,21 @@ IMAGE_RAW = "IMAGE_RAW"  # UINT8 [H, W, 3]: RGB pixels
 
 # Prompt inputs.
 POINT_COORDS = "POINT_COORDS"  # FP32 [N, P, 2], pixels (x, y)
-POINT_LABELS = "POINT_LABELS"  # INT32 [N, P]
+POINT_LABELS = "POINT_LABELS"  # INT32 [N, P], codes below
 BOXES = "BOXES"  # FP32 [N, 4], pixels (x0, y0, x1, y1)
 MASK_INPUT = "MASK_INPUT"  # FP32 [N, 1, 256, 256], low-res logits
 MULTIMASK_OUTPUT = "MULTIMASK_OUTPUT"  # BOOL [1]
+
+# POINT_LABELS codes (SAM 2's point labels).
+PADDING_LABEL = -1  # no point: evens out rows of different lengths
+BACKGROUND_LABEL = 0  # negative click
+FOREGROUND_LABEL = 1  # positive click
+BOX_CORNER_LABELS = (2, 3)  # a box as two points: top-left, bottom-right corner
+CLICK_LABELS = (BACKGROUND_LABEL, FOREGROUND_LABEL)
+# What POINT_LABELS may hold: image models (segment, decode_masks, segment_interactive) also take
+# box corners; track_video takes boxes in BOXES only.
+IMAGE_POINT_LABELS = (PADDING_LABEL, *CLICK_LABELS, *BOX_CORNER_LABELS)
+VIDEO_POINT_LABELS = (PADDING_LABEL, *CLICK_LABELS)
 
 # Mask outputs of segment, decode_masks, segment_interactive.
 MASKS = "MASKS"  # BOOL [N, K, H, W]
