@@ -434,16 +434,16 @@ class AutomaticMaskGenerator:
         at most UPSCALE_BUDGET_PIXELS logits are held at the crop's size.
         """
         crop_size = (crop[3] - crop[1], crop[2] - crop[0])
-        logits, ious, points = self._predict_clicks(encoded, points, crop_size)
+        logits, ious, clicks = self._predict_clicks(encoded, points, crop_size)
         keep = self._keep_by_iou(ious)
-        logits, ious, points = logits[keep.numpy()], ious[keep], points[keep]
+        logits, ious, clicks = logits[keep.numpy()], ious[keep], clicks[keep]
         chunk = max(1, UPSCALE_BUDGET_PIXELS // (crop_size[0] * crop_size[1]))
         return _Candidates.concat(
             [
                 self._filter_masks(
                     logits[s : s + chunk],
                     ious[s : s + chunk],
-                    points[s : s + chunk],
+                    clicks[s : s + chunk],
                     crop,
                     image_size,
                 )

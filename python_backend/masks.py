@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ class TokenChoice:
     stability_thresh: float
 
     @classmethod
-    def from_metadata(cls, decoder: Mapping[str, object]) -> TokenChoice:
+    def from_metadata(cls, decoder: Mapping[str, Any]) -> TokenChoice:
         """From the `decoder` section of the export's metadata.json."""
         return cls(
             dynamic_multimask_via_stability=bool(decoder["dynamic_multimask_via_stability"]),
@@ -52,11 +53,14 @@ def stability_scores(logits: np.ndarray, threshold: float, offset: float) -> np.
 
 
 def select_masks(
-    logits: np.ndarray, iou: np.ndarray, multimask_output: bool, choice: TokenChoice
+    logits: np.ndarray, iou: np.ndarray, multimask_output: bool, choice: TokenChoice | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """[N, 4, h, w] logits and [N, 4] IoU -> [N, K, h, w], [N, K] (K = 3 or 1)."""
+    """[N, 4, h, w] logits and [N, 4] IoU -> [N, K, h, w], [N, K] (K = 3 or 1); `choice` is
+    needed for single-mask answers."""
     if multimask_output:
         return logits[:, 1:], iou[:, 1:]
+    if choice is None:
+        raise ValueError("a single-mask answer needs the decoder's TokenChoice")
     if not choice.dynamic_multimask_via_stability:
         return logits[:, :1], iou[:, :1]
     rows = np.arange(logits.shape[0])

@@ -161,7 +161,7 @@ def prepare_prompts(
         if boxes is None
         else [np.tile(np.array(BOX_CORNER_LABELS, dtype=np.int32), (num_prompts, 1))]
     )
-    if point_coords is not None:
+    if point_coords is not None and point_labels is not None:  # given together (checked above)
         coords.append(_to_model_space(point_coords, original_size))
         labels.append(point_labels.astype(np.int32))
     model_coords = np.concatenate(coords, axis=1)

@@ -362,7 +362,7 @@ def choose_box(
             f"need K >= 1 candidate boxes and K predicted IoUs, got "
             f"{len(candidate_boxes)} boxes and {ious.shape[0]} IoUs"
         )
-    if state.mean is None or state.stable_count == 0:
+    if state.mean is None or state.covariance is None or state.stable_count == 0:
         return _initialise(state, candidate_boxes, ious, kalman), None
     state.mean, state.covariance = kalman.predict(state.mean, state.covariance)
     if state.stable_count < settings.stable_frames_threshold:
@@ -370,7 +370,7 @@ def choose_box(
         motion_score = None
         accepted = ious[index] > settings.stable_ious_threshold
     else:
-        motion = _motion_scores(state.predicted_box(), candidate_boxes)
+        motion = _motion_scores(xyah_to_xyxy(state.mean), candidate_boxes)
         weight = settings.kf_score_weight
         index = int(np.argmax(weight * motion + (1.0 - weight) * ious))
         motion_score = float(motion[index])

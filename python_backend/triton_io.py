@@ -69,6 +69,7 @@ def read_image(request, limits: RequestLimits) -> np.ndarray:
         )
     if raw is not None:
         return check_raw_image(raw, limits.max_image_pixels)
+    assert encoded is not None  # exactly one of the two was sent (checked above)
     if encoded.size != 1:
         raise InputError(f"IMAGE must hold exactly one encoded image, got {encoded.size} elements")
     data = encoded.reshape(-1)[0]

@@ -110,7 +110,7 @@ def _rows(name: str, ids_name: str, ids: list[int], array: np.ndarray | None) ->
     return array
 
 
-def _point_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, PointPrompt]:
+def _point_prompts(tensors: Mapping[str, np.ndarray]) -> dict[int, PointPrompt]:
     ids_array, coords, labels = (
         tensors.get(n) for n in (POINT_OBJ_IDS, POINT_COORDS, POINT_LABELS)
     )
@@ -147,7 +147,7 @@ def _point_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, PointP
 
 
 def _rows_by_object(
-    tensors: Mapping[str, np.ndarray | None], ids_name: str, rows_name: str
+    tensors: Mapping[str, np.ndarray], ids_name: str, rows_name: str
 ) -> tuple[list[int], np.ndarray | None]:
     """(object ids, one row per id) of a single-tensor prompt kind; ([], None) when not sent."""
     ids_array, rows = tensors.get(ids_name), tensors.get(rows_name)
@@ -159,7 +159,7 @@ def _rows_by_object(
     return ids, _rows(rows_name, ids_name, ids, rows)
 
 
-def _box_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, np.ndarray]:
+def _box_prompts(tensors: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
     ids, boxes = _rows_by_object(tensors, BOX_OBJ_IDS, BOX_PROMPTS)
     if boxes is None:
         return {}
@@ -170,7 +170,7 @@ def _box_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, np.ndarr
     return {obj_id: boxes[row] for row, obj_id in enumerate(ids)}
 
 
-def _mask_prompts(tensors: Mapping[str, np.ndarray | None]) -> dict[int, np.ndarray]:
+def _mask_prompts(tensors: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
     ids, masks = _rows_by_object(tensors, MASK_OBJ_IDS, MASK_PROMPTS)
     if masks is None:
         return {}
@@ -186,10 +186,10 @@ def _scalar(name: str, array: np.ndarray):
 
 
 def _options(
-    tensors: Mapping[str, np.ndarray | None], samurai_defaults: SamuraiSettings
+    tensors: Mapping[str, np.ndarray], samurai_defaults: SamuraiSettings
 ) -> SequenceOptions:
     num_frames = None
-    if tensors.get(NUM_FRAMES) is not None:
+    if NUM_FRAMES in tensors:
         value = _scalar(NUM_FRAMES, tensors[NUM_FRAMES])
         if not np.issubdtype(type(value), np.integer) or int(value) < 1:
             raise InputError(f"NUM_FRAMES is {value}: must be an integer >= 1")
@@ -197,9 +197,9 @@ def _options(
     overrides = {
         setting: _scalar(name, tensors[name])
         for name, setting in SAMURAI_INPUTS.items()
-        if tensors.get(name) is not None
+        if name in tensors
     }
-    samurai = tensors.get(SAMURAI) is not None and bool(_scalar(SAMURAI, tensors[SAMURAI]))
+    samurai = SAMURAI in tensors and bool(_scalar(SAMURAI, tensors[SAMURAI]))
     if overrides and not samurai:
         raise InputError(f"SAMURAI settings {sorted(overrides)} were sent without SAMURAI = true")
     settings = samurai_defaults.with_overrides(overrides) if samurai else None
@@ -216,32 +216,33 @@ def parse_frame_request(
 ) -> FrameRequest:
     """A FrameRequest from the request's optional tensors (name -> array or None) and its
     already decoded frame; InputError naming the first problem."""
+    sent = {name: array for name, array in tensors.items() if array is not None}
     if not start:
-        late = [name for name in START_ONLY_INPUTS if tensors.get(name) is not None]
+        late = [name for name in START_ONLY_INPUTS if name in sent]
         if late:
             raise InputError(
                 f"{', '.join(late)} can only be sent with the sequence's START request"
             )
     frame_index = None
-    if tensors.get(FRAME_INDEX) is not None:
-        value = _scalar(FRAME_INDEX, tensors[FRAME_INDEX])
+    if FRAME_INDEX in sent:
+        value = _scalar(FRAME_INDEX, sent[FRAME_INDEX])
         if not np.issubdtype(type(value), np.integer) or int(value) < 0:
             raise InputError(f"FRAME_INDEX is {value}: must be an integer >= 0")
         frame_index = int(value)
     remove = []
-    if tensors.get(REMOVE_OBJ_IDS) is not None:
-        remove = _object_ids(REMOVE_OBJ_IDS, tensors[REMOVE_OBJ_IDS])
+    if REMOVE_OBJ_IDS in sent:
+        remove = _object_ids(REMOVE_OBJ_IDS, sent[REMOVE_OBJ_IDS])
     request = FrameRequest(
         sequence_id=int(sequence_id),
         start=bool(start),
         end=bool(end),
         image=image,
         frame_index=frame_index,
-        points=_point_prompts(tensors),
-        boxes=_box_prompts(tensors),
-        masks=_mask_prompts(tensors),
+        points=_point_prompts(sent),
+        boxes=_box_prompts(sent),
+        masks=_mask_prompts(sent),
         remove=remove,
-        options=_options(tensors, samurai_defaults) if start else SequenceOptions(),
+        options=_options(sent, samurai_defaults) if start else SequenceOptions(),
     )
     both = sorted(set(request.masks) & (set(request.points) | set(request.boxes)))
     if both:
@@ -334,7 +335,7 @@ class VideoRequestHandler:
             size = (int(request.image.shape[0]), int(request.image.shape[1]))
             tracker.check_frame_size(frame_idx, size)
         elif request.prompted_ids:
-            if last < 0:
+            if last < 0 or tracker.frame_size is None:
                 raise InputError(
                     "prompts without an image correct the last tracked frame, and no frame "
                     "was tracked yet: send the frame (IMAGE or IMAGE_RAW) with its prompts"
@@ -345,7 +346,7 @@ class VideoRequestHandler:
                     f"without an image, prompts correct the last tracked frame ({last}); "
                     f"FRAME_INDEX is {frame_idx}. Send the image to prompt a new frame"
                 )
-            size = tuple(tracker.frame_size)
+            size = tracker.frame_size
         else:
             if request.frame_index is not None:
                 raise InputError("FRAME_INDEX was sent without an image or prompts")

@@ -310,11 +310,7 @@ class VideoTracker:
                 f"object {obj_id} has points or a box pending for frame {frame_idx}: "
                 "a mask prompt cannot be combined with them"
             )
-        if self.mask_head is None:
-            raise InputError(
-                "this model's export cannot take mask prompts (its metadata has no "
-                "mask_downsample, or the model decodes mask prompts with SAM)"
-            )
+        self._mask_prompt_head()  # refuses mask prompts when the export cannot take them
         mask = check_prompt_mask(mask)
         if self.frame_size is not None:
             self.check_mask_size(obj_id, mask, self.frame_size)
@@ -446,7 +442,7 @@ class VideoTracker:
         jobs.update({o: _Job(embed=conditioned[o]) for o in tracked})
         motion = _MotionStep(frame_idx)
         if self.samurai is not None:
-            motion.states = {o: self.objects[o].motion.copy() for o in tracked}
+            motion.states = {o: self._motion_state(o).copy() for o in tracked}
         outputs = self._decode_jobs(jobs, features, size, motion)
         memories = self._encode_memories(features, outputs)
 
@@ -472,7 +468,7 @@ class VideoTracker:
                 f"({frame_idx}, ...) before correcting it"
             )
         features = self._last_features()
-        size = self.frame_size
+        size = self._frame_size()
         prompted = sorted(self.pending)
         corrected = [o for o in prompted if o in self.objects and self.pending[o].mask is None]
         conditioned = self._condition(corrected, frame_idx, features)
@@ -528,9 +524,40 @@ class VideoTracker:
 
     def _last_features(self) -> dict[str, np.ndarray]:
         """The last frame's features (encoded now if it was tracked with no object)."""
-        if self._last.features is None:
-            return self._encode(self._last.image)
-        return self._last.features
+        last = self._last
+        if last is None:
+            raise InputError("no frame was tracked yet")
+        if last.features is not None:
+            return last.features
+        assert last.image is not None  # kept exactly while the features are not
+        return self._encode(last.image)
+
+    def _mask_prompt_head(self) -> MaskPromptHead:
+        if self.mask_head is None:
+            raise InputError(
+                "this model's export cannot take mask prompts (its metadata has no "
+                "mask_downsample, or the model decodes mask prompts with SAM)"
+            )
+        return self.mask_head
+
+    def _frame_size(self) -> tuple[int, int]:
+        """(H, W) of the video's frames, fixed by the first tracked frame."""
+        if self.frame_size is None:
+            raise InputError("no frame was tracked yet")
+        return self.frame_size
+
+    def _samurai_settings(self) -> SamuraiSettings:
+        """The sequence's SAMURAI settings (SAMURAI code paths only)."""
+        if self.samurai is None:
+            raise RuntimeError("SAMURAI mode is off for this sequence")
+        return self.samurai
+
+    def _motion_state(self, obj_id: int) -> ObjectMotionState:
+        """The SAMURAI motion state of a tracked object (SAMURAI mode only)."""
+        motion = self.objects[obj_id].motion
+        if motion is None:
+            raise RuntimeError(f"object {obj_id} has no motion state: SAMURAI mode is off")
+        return motion
 
     def _prompt_jobs(
         self,
@@ -550,7 +577,7 @@ class VideoTracker:
             if prompt.mask is not None:  # _use_mask_as_output reads the raw features
                 mask = prompt_mask_input(prompt.mask)
                 jobs[obj_id] = _Job(
-                    embed=raw, mask=mask, mask_dense=self.mask_head.decoder_input(mask)[0]
+                    embed=raw, mask=mask, mask_dense=self._mask_prompt_head().decoder_input(mask)[0]
                 )
             elif obj_id in conditioned:
                 jobs[obj_id] = _Job(
@@ -569,7 +596,10 @@ class VideoTracker:
         recent = None
         if self.samurai is not None:
             recent = select_memory_frames(
-                state.motion.records, frame_idx, self.samurai, cond_frames=set(state.bank.cond)
+                self._motion_state(obj_id).records,
+                frame_idx,
+                self.samurai,
+                cond_frames=set(state.bank.cond),
             )
         return state.bank.select(frame_idx, self.num_frames, recent)
 
@@ -582,7 +612,7 @@ class VideoTracker:
         groups: dict[tuple[int, int], list[int]] = {}
         for obj_id in obj_ids:
             groups.setdefault(selections[obj_id].signature, []).append(obj_id)
-        conditioned = {}
+        conditioned: dict[int, np.ndarray] = {}
         for ids in groups.values():
             batch = self._attend(features["image_embed"], [selections[o] for o in ids])
             conditioned.update(zip(ids, batch))
@@ -624,7 +654,7 @@ class VideoTracker:
             for obj_id, output in self._decode_rows(rows, features, motion).items():
                 job = jobs[obj_id]
                 if job.mask is not None:
-                    output = self._mask_output(job, output)
+                    output = self._mask_output(job.mask, output)
                 outputs[obj_id] = output
         return outputs
 
@@ -733,14 +763,18 @@ class VideoTracker:
             present = decoded["object_score_logits"][i].reshape(-1)[0] > self.presence_threshold
             boxes = _candidate_boxes(decoded["masks"][i, 1:], bool(present))
             index, motion_score = choose_box(
-                motion.states[row.obj_id], boxes, decoded["iou_scores"][i, 1:], self.samurai
+                motion.states[row.obj_id],
+                boxes,
+                decoded["iou_scores"][i, 1:],
+                self._samurai_settings(),
             )
             tokens[i] = 1 + index
             motion.motion_scores[row.obj_id] = motion_score
         return tokens
 
-    def _mask_output(self, job: _Job, decoded: _ObjectOutput) -> _ObjectOutput:
-        heads = self.mask_head.outputs(job.mask, decoded.pointer[None], self.head_settings)
+    def _mask_output(self, mask: np.ndarray, decoded: _ObjectOutput) -> _ObjectOutput:
+        """The output of a mask prompt: the mask itself, with the decoded pointer."""
+        heads = self._mask_prompt_head().outputs(mask, decoded.pointer[None], self.head_settings)
         return _ObjectOutput(
             low_res=heads.low_res_masks[0],
             score=float(heads.scores[0]),
@@ -810,12 +844,13 @@ class VideoTracker:
         prompted: bool,
         motion: _MotionStep | None,
     ) -> None:
-        if prompted:  # a prompted frame is a conditioning frame: no record, filter restarts
-            state.motion.restart()
-            state.motion.records.pop(frame_idx, None)
+        if prompted or motion is None:  # a prompted frame is a conditioning frame: no record,
+            motion_state = self._motion_state(obj_id)  # and the filter restarts
+            motion_state.restart()
+            motion_state.records.pop(frame_idx, None)
         else:
-            state.motion = motion.states[obj_id]
-            state.motion.add_record(
+            motion_state = state.motion = motion.states[obj_id]
+            motion_state.add_record(
                 FrameRecord(
                     frame_idx,
                     output.score,
@@ -824,10 +859,13 @@ class VideoTracker:
                 )
             )
         keep = reachable_memory_frames(
-            state.motion.records, frame_idx, self.samurai, cond_frames=set(state.bank.cond)
+            motion_state.records,
+            frame_idx,
+            self._samurai_settings(),
+            cond_frames=set(state.bank.cond),
         )
         state.bank.retain_memories(keep)
-        state.motion.prune(keep)
+        motion_state.prune(keep)
 
     def _commit_frame(self, last: _LastFrame, size: tuple[int, int]) -> None:
         self._last = last
