@@ -3,9 +3,13 @@
 #   make install          create $(VENV) and install everything (torch, sam2, ONNX, Triton, client)
 #   make run              the main job: export tiny, lint it, serve it with Triton, segment a
 #                         sample image and track an object through a sample video with the
-#                         client (random weights if no checkpoint)
+#                         client (official checkpoint, downloaded if missing; random weights
+#                         only when the download fails)
 #   make serve            build the model repository and run Triton on it (Ctrl-C stops)
-#   make test             the test suite (what CI runs)
+#   make test             the test suite (what CI runs, after `make check`)
+#   make test-fast        the unit tier alone: no model weights, no server (about a minute)
+#   make check            ruff (lint + format check) and mypy over the tree; `make fmt` fixes
+#                         what ruff can fix
 #
 # Variables: MODEL (size, default tiny), PROFILE (deployment profile of engines), SERVE_PROFILE
 # (profile of the served repository, default cpu), HTTP_PORT / GRPC_PORT / METRICS_PORT,
@@ -32,7 +36,7 @@ MODELS := tiny small base_plus large sam2_tiny sam2_small sam2_base_plus sam2_la
 TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
 SAM2_SPEC ?= sam2==1.1.0
 
-.PHONY: install system-deps run export export-all download lint test fidelity-all \
+.PHONY: install system-deps run export export-all download lint check fmt test test-fast fidelity-all \
         bench-networks bench-serving bench-video perf-analyzer perf-analyzer-video repository serve \
         engines verify-engines clean
 
@@ -57,13 +61,16 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libb64-0d; \
 	else echo "NOTE: install libb64-0d (Debian/Ubuntu) for perf_analyzer"; fi
 
-# The main job: export the tiny model (the official checkpoint when present in ./checkpoints,
-# random weights with a warning otherwise), check the graphs against TensorRT's parser, then
-# build the CPU repository, start Triton, segment a sample image and track a disc through a
-# 10-frame sample video through the client, write the overlays and masks into demo/ and
-# demo/video/, and stop the server.
+# The main job: export the tiny model from the official checkpoint (./checkpoints/<file>, its
+# SHA-256 verified; downloaded there when missing, giving up within seconds without network;
+# random weights only when that fails, said in a "weights: RANDOM (...)" line), check the graphs
+# against TensorRT's parser, then build the CPU repository, start Triton, segment a sample image
+# and track a disc through a 10-frame sample video through the client, write the overlays and
+# masks into demo/ and demo/video/ (overlay.png / overlay.mp4; overlay_random_weights.png / .mp4
+# for random weights), and stop the server. A file in ./checkpoints whose checksum is not the
+# official one stops the run: delete it, or export it as given with `make export`.
 run: install
-	$(CLI) export --model $(MODEL) --random-weights-if-missing --output $(ARTIFACTS)/$(MODEL)
+	$(CLI) export --model $(MODEL) --download-if-missing --random-weights-if-missing --output $(ARTIFACTS)/$(MODEL)
 	$(CLI) lint $(ARTIFACTS)/$(MODEL)
 	$(PY) -m sam2_triton.serving.demo --export-dir $(ARTIFACTS)/$(MODEL) --output demo $(PORTS)
 
@@ -90,37 +97,64 @@ export-all: install
 lint: install
 	$(CLI) lint $(ARTIFACTS)/$(MODEL)
 
+# Code checks: ruff's lint rules and formatting (pyproject.toml [tool.ruff]) and mypy
+# (pyproject.toml [tool.mypy]; tools/typecheck.py lays the package out as installed for it).
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) tools/typecheck.py
+
+fmt: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
 test: install
 	$(PY) -m pytest
+
+# Tests marked `model` (a written checkpoint or its export) or `served` (a Triton server) are
+# left out; tests/conftest.py marks them from the fixtures they use.
+test-fast: install
+	$(PY) -m pytest -m "not model and not served"
 
 # Fidelity and lint for every size (about an hour on 2 CPU cores).
 fidelity-all: install
 	SAM2_TRITON_TEST_MODELS=all $(PY) -m pytest tests/test_fidelity.py tests/test_lint.py
 
-# Latency of each network: ONNX Runtime vs the official PyTorch modules (run `make run` first).
+# Benchmarks (benchmarks/README.md): each writes $(BENCH_OUT)/<name>.json and a plot <name>.png
+# (BENCH_OUT=docs/benchmarks refreshes the published ones). Run `make run` first for the export.
+BENCH_OUT ?= build/benchmarks
+
+# Latency of each network: ONNX Runtime vs the official PyTorch modules.
+bench-networks: install
+	$(PY) -m sam2_triton.benchmarks.networks --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
+	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights} \
+	  --json $(BENCH_OUT)/networks.json
+
 # Served pipeline vs the in-process SAM2ImagePredictor: one-shot and one further click.
 bench-serving: install
 	$(PY) -m sam2_triton.benchmarks.image_serving --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
-	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights} $(PORTS)
+	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights} $(PORTS) \
+	  --json $(BENCH_OUT)/image_serving.json
 
+# Served track_video vs the offline SAM2VideoPredictor: 1 and 3 objects, concurrent sequences.
 bench-video: install
 	$(PY) -m sam2_triton.benchmarks.video_tracking --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
-	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights} $(PORTS)
+	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights} $(PORTS) \
+	  --json $(BENCH_OUT)/video_tracking.json
 
-# perf_analyzer against the `segment` ensemble of a running server (`make serve` in another shell).
+# perf_analyzer against the `segment` ensemble of a running server (`make serve` in another shell);
+# CONCURRENCY=N or START:END[:STEP] (a sweep, one row per level).
 perf-analyzer: install
 	$(PY) -m sam2_triton.benchmarks.perf_analyzer --url localhost:$(GRPC_PORT) --protocol grpc \
-	  $${IMAGE:+--image $$IMAGE} --csv perf_analyzer_segment.csv
+	  $${IMAGE:+--image $$IMAGE} --concurrency $${CONCURRENCY:-1} --repository $(REPOSITORY) \
+	  --json $(BENCH_OUT)/perf_analyzer_segment.json
 
 # perf_analyzer driving `track_video` sequences (FRAMES=folder of frames, else synthetic ones).
 perf-analyzer-video: install
 	$(PY) -m sam2_triton.benchmarks.perf_analyzer --model track_video --url localhost:$(GRPC_PORT) \
 	  --protocol grpc $${FRAMES:+--video $$FRAMES} --sequence-length $${SEQUENCE_LENGTH:-8} \
-	  --csv perf_analyzer_track_video.csv
-
-bench-networks: install
-	$(PY) -m sam2_triton.benchmarks.networks --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
-	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights}
+	  --concurrency $${CONCURRENCY:-1} --repository $(REPOSITORY) \
+	  --json $(BENCH_OUT)/perf_analyzer_track_video.json
 
 # GPU machines with TensorRT (pip install -e ".[tensorrt]").
 engines: install

@@ -27,6 +27,42 @@ TEST_MODELS_ENV = "SAM2_TRITON_TEST_MODELS"
 OBJECT_SCORE_BIAS_SHIFT = 10.0
 
 
+# -- test tiers --------------------------------------------------------------------------------
+# Markers follow the fixtures a test uses (directly or through other fixtures), so that a new
+# test lands in its tier by itself; tests that start their own server carry `served` explicitly.
+#   unit:   -m "not model and not served"  (no weights, no server: about a minute)
+#   model:  a written test checkpoint or its ONNX export (`test_checkpoint`, `exported`)
+#   served: a real Triton server (the `served` fixture or their own LocalTritonServer)
+TIER_FIXTURES = {"test_checkpoint": "model", "exported": "model", "served": "served"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        for marker in sorted({TIER_FIXTURES[f] for f in used if f in TIER_FIXTURES}):
+            item.add_marker(marker)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A test not marked `served` cannot launch tritonserver (in its fixtures either): it
+    fails with a message saying to mark it, instead of slowing down the fast tier."""
+    if item.get_closest_marker("served"):
+        yield
+        return
+    from sam2_triton.serving.local_server import LocalTritonServer
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(
+            f"{item.nodeid} launches tritonserver: mark it @pytest.mark.served "
+            "(or use the `served` fixture)"
+        )
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalTritonServer, "command", refuse)
+        yield
+
+
 def selected_model_names():
     value = os.environ.get(TEST_MODELS_ENV, "tiny").strip()
     if value == "all":
