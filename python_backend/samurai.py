@@ -170,6 +170,15 @@ def mask_box(mask: np.ndarray) -> np.ndarray | None:
 # --- Kalman filter ----------------------------------------------------------------------------
 
 
+def _state_covariance(position_std: float, velocity_std: float) -> np.ndarray:
+    """Diagonal [8, 8] covariance of (cx, cy, a, h, and their velocities) from the standard
+    deviations of position and velocity (pixels, pixels per frame); the aspect ratio has its
+    own fixed noise."""
+    std = np.array([position_std, position_std, ASPECT_PROCESS_STD, position_std])
+    velocity = np.array([velocity_std, velocity_std, ASPECT_VELOCITY_PROCESS_STD, velocity_std])
+    return np.diag(np.concatenate([std, velocity]) ** 2)
+
+
 class BoxKalmanFilter:
     """Constant-velocity Kalman filter on (cx, cy, a, h) and their velocities, dt = 1 frame.
 
@@ -190,37 +199,12 @@ class BoxKalmanFilter:
         height = z[3]
         position = INITIAL_POSITION_STD_SCALE * STD_WEIGHT_POSITION * height
         velocity = INITIAL_VELOCITY_STD_SCALE * STD_WEIGHT_VELOCITY * height
-        std = np.array(
-            [
-                position,
-                position,
-                ASPECT_PROCESS_STD,
-                position,
-                velocity,
-                velocity,
-                ASPECT_VELOCITY_PROCESS_STD,
-                velocity,
-            ]
-        )
-        return np.concatenate([z, np.zeros(MEASUREMENT_DIM)]), np.diag(std**2)
+        covariance = _state_covariance(position, velocity)
+        return np.concatenate([z, np.zeros(MEASUREMENT_DIM)]), covariance
 
     def process_covariance(self, height: float) -> np.ndarray:
         """Q [8, 8] for a box of height `height` pixels."""
-        position = STD_WEIGHT_POSITION * height
-        velocity = STD_WEIGHT_VELOCITY * height
-        std = np.array(
-            [
-                position,
-                position,
-                ASPECT_PROCESS_STD,
-                position,
-                velocity,
-                velocity,
-                ASPECT_VELOCITY_PROCESS_STD,
-                velocity,
-            ]
-        )
-        return np.diag(std**2)
+        return _state_covariance(STD_WEIGHT_POSITION * height, STD_WEIGHT_VELOCITY * height)
 
     def measurement_covariance(self, height: float) -> np.ndarray:
         """R [4, 4] for a box of height `height` pixels."""
