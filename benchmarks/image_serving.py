@@ -1,7 +1,8 @@
 """Served image segmentation against the official SAM2ImagePredictor, in one run, same machine.
 
     python -m sam2_triton.benchmarks.image_serving --export-dir artifacts/tiny --model tiny \
-        [--checkpoint F | --random-weights] [--image photo.jpg] [--repeat 10] [--protocol grpc]
+        [--checkpoint F | --random-weights] [--image photo.jpg] [--repeat 10] [--protocol grpc] \
+        [--json image_serving.json] [--plot image_serving.png]
 
 Measures latency p50 / p95 (milliseconds) of
   - one-shot segmentation: reference `set_image` + `predict` (one click) in this process,
@@ -10,14 +11,14 @@ Measures latency p50 / p95 (milliseconds) of
     `segment_interactive` with the cached IMAGE_ID.
 The server is the one carried by nvidia-pytriton, started here on a CPU-profile repository
 built from the export (warm-up requests are not timed). Reference and served calls alternate.
-Weights do not change the speed.
+Weights do not change the speed. Writes the results as JSON and a bar plot (p50 bars, p95
+whiskers) of the four latencies (benchmarks/report.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,10 +31,16 @@ from PIL import Image
 from sam2_triton.benchmarks.networks import (
     add_model_arguments,
     add_server_arguments,
-    machine_description,
     summarize,
+    weights_description,
 )
 from sam2_triton.benchmarks.perf_analyzer import synthetic_image
+from sam2_triton.benchmarks.report import (
+    add_output_arguments,
+    plot_image_serving,
+    record_header,
+    write_report,
+)
 from sam2_triton.client import Sam2Client
 from sam2_triton.configs import get_model, get_profile
 from sam2_triton.export.checkpoints import build_sam2_model
@@ -63,6 +70,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, help="image file (default: synthetic 1280x720 PNG)")
     parser.add_argument("--repeat", type=int, default=10)
     add_server_arguments(parser)
+    add_output_arguments(parser)
     args = parser.parse_args()
 
     from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -70,27 +78,26 @@ def main() -> None:
     image_bytes = args.image.read_bytes() if args.image else synthetic_image(1280, 720)
     pixels = np.array(Image.open(io.BytesIO(image_bytes)).convert("RGB"))
     height, width = pixels.shape[:2]
-    click = dict(
-        point_coords=np.array([[width * 0.5, height * 0.5]], np.float32),
-        point_labels=np.array([1], np.int32),
-    )
+    click_coords = np.array([[width * 0.5, height * 0.5]], np.float32)  # one click, pixels
+    click_labels = np.array([1], np.int32)
 
     model = build_sam2_model(
         get_model(args.model), checkpoint=args.checkpoint, random_weights=args.random_weights
     )
     reference = SAM2ImagePredictor(model)
+    click_repeat = args.repeat * 3  # clicks are cheap: more samples
     results = {
-        "machine": machine_description(),
-        "model": args.model,
+        **record_header(args.model, weights_description(args)),
         "image": f"{width}x{height}",
         "protocol": args.protocol,
         "repeat": args.repeat,
+        "click_repeat": click_repeat,
     }
 
     def reference_one_shot():
         with torch.inference_mode():
             reference.set_image(pixels)
-            reference.predict(**click)
+            reference.predict(click_coords, click_labels)
 
     with tempfile.TemporaryDirectory(prefix="sam2-bench-") as tmp:
         repository = build_repository(args.export_dir, Path(tmp) / "repository", get_profile("cpu"))
@@ -100,14 +107,16 @@ def main() -> None:
             # Reference and served calls alternate, so that a machine whose speed drifts
             # (shared VMs) slows both sides alike.
             one_shot = interleaved(
-                reference_one_shot, lambda: client.segment(image_bytes, **click), args.repeat
+                reference_one_shot,
+                lambda: client.segment(image_bytes, click_coords, click_labels),
+                args.repeat,
             )
             with client.session(image_bytes) as session:
                 reference_one_shot()  # the reference predictor holds the same image
                 click_times = interleaved(
-                    lambda: reference.predict(**click),
-                    lambda: session.predict(**click),
-                    args.repeat * 3,
+                    lambda: reference.predict(click_coords, click_labels),
+                    lambda: session.predict(click_coords, click_labels),
+                    click_repeat,
                 )
     results["reference_one_shot"], results["served_one_shot"] = map(summarize, one_shot)
     results["reference_click"], results["served_click"] = map(summarize, click_times)
@@ -125,8 +134,7 @@ def main() -> None:
         f"served / reference p50: one-shot {results['one_shot_ratio_p50']:.3f}, "
         f"click {results['click_ratio_p50']:.3f}"
     )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    write_report(results, plot_image_serving, args.json, args.plot)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,19 @@ other graphs given with --onnx, e.g. an older export, for A/B comparisons). Vari
 interleaved call by call (round robin), so that a noisy machine slows them alike.
 
     python -m sam2_triton.benchmarks.memory_attention --export-dir artifacts/tiny --model tiny \
-        --random-weights [--batch 1 3] [--memories 7] [--pointers 16] [--repeat 5]
+        --random-weights [--batch 1 3] [--memories 7] [--pointers 16] [--repeat 5] \
+        [--json memory_attention.json] [--plot memory_attention.png]
+
+Variants are named "onnxruntime export" (the export's graph, with the CPU attention fusion as
+OnnxNetworks runs it), "onnxruntime <path>" for --onnx graphs, " (plain)" without the fusion,
+and "pytorch official". Writes p50 / p95 per batch size and variant as JSON and a plot of time
+against batch size (benchmarks/report.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import time
 from collections.abc import Callable
 
@@ -23,7 +29,13 @@ import onnxruntime as ort
 import torch
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
-from sam2_triton.benchmarks.networks import add_model_arguments, summarize
+from sam2_triton.benchmarks.networks import add_model_arguments, summarize, weights_description
+from sam2_triton.benchmarks.report import (
+    add_output_arguments,
+    plot_memory_attention,
+    record_header,
+    write_report,
+)
 from sam2_triton.configs import get_model
 from sam2_triton.export.checkpoints import build_sam2_model
 from sam2_triton.export.contract import CONTRACTS
@@ -94,7 +106,7 @@ def main() -> None:
         action="store_true",
         help="also run the graphs as exported (without the CPU attention fusion)",
     )
-    parser.add_argument("--json", help="also write the results here")
+    add_output_arguments(parser)
     args = parser.parse_args()
 
     model = build_sam2_model(
@@ -102,17 +114,26 @@ def main() -> None:
     ).eval()
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
-    graphs = [f"{args.export_dir}/{CONTRACTS['memory_attention'].file}"] + list(args.onnx)
+    graphs = {"export": f"{args.export_dir}/{CONTRACTS['memory_attention'].file}"}
+    graphs.update({graph: graph for graph in args.onnx})
     sessions = {}
-    for graph in graphs:
+    for label, graph in graphs.items():
         proto = onnx.load(graph)
         for fused in (False, True) if args.plain else (True,):  # plain first: fusing edits proto
             if fused:  # as OnnxNetworks runs it on CPU
                 fuse_cpu_attention(proto)
-            sessions[f"{graph}{'' if fused else ' (plain)'}"] = ort.InferenceSession(
+            sessions[f"{label}{'' if fused else ' (plain)'}"] = ort.InferenceSession(
                 proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    batches: dict[str, dict[str, dict[str, float]]] = {}
+    results = {
+        **record_header(args.model, weights_description(args)),
+        "memories": args.memories,
+        "pointers": args.pointers,
+        "repeat": args.repeat,
+        "threads": args.threads,
+        "batches": batches,
+    }
     for batch in args.batch:
         sizes = {"batch": batch, "num_memories": args.memories, "num_pointers": args.pointers}
         inputs = random_inputs(CONTRACTS["memory_attention"], sizes, np.random.default_rng(0))
@@ -121,17 +142,17 @@ def main() -> None:
                 np.broadcast_to(inputs[name][:1], inputs[name].shape)
             )
         variants: dict[str, Callable[[], object]] = {
-            f"onnxruntime {g}": (lambda s=s, x=inputs: s.run(None, x)) for g, s in sessions.items()
+            f"onnxruntime {g}": functools.partial(s.run, None, inputs) for g, s in sessions.items()
         }
         if not args.no_torch:
-            variants["pytorch official"] = official_call(model, inputs)
+            official = official_call(model, inputs)
+            variants["pytorch official"] = official
             if batch == args.batch[0]:  # same computation on both sides
                 ours = next(iter(sessions.values())).run(None, inputs)[0]
-                ref = variants["pytorch official"]().permute(1, 2, 0).reshape(ours.shape).numpy()
-                print(
-                    f"relative L2 error ONNX vs official: "
-                    f"{np.linalg.norm(ours - ref) / np.linalg.norm(ref):.2e}"
-                )
+                ref = official().permute(1, 2, 0).reshape(ours.shape).numpy()
+                error = float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
+                results["relative_l2_error_vs_official"] = error
+                print(f"relative L2 error ONNX vs official: {error:.2e}")
         times: dict[str, list[float]] = {name: [] for name in variants}
         for fn in variants.values():  # warm-up
             fn()
@@ -140,13 +161,11 @@ def main() -> None:
                 start = time.perf_counter()
                 fn()
                 times[name].append((time.perf_counter() - start) * 1e3)
-        results[f"batch {batch}"] = {name: summarize(t) for name, t in times.items()}
+        batches[str(batch)] = {name: summarize(t) for name, t in times.items()}
         print(f"batch {batch}, {args.memories} memories, {args.pointers} pointers:")
         for name, t in times.items():
             print(f"  {name:60} p50 {np.percentile(t, 50):8.0f} ms  min {min(t):8.0f} ms")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+    write_report(results, plot_memory_attention, args.json, args.plot)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ arithmetic, it is the official `MemoryAttention` itself (benchmarks/memory_atten
 encoder and memory attention batch).
 
     python -m sam2_triton.benchmarks.networks --export-dir artifacts/tiny --model tiny \
-        [--checkpoint F | --random-weights] [--repeat 10]
+        [--checkpoint F | --random-weights] [--repeat 10] [--objects 1] \
+        [--json networks.json] [--plot networks.png]
+
+Writes the p50 / p95 per network as JSON and a bar plot (benchmarks/report.py).
 
 Weights do not change the speed; --random-weights is accepted for that reason.
 """
@@ -17,14 +20,19 @@ Weights do not change the speed; --random-weights is accepted for that reason.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import functools
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from sam2_triton.benchmarks.report import (
+    add_output_arguments,
+    plot_networks,
+    record_header,
+    write_report,
+)
 from sam2_triton.configs import NETWORKS, get_model
 from sam2_triton.export.checkpoints import build_sam2_model
 from sam2_triton.export.contract import CONTRACTS
@@ -68,11 +76,6 @@ def time_interleaved(
     return times
 
 
-def machine_description() -> str:
-    """Processor and torch thread count, as every benchmark report names its machine."""
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-
-
 def summarize(times: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
 
@@ -86,13 +89,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--random-weights", action="store_true")
 
 
+def weights_description(args: argparse.Namespace) -> str:
+    """What a benchmark's reference side was built from: the checkpoint's path or "random"."""
+    return "random" if args.random_weights else str(args.checkpoint)
+
+
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """Protocol and ports of the Triton server a serving benchmark starts, and --json."""
+    """Protocol and ports of the Triton server a serving benchmark starts."""
     parser.add_argument("--protocol", choices=("http", "grpc"), default="grpc")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--json", help="also write the results here")
 
 
 def main() -> None:
@@ -101,7 +108,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS)
     parser.add_argument("--objects", type=int, default=1, help="objects batched per video frame")
-    parser.add_argument("--json", help="also write the results here")
+    add_output_arguments(parser)
     args = parser.parse_args()
     from sam2_triton.benchmarks.memory_attention import official_call
 
@@ -110,9 +117,9 @@ def main() -> None:
     onnx_networks = OnnxNetworks(args.export_dir, networks=args.networks)
     rng = np.random.default_rng(0)
     results = {
-        "machine": machine_description(),
-        "model": spec.name,
+        **record_header(spec.name, weights_description(args)),
         "objects": args.objects,
+        "repeat": args.repeat,
         "networks": {},
     }
     print(f"{'network':18} {'ONNX Runtime p50/p95 ms':>24} {'PyTorch p50/p95 ms':>22}")
@@ -141,7 +148,7 @@ def main() -> None:
 
         times = time_interleaved(
             {
-                "onnxruntime": lambda n=name, x=inputs: onnx_networks.run(n, **x),
+                "onnxruntime": functools.partial(onnx_networks.run, name, **inputs),
                 "pytorch": run_torch,
             },
             args.repeat,
@@ -152,9 +159,7 @@ def main() -> None:
             f"{name:18} {ort_times['p50_ms']:11.1f} / {ort_times['p95_ms']:8.1f}"
             f" {torch_times['p50_ms']:11.1f} / {torch_times['p95_ms']:8.1f}"
         )
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+    write_report(results, plot_networks, args.json, args.plot)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Drive the served models with perf_analyzer, using real image / frame bytes as input.
 
     python -m sam2_triton.benchmarks.perf_analyzer --url localhost:8001 --protocol grpc \
-        --image photo.jpg --point 320,240 --csv perf.csv
+        --image photo.jpg --point 320,240 --concurrency 1:4 --csv perf.csv \
+        [--repository build/model_repository] [--json perf.json] [--plot perf.png]
 
     python -m sam2_triton.benchmarks.perf_analyzer --model track_video --video frames_dir \
         --sequence-length 8 --point 320,240 --concurrency 2 --csv perf_video.csv
@@ -10,6 +11,11 @@ The first drives the `segment` ensemble. The second drives the `track_video` seq
 perf_analyzer sends sequences of `--sequence-length` requests (START on the first, END on the
 last), each a real frame (JPEG / PNG files of `--video`, sorted by name, or a synthetic moving
 shape), the first one also with a click on object 1; `--concurrency` sequences run at once.
+`--concurrency` is one level (N) or a range START:END[:STEP] that perf_analyzer sweeps, one CSV
+row per level. With --json or --plot it also writes the CSV's rows as JSON (latencies in ms)
+and a plot of throughput and p50 / p99 latency against concurrency (benchmarks/report.py); the
+CSV then defaults to the JSON's (else the plot's) path with .csv. --repository (the served
+model repository) names the SAM 2 model and profile in that report.
 
 Writes perf_analyzer's `--input-data` JSON (the encoded image as base64 BYTES, one click as
 POINT_COORDS / POINT_LABELS) and runs the `perf_analyzer` binary that tritonclient[all] 2.51
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib
 import io
 import json
 import os
@@ -127,9 +134,8 @@ def perf_analyzer_binary() -> str:
 def perf_analyzer_environment() -> dict:
     env = dict(os.environ)
     try:
-        import nvidia.cuda_runtime
-
-        lib = Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib"
+        cuda_runtime = importlib.import_module("nvidia.cuda_runtime")  # (no type information)
+        lib = Path(list(cuda_runtime.__path__)[0]) / "lib"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (str(lib), env.get("LD_LIBRARY_PATH", "")) if p
         )
@@ -138,13 +144,25 @@ def perf_analyzer_environment() -> dict:
     return env
 
 
+def concurrency_range(concurrency: int | str) -> str:
+    """perf_analyzer's --concurrency-range from one level (2, "2") or a range ("1:4", "1:8:2")."""
+    parts = str(concurrency).split(":")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= 3 or min(values) < 1 or (len(values) > 1 and values[1] < values[0]):
+        raise ValueError(f"concurrency {concurrency!r} is not N or START:END[:STEP] (N >= 1)")
+    return ":".join(str(v) for v in (values * 2 if len(values) == 1 else values))
+
+
 def perf_analyzer_command(
     url: str,
     protocol: str,
     input_data: Path,
     model: str = "segment",
     csv: Path | None = None,
-    concurrency: int = 1,
+    concurrency: int | str = 1,
     request_count: int = 10,
     extra: Sequence[str] = (),
 ) -> list[str]:
@@ -159,7 +177,7 @@ def perf_analyzer_command(
         "--input-data",
         str(input_data),
         "--concurrency-range",
-        f"{concurrency}:{concurrency}",
+        concurrency_range(concurrency),
         "--measurement-mode",
         "count_windows",
         "--measurement-request-count",
@@ -182,7 +200,7 @@ def run(
     image: bytes | None = None,
     point: tuple[float, float] = (320, 240),
     csv: Path | None = None,
-    concurrency: int = 1,
+    concurrency: int | str = 1,
     request_count: int = 10,
     timeout_s: float = 1800,
 ) -> subprocess.CompletedProcess:
@@ -208,7 +226,7 @@ def run_sequences(
     point: tuple[float, float] = (320, 240),
     sequence_length: int = 8,
     csv: Path | None = None,
-    concurrency: int = 1,
+    concurrency: int | str = 1,
     request_count: int = 16,
     timeout_s: float = 3600,
 ) -> subprocess.CompletedProcess:
@@ -252,7 +270,53 @@ def read_frames(folder: Path) -> list[bytes]:
     return [p.read_bytes() for p in paths]
 
 
+def repository_marker(repository: Path | None) -> dict:
+    """The served repository's marker (SAM 2 model, profile, checkpoint); {} without one."""
+    from sam2_triton.serving.repository import MARKER_FILE
+
+    if repository is None:
+        return {}
+    marker_file = repository / MARKER_FILE
+    if not marker_file.is_file():
+        raise FileNotFoundError(f"{marker_file} not found: --repository is not a repository")
+    return json.loads(marker_file.read_text(encoding="utf-8"))
+
+
+def report_record(served_model: str, input_description: str, protocol: str, marker: dict) -> dict:
+    """The JSON record of a perf_analyzer run, made as it starts: header (SAM 2 model and
+    weights from the repository marker) and what is driven; "rows" (one per concurrency level)
+    are filled in from the CSV afterwards."""
+    from sam2_triton.benchmarks.report import record_header
+
+    return {
+        **record_header(
+            marker.get("model", "(model not given: --repository)"),
+            _weights(marker.get("checkpoint")),
+        ),
+        "profile": marker.get("profile"),
+        "served_model": served_model,
+        "protocol": protocol,
+        "input": input_description,
+        "rows": [],
+    }
+
+
+def _weights(checkpoint: dict | None) -> str | None:
+    # the repository marker's checkpoint entry: {"random_weights": true, ...} or {"file": ...}
+    if not checkpoint:
+        return None
+    return "random" if checkpoint.get("random_weights") else str(checkpoint.get("file"))
+
+
 def main(argv: list[str] | None = None) -> int:
+    from sam2_triton.benchmarks.report import (
+        add_output_arguments,
+        plot_path,
+        plot_perf_analyzer,
+        read_perf_analyzer_csv,
+        write_report,
+    )
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="localhost:8001")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
@@ -265,38 +329,53 @@ def main(argv: list[str] | None = None) -> int:
         "--sequence-length", type=int, default=8, help="track_video: frames per sequence"
     )
     parser.add_argument("--point", default="320,240", help="click x,y in pixels")
-    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--concurrency", default="1", help="N, or START:END[:STEP] to sweep")
     parser.add_argument(
         "--request-count", type=int, default=10, help="requests per measurement window"
     )
     parser.add_argument("--csv", type=Path, help="write perf_analyzer's CSV report here")
+    parser.add_argument(
+        "--repository", type=Path, help="the served model repository (names model and profile)"
+    )
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     x, y = (float(v) for v in args.point.split(","))
+    concurrency_range(args.concurrency)  # refuse bad values before starting perf_analyzer
+    marker = repository_marker(args.repository)
+    png = plot_path(args.json, args.plot)
+    csv_path = args.csv
+    if csv_path is None and png is not None:
+        csv_path = Path(args.json or png).with_suffix(".csv")
+    if csv_path is not None:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)  # perf_analyzer does not create it
     if args.model == "track_video":
+        source = str(args.video) if args.video else "synthetic 640x480 PNG frames"
+        described = f"sequences of {args.sequence_length} frames ({source})"
+    else:
+        described = args.image.name if args.image else "synthetic 640x480 PNG"
+    record = report_record(args.model, described, args.protocol, marker)
+    if args.model == "track_video":
+        frames = read_frames(args.video) if args.video else None
         result = run_sequences(
             args.url,
             args.protocol,
-            read_frames(args.video) if args.video else None,
+            frames,
             (x, y),
             args.sequence_length,
-            args.csv,
+            csv_path,
             args.concurrency,
             args.request_count,
         )
-        sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
-        return result.returncode
-    result = run(
-        args.url,
-        args.protocol,
-        args.image.read_bytes() if args.image else None,
-        (x, y),
-        args.csv,
-        args.concurrency,
-        args.request_count,
-    )
+    else:
+        image = args.image.read_bytes() if args.image else None
+        result = run(
+            args.url, args.protocol, image, (x, y), csv_path, args.concurrency, args.request_count
+        )
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
+    if result.returncode == 0 and png is not None and csv_path is not None:
+        record["rows"] = read_perf_analyzer_csv(csv_path)
+        write_report(record, plot_perf_analyzer, args.json, png)
     return result.returncode
 
 

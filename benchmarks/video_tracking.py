@@ -1,7 +1,8 @@
 """Served video tracking against the official SAM2VideoPredictor, in one run, same machine.
 
     python -m sam2_triton.benchmarks.video_tracking --export-dir artifacts/tiny --model tiny \
-        [--checkpoint F | --random-weights] [--frames 10] [--size 640x480] [--protocol grpc]
+        [--checkpoint F | --random-weights] [--frames 10] [--size 640x480] [--protocol grpc] \
+        [--json video_tracking.json] [--plot video_tracking.png]
 
 Frames per second of tracking a video from its JPEG files, prompts on frame 0:
   - 1 object and 3 objects: the reference `init_state` (loads and resizes the frames) +
@@ -13,13 +14,15 @@ Frames per second of tracking a video from its JPEG files, prompts on frame 0:
 The server is the one carried by nvidia-pytriton on a CPU-profile repository built from the
 export. Reference and served runs alternate (shared VMs drift); `--repeat` runs each case
 that many times and reports the median. Weights do not change the speed (the test checkpoint's
-objects are present, so every frame runs the full memory path).
+objects are present, so every frame runs the full memory path). Writes the results as JSON
+(one entry per case under "cases", with its objects per video and sequences) and a plot of FPS
+against objects and against sequences (benchmarks/report.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import statistics
 import tempfile
 import threading
@@ -34,7 +37,13 @@ from PIL import Image
 from sam2_triton.benchmarks.networks import (
     add_model_arguments,
     add_server_arguments,
-    machine_description,
+    weights_description,
+)
+from sam2_triton.benchmarks.report import (
+    add_output_arguments,
+    plot_video_tracking,
+    record_header,
+    write_report,
 )
 from sam2_triton.client import Sam2Client
 from sam2_triton.configs import get_model, get_profile
@@ -135,6 +144,7 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=4, help="concurrent sequences")
     parser.add_argument("--cases", default="1,3,seq", help="comma list of 1, 3, seq")
     add_server_arguments(parser)
+    add_output_arguments(parser)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -146,13 +156,14 @@ def main() -> None:
     )
     if not isinstance(model, SAM2VideoPredictor):
         raise SystemExit("the reference model is not a SAM2VideoPredictor")
+    cases_measured: list[dict[str, object]] = []
     results: dict[str, object] = {
-        "machine": machine_description(),
-        "model": args.model,
+        **record_header(args.model, weights_description(args)),
         "frames": args.frames,
         "size": f"{width}x{height}",
         "protocol": args.protocol,
         "repeat": args.repeat,
+        "cases": cases_measured,
     }
     with tempfile.TemporaryDirectory(prefix="sam2-video-bench-") as tmp:
         videos = [
@@ -167,32 +178,27 @@ def main() -> None:
             reference_run(model, videos[0][0].parent, one_click)
             for case in cases:
                 if case in ("1", "3"):
-                    clicks = object_clicks(int(case), width, height, 0)
-                    folder = videos[0][0].parent
-                    reference = lambda c=clicks, f=folder: reference_run(model, f, c)  # noqa: E731
-                    served = lambda c=clicks: served_run(url, args.protocol, videos[0], c)  # noqa: E731
-                    key = f"{case}_object" + ("s" if case == "3" else "")
+                    objects, sequences = int(case), 1
+                    key = f"{case}_object" + ("s" if objects > 1 else "")
                 elif case == "seq":
-                    clicks = [object_clicks(1, width, height, i) for i in range(args.sequences)]
-
-                    def reference(c=clicks):
-                        return sum(
-                            reference_run(model, videos[i][0].parent, c[i])
-                            for i in range(args.sequences)
-                        )
-
-                    def served(c=clicks):
-                        return concurrently(
-                            [
-                                (lambda i=i: served_run(url, args.protocol, videos[i], c[i]))
-                                for i in range(args.sequences)
-                            ]
-                        )
-
-                    key = f"{args.sequences}_sequences"
+                    objects, sequences = 1, args.sequences
+                    key = f"{sequences}_sequences"
                 else:
                     raise SystemExit(f"unknown case {case!r}")
-                runs = {"reference": [], "served": []}
+                # Sequence i tracks video i, a click on each of its first `objects` shapes.
+                plan = [(i, object_clicks(objects, width, height, i)) for i in range(sequences)]
+
+                def reference(plan=plan) -> int:  # one after another, in this process
+                    return sum(reference_run(model, videos[i][0].parent, c) for i, c in plan)
+
+                def served(plan=plan) -> int:  # concurrently, one client each
+                    calls = [
+                        functools.partial(served_run, url, args.protocol, videos[i], c)
+                        for i, c in plan
+                    ]
+                    return calls[0]() if len(calls) == 1 else concurrently(calls)
+
+                runs: dict[str, list[float]] = {"reference": [], "served": []}
                 for _ in range(args.repeat):
                     for side, fn in (("reference", reference), ("served", served)):
                         seconds, frames = timed(fn)
@@ -203,20 +209,24 @@ def main() -> None:
                             flush=True,
                         )
                 fps = {side: statistics.median(values) for side, values in runs.items()}
-                results[key] = {
-                    "reference_fps": fps["reference"],
-                    "served_fps": fps["served"],
-                    "ratio": fps["served"] / fps["reference"],
-                    "runs": runs,
-                }
+                cases_measured.append(
+                    {
+                        "case": key,
+                        "objects": objects,
+                        "sequences": sequences,
+                        "reference_fps": fps["reference"],
+                        "served_fps": fps["served"],
+                        "ratio": fps["served"] / fps["reference"],
+                        "runs": runs,
+                    }
+                )
     print(f"\n{'':14s}{'reference FPS':>15s}{'served FPS':>12s}{'ratio':>8s}")
-    for key, value in results.items():
-        if isinstance(value, dict):
-            print(
-                f"{key:14s}{value['reference_fps']:15.3f}{value['served_fps']:12.3f}{value['ratio']:8.2f}"
-            )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    for value in cases_measured:
+        print(
+            f"{value['case']:14s}{value['reference_fps']:15.3f}{value['served_fps']:12.3f}"
+            f"{value['ratio']:8.2f}"
+        )
+    write_report(results, plot_video_tracking, args.json, args.plot)
 
 
 if __name__ == "__main__":
