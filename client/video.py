@@ -392,8 +392,8 @@ class SequenceTransport(Transport):
         if _UNKNOWN_SEQUENCE in str(failure):
             return Sam2ClientError(
                 f"{failure} (the server does not hold video sequence {self.sequence_id}: it "
-                "ended, was never started, or sat idle past the server's sequence timeout; "
-                "start a new video session)",
+                "ended, was never started, sat idle past the server's sequence timeout, or was "
+                "lost when the server reloaded a crashed model; start a new video session)",
                 status=failure.status,
                 model=failure.model,
             )

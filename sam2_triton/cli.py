@@ -14,6 +14,8 @@ from pathlib import Path
 from sam2_triton.errors import Sam2TritonError
 
 DEFAULT_ARTIFACTS = Path("artifacts")
+# The key of the server's administrative APIs (header sam2-admin-key); unset: nobody has one.
+ADMIN_KEY_ENV = "SAM2_TRITON_ADMIN_KEY"
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -156,10 +158,12 @@ def cmd_build_repository(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    import os
     import signal
     import time
 
     from sam2_triton.serving.local_server import LocalTritonServer
+    from sam2_triton.serving.supervisor import ADMIN_HEADER
 
     server = LocalTritonServer(
         args.repository,
@@ -168,14 +172,18 @@ def cmd_serve(args) -> int:
         metrics_port=args.metrics_port,
         log_file=args.log_file,
         log_verbose=args.log_verbose,
+        address=args.address,
+        admin_key=os.environ.get(ADMIN_KEY_ENV) or None,
+        supervise=not args.no_supervise,
     )
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     server.start(timeout_s=args.timeout)
+    admin = f"with header {ADMIN_HEADER}" if os.environ.get(ADMIN_KEY_ENV) else "disabled"
     print(
-        f"serving {args.repository}: HTTP localhost:{args.http_port}, "
-        f"gRPC localhost:{args.grpc_port}, "
-        f"metrics localhost:{args.metrics_port} (log {server.log_file}); Ctrl-C stops",
+        f"serving {args.repository} on {args.address}: HTTP {server.http_url}, "
+        f"gRPC {server.grpc_url}, metrics {server.host}:{args.metrics_port}; "
+        f"administrative APIs {admin} (log {server.log_file}); Ctrl-C stops",
         flush=True,
     )
     try:
@@ -185,16 +193,19 @@ def cmd_serve(args) -> int:
         pass
     crashed = not server.is_running()
     tail = server.log_tail() if crashed else ""
+    started = time.monotonic()
     code = server.stop()
     if crashed:
         print(f"sam2-triton: error: tritonserver exited ({code}):\n{tail}", file=sys.stderr)
         return 1
-    print(f"server stopped (exit status {code})")
-    return 0
+    print(f"server stopped in {time.monotonic() - started:.1f} s (exit status {code})", flush=True)
+    return 0 if code == 0 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     from sam2_triton.configs import NETWORKS
+    from sam2_triton.serving.local_server import DEFAULT_ADDRESS
+    from sam2_triton.serving.supervisor import ADMIN_HEADER
 
     parser = argparse.ArgumentParser(prog="sam2-triton", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -281,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument(
+        "--address",
+        default=DEFAULT_ADDRESS,
+        help=f"IP address HTTP, gRPC and metrics listen on (default {DEFAULT_ADDRESS}: this "
+        "machine only; 0.0.0.0 exposes the server: put TLS and authentication in front, see "
+        "docs/deployment.md). The administrative APIs (model repository, shared memory, trace, "
+        f"logging) stay disabled unless ${ADMIN_KEY_ENV} holds a key, which requests must then "
+        f"send in header {ADMIN_HEADER}",
+    )
+    p.add_argument(
+        "--no-supervise",
+        action="store_true",
+        help="do not reload models whose Python-backend stub died, nor unload the models "
+        "before stopping (Triton's own model control and shutdown, exit timeout 20 s)",
+    )
     p.add_argument("--log-file", help="server log (default: a temporary file)")
     p.add_argument("--log-verbose", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for readiness")
