@@ -225,6 +225,7 @@ class RequestLimits:
     max_image_bytes: int
     max_image_pixels: int
     point_margin: float  # fraction of the image size a point may lie outside it
+    max_mask_bytes: int  # bool masks one answer may hold: masks x pixels, one byte each
     max_prompts: int  # prompts (objects) per request
     max_points: int  # model points per prompt: clicks + 2 per box
 
@@ -238,6 +239,7 @@ class RequestLimits:
                 max_image_bytes=int(limits["max_image_bytes"]),
                 max_image_pixels=int(limits["max_image_pixels"]),
                 point_margin=float(limits["point_margin"]),
+                max_mask_bytes=int(limits["max_mask_bytes"]),
                 max_prompts=profile.axis_range("mask_decoder", "num_prompts")[2],
                 max_points=profile.axis_range("mask_decoder", "num_points")[2],
             )

@@ -5,7 +5,7 @@ grid of single foreground clicks is decoded in batches; masks are kept when the 
 and the stability score pass their thresholds and when they do not touch a crop edge inside
 the image; duplicates are removed with box NMS within each crop and then across crops
 (preferring masks from smaller crops). Masks are kept as COCO RLEs between batches; logits
-are upscaled and binarized a bounded chunk at a time (UPSCALE_BUDGET_PIXELS), so memory does not
+are upscaled and binarized a bounded chunk at a time (UPSCALE_CHUNK_PIXELS), so memory does not
 grow with the number of points.
 
 Coordinates are pixels; boxes of the result are (x, y, w, h) with w = x1 - x0 of the
@@ -30,6 +30,7 @@ from sam2_triton.python_backend.boxes import mask_bounds
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.image_predictor import EncodedImage
 from sam2_triton.python_backend.masks import (
+    UPSCALE_CHUNK_PIXELS,
     TokenChoice,
     clamp_low_res,
     select_masks,
@@ -48,7 +49,6 @@ from sam2_triton.rle import area as rle_area
 from sam2_triton.wire import FOREGROUND_LABEL
 
 CROP_EDGE_TOLERANCE = 20.0  # pixels: a box side this close to an inner crop edge is dropped
-UPSCALE_BUDGET_PIXELS = 1 << 26  # logits held at crop size at once (256 MiB of float32)
 LIMIT_KEYS = ("max_points_per_side", "max_crop_n_layers")  # serving.yaml keys beside settings
 UNSUPPORTED_SETTINGS = {
     "min_mask_region_area": "hole / island removal needs OpenCV in the reference; "
@@ -431,13 +431,13 @@ class AutomaticMaskGenerator:
         """Masks of the clicks `points` float32 [B, 2] (crop pixels) that pass every filter.
 
         Boxes and points stay in the crop frame. Masks are upscaled a chunk at a time so that
-        at most UPSCALE_BUDGET_PIXELS logits are held at the crop's size.
+        at most UPSCALE_CHUNK_PIXELS logits (or one mask) are held at the crop's size.
         """
         crop_size = (crop[3] - crop[1], crop[2] - crop[0])
         logits, ious, clicks = self._predict_clicks(encoded, points, crop_size)
         keep = self._keep_by_iou(ious)
         logits, ious, clicks = logits[keep.numpy()], ious[keep], clicks[keep]
-        chunk = max(1, UPSCALE_BUDGET_PIXELS // (crop_size[0] * crop_size[1]))
+        chunk = max(1, UPSCALE_CHUNK_PIXELS // (crop_size[0] * crop_size[1]))
         return _Candidates.concat(
             [
                 self._filter_masks(

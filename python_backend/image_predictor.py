@@ -19,6 +19,8 @@ import numpy as np
 from sam2_triton.python_backend.images import preprocess_image
 from sam2_triton.python_backend.masks import (
     TokenChoice,
+    answer_shape,
+    check_mask_budget,
     clamp_low_res,
     masks_at_original_size,
     select_masks,
@@ -80,10 +82,17 @@ class Prediction:
 
 
 class ImagePredictor:
-    """Encode images and answer prompts with `networks`, configured by the export's metadata."""
+    """Encode images and answer prompts with `networks`, configured by the export's metadata.
 
-    def __init__(self, networks: ImageNetworks, metadata: Mapping) -> None:
+    `max_mask_bytes` (the request limit) refuses answers whose masks would not fit, with
+    InputError before they are allocated; None: no limit.
+    """
+
+    def __init__(
+        self, networks: ImageNetworks, metadata: Mapping, max_mask_bytes: int | None = None
+    ) -> None:
         self.networks = networks
+        self.max_mask_bytes = max_mask_bytes
         settings = metadata["settings"]
         embed = np.asarray(metadata["constants"]["no_mem_embed"], dtype=np.float32)
         # no_mem_embed is [1, 1, C] in SAM 2 (added to [HW, B, C] tokens): per channel here.
@@ -139,13 +148,23 @@ class ImagePredictor:
         """Four-token decoder outputs -> the predictor's answer."""
         chosen, scores = select_masks(logits, iou, multimask_output, self.token_choice)
         return Prediction(
-            masks=masks_at_original_size(chosen, original_size),
+            masks=masks_at_original_size(chosen, original_size, self.max_mask_bytes),
             scores=np.ascontiguousarray(scores, dtype=np.float32),
             low_res_masks=clamp_low_res(chosen),
         )
 
+    def check_answer(
+        self, prompts: DecoderPrompts, multimask_output: bool, original_size: tuple[int, int]
+    ) -> None:
+        """InputError when the answer to `prompts` would exceed `max_mask_bytes` (call it
+        before running a network for them)."""
+        if self.max_mask_bytes is not None:
+            shape = answer_shape(prompts.num_prompts, multimask_output, original_size)
+            check_mask_budget(shape, self.max_mask_bytes)
+
     def predict(
         self, encoded: EncodedImage, prompts: DecoderPrompts, multimask_output: bool = True
     ) -> Prediction:
+        self.check_answer(prompts, multimask_output, encoded.original_size)
         logits, iou = self.decode_logits(encoded, prompts)
         return self.postprocess(logits, iou, encoded.original_size, multimask_output)

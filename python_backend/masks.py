@@ -4,11 +4,14 @@ The decoder graph returns the logits and predicted IoU of all four mask tokens. 
 official `SAM2ImagePredictor` returns is chosen here the same way its mask decoder does:
 tokens 1-3 for multimask output; otherwise token 0, or, when the model uses
 `dynamic_multimask_via_stability`, the best of tokens 1-3 wherever token 0 is unstable.
-Upscaling is torch's bilinear interpolation (align_corners=False), as the reference.
+Upscaling is torch's bilinear interpolation (align_corners=False), as the reference, a bounded
+chunk of masks at a time; answers over the request limit `max_mask_bytes` are refused before
+anything is allocated (docs/serving.md#memory).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +20,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2_triton.python_backend.errors import InputError
+
 MASK_THRESHOLD = 0.0  # logits above this are foreground (SAM2ImagePredictor default)
 # SAM 2 clamps low-res logits to +-32: those the image predictor returns, and the previous logits
 # the video predictor feeds back as mask input when a frame is corrected.
 LOW_RES_LOGIT_LIMIT = 32.0
+MULTIMASK_COUNT = 3  # masks per prompt of a multimask answer (tokens 1-3); otherwise 1
+# Logits upscaled at once in float32: 64 MiB (at least one mask, so at most 200 MB at the
+# default 50-Mpixel image limit).
+UPSCALE_CHUNK_PIXELS = 1 << 24
+# Where the limit on an answer's masks is set (named in the error a refused request gets).
+MASK_BUDGET_SETTING = (
+    "limits.max_mask_bytes in configs/serving.yaml, model parameter max_mask_bytes"
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,28 @@ def select_masks(
     return logits[rows, token][:, None], iou[rows, token][:, None]
 
 
+def answer_shape(
+    num_prompts: int, multimask_output: bool, original_size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """Shape [N, K, H, W] of the MASKS an image model answers."""
+    masks = MULTIMASK_COUNT if multimask_output else 1
+    return (int(num_prompts), masks, int(original_size[0]), int(original_size[1]))
+
+
+def check_mask_budget(shape: tuple[int, ...], max_mask_bytes: int, unit: str = "prompts") -> None:
+    """InputError unless bool masks of `shape` ([N, K, H, W] or [N, H, W], one byte a pixel)
+    fit in `max_mask_bytes`; `unit` names what the leading axis counts."""
+    *counts, height, width = (int(n) for n in shape)
+    total = math.prod(counts) * height * width
+    if total > max_mask_bytes:
+        described = f"{counts[0]} {unit}" + "".join(f" x {n} masks" for n in counts[1:])
+        raise InputError(
+            f"the answer would hold {described} of {width}x{height} pixels = {total} bytes "
+            f"of masks, more than the limit of {max_mask_bytes} per request "
+            f"({MASK_BUDGET_SETTING}): send fewer {unit}, fewer masks or a smaller image"
+        )
+
+
 def upscale_logits(logits: np.ndarray, original_size: tuple[int, int]) -> torch.Tensor:
     """[N, K, h, w] low-res logits -> [N, K, H, W] float32 tensor at the original size."""
     tensor = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
@@ -78,10 +113,34 @@ def upscale_logits(logits: np.ndarray, original_size: tuple[int, int]) -> torch.
     )
 
 
-def masks_at_original_size(logits: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-    """Boolean masks [N, K, H, W]: upscaled logits > MASK_THRESHOLD."""
+def masks_at_original_size(
+    logits: np.ndarray, original_size: tuple[int, int], max_mask_bytes: int | None = None
+) -> np.ndarray:
+    """Boolean masks [N, K, H, W]: upscaled logits > MASK_THRESHOLD.
+
+    With `max_mask_bytes`, InputError before anything is allocated when the masks would not
+    fit. Masks are upscaled UPSCALE_CHUNK_PIXELS at a time, each on its own (the result equals
+    `upscale_logits` of all at once), into one reused float32 buffer: the intermediate stays
+    bounded, and a fresh buffer per chunk would cost page faults (about twice the time).
+    """
+    height, width = (int(s) for s in original_size)
+    shape = (*logits.shape[:-2], height, width)
+    if max_mask_bytes is not None:
+        check_mask_budget(shape, max_mask_bytes)
+    planes = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1, 1, *logits.shape[-2:])
+    masks = np.empty((planes.shape[0], 1, height, width), dtype=bool)
+    chunk = max(1, UPSCALE_CHUNK_PIXELS // max(1, height * width))
     with torch.inference_mode():
-        return (upscale_logits(logits, original_size) > MASK_THRESHOLD).numpy()
+        out = torch.from_numpy(masks)
+        scratch = torch.empty((min(chunk, planes.shape[0]), 1, height, width))
+        for start in range(0, planes.shape[0], chunk):
+            part = torch.from_numpy(planes[start : start + chunk])
+            # F.interpolate(mode="bilinear", align_corners=False)'s kernel, writing into scratch
+            upscaled = torch.ops.aten.upsample_bilinear2d.out(
+                part, [height, width], False, None, None, out=scratch[: len(part)]
+            )
+            torch.gt(upscaled, MASK_THRESHOLD, out=out[start : start + chunk])
+    return masks.reshape(shape)
 
 
 def clamp_low_res(logits: np.ndarray) -> np.ndarray:

@@ -57,6 +57,11 @@ def validate_inputs(contract: GraphContract, inputs: dict[str, np.ndarray]) -> d
     return sizes
 
 
+# After every run, ONNX Runtime's CPU arena hands back to the system what it holds beyond its
+# first chunk: a burst of large batches (image encoder, batch 4: ~3 GB) does not keep the process
+# at its peak for good. Measured cost and levels: docs/serving.md#memory.
+ARENA_SHRINKAGE = ("memory.enable_memory_arena_shrinkage", "cpu:0")
+
 # Graphs whose attention `fuse_cpu_attention` rewrites when they run on CPU (the others' attention
 # is multi-head in 4-D layouts, which the pattern does not match).
 FUSED_ATTENTION_NETWORKS = ("memory_attention",)
@@ -144,6 +149,7 @@ class OnnxNetworks:
         intra_op_threads: int = 0,
         allow_spinning: bool = True,
         fuse_attention: bool = True,
+        shrink_arena: bool = True,
     ) -> None:
         self.export_dir = Path(export_dir)
         self.metadata = load_metadata(self.export_dir)
@@ -158,6 +164,9 @@ class OnnxNetworks:
             (p[0] if isinstance(p, (tuple, list)) else p) == "CPUExecutionProvider"
             for p in providers
         )
+        self.run_options = ort.RunOptions()
+        if shrink_arena:
+            self.run_options.add_run_config_entry(*ARENA_SHRINKAGE)
         self.sessions: dict[str, ort.InferenceSession] = {}
         self.fused_attentions: dict[str, int] = {}
         for name in networks:
@@ -176,5 +185,5 @@ class OnnxNetworks:
     def run(self, network: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         contract = CONTRACTS[network]
         validate_inputs(contract, inputs)
-        outputs = self.sessions[network].run(contract.output_names, inputs)
+        outputs = self.sessions[network].run(contract.output_names, inputs, self.run_options)
         return dict(zip(contract.output_names, outputs))

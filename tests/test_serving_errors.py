@@ -7,6 +7,8 @@ sent), over HTTP and gRPC, against the real server of the `served` fixture.
 from __future__ import annotations
 
 import io
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,11 +29,15 @@ TRITON_DTYPES = {
 }
 
 
+def encoded(image: Image.Image, format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
 def png(width: int = 64, height: int = 48) -> bytes:
     pixels = (np.arange(width * height * 3) % 251).astype(np.uint8).reshape(height, width, 3)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encoded(Image.fromarray(pixels))
 
 
 class RawClient:
@@ -220,6 +226,24 @@ BAD_REQUESTS = [
         },
         "ORIGINAL_SIZE",
     ),
+    (
+        "decode_masks original size over the pixel limit",
+        "decode_masks",
+        {
+            "IMAGE_EMBED": np.zeros((1, 256, 64, 64), np.float32),
+            "HIGH_RES_FEATS_0": np.zeros((1, 32, 256, 256), np.float32),
+            "HIGH_RES_FEATS_1": np.zeros((1, 64, 128, 128), np.float32),
+            "ORIGINAL_SIZE": np.array([2**31 - 1, 2**31 - 1], np.int32),
+            **CLICK,
+        },
+        f"more than the limit of {SERVED_MAX_IMAGE_PIXELS} (limits.max_image_pixels",
+    ),
+    (
+        "not one of the documented image formats",
+        "segment",
+        {"IMAGE": image_input(encoded(Image.new("RGB", (64, 48)), "TIFF")), **CLICK},
+        "accepted formats (JPEG, PNG, BMP, WEBP)",
+    ),
 ]
 
 
@@ -246,3 +270,99 @@ def test_released_image_id_is_gone(raw):
     raw.infer("segment_interactive", IMAGE_ID=image_id, RELEASE=np.array([True]), **CLICK)
     message = raw.error("segment_interactive", IMAGE_ID=image_id, **CLICK)
     assert "unknown IMAGE_ID" in message
+
+
+# -- what a request may cost before it is refused ---------------------------------------------
+
+
+def encoder_executions(raw: RawClient) -> int:
+    """How many times Triton ran the image_encoder model (its inference statistics)."""
+    if raw.module is grpcclient:
+        stats = raw.client.get_inference_statistics("image_encoder", as_json=True)
+    else:
+        stats = raw.client.get_inference_statistics("image_encoder")
+    return sum(int(model.get("execution_count", 0)) for model in stats["model_stats"])
+
+
+def timed_error(raw: RawClient, model: str, **tensors: np.ndarray) -> tuple[str, float]:
+    start = time.perf_counter()
+    message = raw.error(model, **tensors)
+    return message, time.perf_counter() - start
+
+
+def test_no_prompt_is_refused_before_the_image_encoder(raw):
+    before = encoder_executions(raw)
+    message, seconds = timed_error(raw, "segment", IMAGE=image_input(png()))
+    assert "no prompt: send POINT_COORDS" in message, message
+    assert encoder_executions(raw) == before  # the encoder did not run for it
+    assert seconds < 2.0, seconds  # the tiny encoder alone takes ~3 s on 2 CPU cores
+
+
+# The hostile client's case (item 1 of the reliability issue): a few hundred bytes of PNG that
+# decode to 1448x1448, sent to segment with 64 boxes, 3 masks each: 402 MB of bool masks.
+ITEM_1_SIZE = 1448
+ITEM_1_BOXES = np.tile(np.array([[10, 10, 900, 900]], np.float32), (64, 1))
+
+
+def item_1_png() -> bytes:
+    return encoded(Image.new("1", (ITEM_1_SIZE, ITEM_1_SIZE)))
+
+
+def test_answer_over_the_mask_budget_is_refused_before_the_encoder(raw):
+    assert len(item_1_png()) < 1000
+    before = encoder_executions(raw)
+    message, seconds = timed_error(
+        raw, "segment", IMAGE=image_input(item_1_png()), BOXES=ITEM_1_BOXES
+    )
+    assert "64 prompts x 3 masks of 1448x1448 pixels" in message, message
+    assert "limits.max_mask_bytes" in message
+    assert encoder_executions(raw) == before
+    assert seconds < 2.0, seconds
+
+
+def stub_process(served, model: str) -> int:
+    """pid of the Python-backend stub that runs `model` of the served repository."""
+    script = f"{served.repository}/{model}/1/model.py".encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and script in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+        except OSError:  # a process that ended meanwhile
+            continue
+    raise AssertionError(f"no stub process runs {script.decode()}")
+
+
+def memory_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def test_peak_memory_of_a_large_answer_is_bounded(served):
+    """Item 1's image and boxes with one mask each: 134 MB of masks fit the budget; the
+    postprocess_masks process's peak grows by the answer and a bounded float32 chunk, not by the
+    whole answer in float32 (537 MB more)."""
+    client = httpclient.InferenceServerClient(served.http_url)
+    pid = stub_process(served, "postprocess_masks")
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak RSS := current RSS
+    except OSError as exc:
+        pytest.skip(f"cannot reset the stub's peak RSS here ({exc})")
+    before = memory_kib(pid, "VmHWM")
+    inputs = []
+    for name, array in (
+        ("IMAGE", image_input(item_1_png())),
+        ("BOXES", ITEM_1_BOXES),
+        ("MULTIMASK_OUTPUT", np.array([False])),
+    ):
+        tensor = httpclient.InferInput(name, list(array.shape), TRITON_DTYPES[array.dtype])
+        tensor.set_data_from_numpy(array, binary_data=True)
+        inputs.append(tensor)
+    outputs = [httpclient.InferRequestedOutput("MASKS", binary_data=True)]
+    masks = client.infer("segment", inputs, outputs=outputs).as_numpy("MASKS")
+    growth = (memory_kib(pid, "VmHWM") - before) * 1024
+    answer = 64 * ITEM_1_SIZE * ITEM_1_SIZE
+    assert masks.shape == (64, 1, ITEM_1_SIZE, ITEM_1_SIZE) and masks.nbytes == answer
+    # the answer, its copy into Triton's shared memory, one float32 chunk, the logits in and out
+    assert growth < 2 * answer + 256 * 2**20, growth / 2**20

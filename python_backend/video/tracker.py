@@ -27,7 +27,11 @@ import numpy as np
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
 from sam2_triton.python_backend.boxes import mask_bounds
 from sam2_triton.python_backend.errors import InputError
-from sam2_triton.python_backend.masks import clamp_low_res, masks_at_original_size
+from sam2_triton.python_backend.masks import (
+    check_mask_budget,
+    clamp_low_res,
+    masks_at_original_size,
+)
 from sam2_triton.python_backend.samurai import (
     FrameRecord,
     ObjectMotionState,
@@ -209,6 +213,7 @@ class VideoTracker:
         preprocessing: str = "video",
         memory_storage: str = "bfloat16",
         samurai: SamuraiSettings | None = None,
+        max_mask_bytes: int | None = None,
     ) -> None:
         settings = metadata["settings"]
         if not settings.get("directly_add_no_mem_embed", True):
@@ -220,6 +225,7 @@ class VideoTracker:
         self.preprocessing = preprocessing
         self.memory_storage = memory_storage
         self.samurai = samurai
+        self.max_mask_bytes = max_mask_bytes  # masks of one answer: objects x H x W bytes
         self.memory_settings = MemorySettings.from_metadata(settings)
         self.head_settings = HeadSettings.from_metadata(metadata)
         self.mask_head = MaskPromptHead.from_metadata(metadata)
@@ -428,6 +434,7 @@ class VideoTracker:
         image = check_frame(image)
         size = (int(image.shape[0]), int(image.shape[1]))
         self.check_frame_size(frame_idx, size)
+        self.check_answer_size(size)
         for obj_id, prompt in self.pending.items():
             if prompt.mask is not None:
                 self.check_mask_size(obj_id, prompt.mask, size)
@@ -469,6 +476,7 @@ class VideoTracker:
             )
         features = self._last_features()
         size = self._frame_size()
+        self.check_answer_size(size)
         prompted = sorted(self.pending)
         corrected = [o for o in prompted if o in self.objects and self.pending[o].mask is None]
         conditioned = self._condition(corrected, frame_idx, features)
@@ -510,6 +518,14 @@ class VideoTracker:
                 f"frame {frame_idx} is {size[1]}x{size[0]} but this sequence's frames "
                 f"are {width}x{height}: every frame must have the first frame's size"
             )
+
+    def check_answer_size(self, size: tuple[int, int], num_objects: int | None = None) -> None:
+        """InputError when the masks of `num_objects` objects (default: every object tracked or
+        prompted now) on a frame of `size` (H, W) would exceed `max_mask_bytes`."""
+        if self.max_mask_bytes is not None:
+            count = len(self.obj_ids) if num_objects is None else num_objects
+            shape = (count, *size)
+            check_mask_budget(shape, self.max_mask_bytes, unit="objects")
 
     def _check_within_video(self, frame_idx: int) -> None:
         if self.num_frames is not None and frame_idx >= self.num_frames:

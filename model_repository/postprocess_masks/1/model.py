@@ -1,23 +1,39 @@
-"""Four-token decoder outputs -> MASKS at the original size, SCORES, LOW_RES_MASKS."""
+"""Four-token decoder outputs -> MASKS at the original size, SCORES, LOW_RES_MASKS.
+
+ORIGINAL_SIZE and the answer's size are checked against the request limits before any mask is
+allocated (max_image_pixels, max_mask_bytes).
+"""
 
 from pathlib import Path
 
+from sam2_triton.configs import RequestLimits
 from sam2_triton.export.metadata import load_metadata
 from sam2_triton.python_backend.image_predictor import ImagePredictor
-from sam2_triton.python_backend.triton_io import required_input, respond_each, scalar
+from sam2_triton.python_backend.images import check_original_size
+from sam2_triton.python_backend.triton_io import (
+    model_parameters,
+    required_input,
+    respond_each,
+    scalar,
+)
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        self.limits = RequestLimits.from_parameters(model_parameters(args))
         metadata = load_metadata(Path(args["model_repository"]) / args["model_version"])
-        self.predictor = ImagePredictor(networks=None, metadata=metadata)
+        self.predictor = ImagePredictor(
+            networks=None, metadata=metadata, max_mask_bytes=self.limits.max_mask_bytes
+        )
 
     def _handle(self, request):
-        size = required_input(request, "ORIGINAL_SIZE").reshape(-1)
+        size = check_original_size(
+            required_input(request, "ORIGINAL_SIZE"), self.limits.max_image_pixels
+        )
         prediction = self.predictor.postprocess(
             required_input(request, "masks"),
             required_input(request, "iou_scores"),
-            (int(size[0]), int(size[1])),
+            size,
             scalar(request, "MULTIMASK_OUTPUT", True, bool),
         )
         return {

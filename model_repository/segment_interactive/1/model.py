@@ -33,13 +33,16 @@ class TritonPythonModel:
         self.limits = RequestLimits.from_parameters(params)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.predictor = ImagePredictor(
-            image_networks(params, version_dir), load_metadata(version_dir)
+            image_networks(params, version_dir),
+            load_metadata(version_dir),
+            max_mask_bytes=self.limits.max_mask_bytes,
         )
         self.cache = EmbeddingCache(int(params["embedding_cache_bytes"]))
 
     def _handle(self, request):
         image_id = scalar(request, "IMAGE_ID", None, str)
         release = scalar(request, "RELEASE", False, bool)
+        multimask = scalar(request, "MULTIMASK_OUTPUT", True, bool)
         sends_image = (
             optional_input(request, "IMAGE") is not None
             or optional_input(request, "IMAGE_RAW") is not None
@@ -54,6 +57,8 @@ class TritonPythonModel:
             size = image.shape[:2]
             # Check the prompts before the costly encoding, so a bad request caches nothing.
             prompts = read_prompts(request, size, self.limits) if has_prompts(request) else None
+            if prompts is not None:
+                self.predictor.check_answer(prompts, multimask, size)
             encoded = self.predictor.encode(image)
             image_id = self.cache.add(encoded)
         elif image_id is not None:
@@ -74,9 +79,7 @@ class TritonPythonModel:
 
         height, width = encoded.original_size
         if prompts is not None:
-            prediction = self.predictor.predict(
-                encoded, prompts, scalar(request, "MULTIMASK_OUTPUT", True, bool)
-            )
+            prediction = self.predictor.predict(encoded, prompts, multimask)
             masks, scores, low_res = prediction.masks, prediction.scores, prediction.low_res_masks
         else:
             masks = np.zeros((0, 0, height, width), dtype=bool)
