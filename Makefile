@@ -5,7 +5,8 @@
 #                         sample image and track an object through a sample video with the
 #                         client (official checkpoint, downloaded if missing; random weights
 #                         only when the download fails)
-#   make serve            build the model repository and run Triton on it (Ctrl-C stops)
+#   make serve            build the model repository and run Triton on it, on 127.0.0.1 unless
+#                         SERVE_ADDRESS says otherwise (Ctrl-C stops)
 #   make test             the test suite (what CI runs, after `make check`)
 #   make test-fast        the unit tier alone: no model weights, no server (about a minute)
 #   make check            ruff (lint + format check) and mypy over the tree; `make fmt` fixes
@@ -13,6 +14,7 @@
 #
 # Variables: MODEL (size, default tiny), PROFILE (deployment profile of engines), SERVE_PROFILE
 # (profile of the served repository, default cpu), HTTP_PORT / GRPC_PORT / METRICS_PORT,
+# SERVE_ADDRESS (interface `make serve` listens on, default 127.0.0.1),
 # PYTHON (interpreter used to create the venv).
 
 PYTHON ?= python3
@@ -28,6 +30,7 @@ REPOSITORY ?= build/model_repository
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+SERVE_ADDRESS ?= 127.0.0.1
 PORTS := --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 ARTIFACTS ?= artifacts
 MODELS := tiny small base_plus large sam2_tiny sam2_small sam2_base_plus sam2_large
@@ -37,7 +40,7 @@ TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
 SAM2_SPEC ?= sam2==1.1.0
 
 .PHONY: install system-deps run export export-all download lint check fmt test test-fast fidelity-all \
-        bench-networks bench-serving bench-video perf-analyzer perf-analyzer-video repository serve \
+        bench-networks bench-serving bench-video soak perf-analyzer perf-analyzer-video repository serve \
         engines verify-engines clean
 
 install: $(VENV)/.installed
@@ -80,7 +83,7 @@ repository: install
 
 # Triton (the server carried by nvidia-pytriton) on that repository until Ctrl-C.
 serve: repository
-	$(CLI) serve --repository $(REPOSITORY) $(PORTS)
+	$(CLI) serve --repository $(REPOSITORY) $(PORTS) --address $(SERVE_ADDRESS)
 
 download: install
 	$(CLI) download --model $(MODEL)
@@ -141,6 +144,13 @@ bench-video: install
 	$(PY) -m sam2_triton.benchmarks.video_tracking --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
 	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights} $(PORTS) \
 	  --json $(BENCH_OUT)/video_tracking.json
+
+# Reliability soak (benchmarks/soak.py): SOAK_MINUTES (default 20) of concurrent good and bad
+# image and video requests against a CPU server of the export on loopback; errors by kind,
+# latency percentiles and the server's memory over time; fails on anything unexpected.
+soak: install
+	$(PY) -m sam2_triton.benchmarks.soak --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
+	  --duration-s $$(( $${SOAK_MINUTES:-20} * 60 )) $(PORTS) --check --json $(BENCH_OUT)/soak.json
 
 # perf_analyzer against the `segment` ensemble of a running server (`make serve` in another shell);
 # CONCURRENCY=N or START:END[:STEP] (a sweep, one row per level).

@@ -19,9 +19,12 @@ from sam2_triton.configs import RequestLimits
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.images import check_raw_image, decode_image
 from sam2_triton.python_backend.prompts import DecoderPrompts, prepare_prompts
+from sam2_triton.python_backend.stub_process import skip_teardown_at_exit
+from sam2_triton.python_backend.video.sequences import SequenceId, check_sequence_id
 from sam2_triton.wire import BOXES, IMAGE, IMAGE_RAW, MASK_INPUT, POINT_COORDS, POINT_LABELS
 
 log = logging.getLogger("sam2_triton.model")
+skip_teardown_at_exit()  # a stopping server's stubs exit at once (stub_process.py)
 
 
 def model_parameters(args: dict[str, str]) -> dict[str, str]:
@@ -85,13 +88,17 @@ def read_optional_image(request, limits: RequestLimits) -> np.ndarray | None:
     return read_image(request, limits)
 
 
-def sequence_controls(request) -> tuple:
-    """(correlation id, START, END) of a sequence-batched request (control inputs CORRID,
-    START, END of the model's sequence_batching)."""
-    corrid = int(required_input(request, "CORRID").reshape(-1)[0])
+def sequence_controls(request) -> tuple[SequenceId, bool, bool]:
+    """(sequence id, START, END) of a sequence-batched request: the request's correlation id
+    (int or str, whole; no CORRID control, which Triton 2.51 fills with the first bytes of a
+    string id) and the START / END control inputs of the model's sequence_batching."""
+    try:
+        sequence_id = check_sequence_id(request.correlation_id())
+    except UnicodeDecodeError:
+        raise InputError("string sequence ids must be UTF-8") from None
     start = bool(required_input(request, "START").reshape(-1)[0])
     end = bool(required_input(request, "END").reshape(-1)[0])
-    return corrid, start, end
+    return sequence_id, start, end
 
 
 def has_prompts(request) -> bool:

@@ -28,7 +28,8 @@ CLIENT_MODELS = (
 )
 
 # Image inputs (exactly one per request).
-IMAGE = "IMAGE"  # BYTES [1]: encoded JPEG / PNG / BMP / WebP
+IMAGE = "IMAGE"  # BYTES [1]: encoded image, one of IMAGE_FORMATS
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP")  # PIL format names; others are refused
 IMAGE_RAW = "IMAGE_RAW"  # UINT8 [H, W, 3]: RGB pixels
 
 # Prompt inputs.
@@ -117,6 +118,16 @@ REMOVE_OBJ_IDS = "REMOVE_OBJ_IDS"  # INT64 [R]: objects to forget (before this f
 NUM_FRAMES = "NUM_FRAMES"  # INT64 [1], with START only: the video's length, when known
 SAMURAI = "SAMURAI"  # BOOL [1], with START only: motion-aware (SAMURAI) tracking
 # POINT_COORDS FP32 [Np, P, 2] and POINT_LABELS INT32 [Np, P] (label -1: padding) as for images.
+
+# Ranges (inclusive) of track_video's integer inputs, checked when a request is parsed; the
+# SAMURAI integer settings are INT32 on the wire and checked by SamuraiSettings.
+INT32_MAX = 2**31 - 1
+MAX_FRAME_INDEX = INT32_MAX  # FRAME_INDEX in 0..MAX_FRAME_INDEX (2.3 years of frames at 30 fps)
+MAX_NUM_FRAMES = MAX_FRAME_INDEX + 1  # NUM_FRAMES in 1..MAX_NUM_FRAMES
+MAX_OBJECT_ID = INT32_MAX  # POINT_OBJ_IDS, BOX_OBJ_IDS, MASK_OBJ_IDS, REMOVE_OBJ_IDS: 0..this
+# Sequence ids are Triton's correlation ids: an unsigned 64-bit integer (1..2**64 - 1) or a
+# string of 1..MAX_SEQUENCE_ID_BYTES bytes (UTF-8); "7" and 7 are different sequences.
+MAX_SEQUENCE_ID_BYTES = 128  # Triton's HTTP / gRPC frontends refuse longer string ids too
 
 # track_video outputs, one row per tracked object N (ascending object id).
 OBJ_IDS = "OBJ_IDS"  # INT64 [N]

@@ -55,13 +55,18 @@ class PythonModel:
 
     name: str
     needs_metadata: bool
-    parameters: tuple[str, ...]  # groups: "limits", "cache", "generator", "decoder", "video"
+    # groups: "limits", "cache", "generator", "decoder", "video", "prompts_required"
+    parameters: tuple[str, ...]
+    template: str = ""  # folder of model_repository/ it is made from, when not `name`
 
 
 PYTHON_MODELS = (
     PythonModel("preprocess_image", False, ("limits",)),
+    # segment's first step: preprocess_image refusing a request without prompts, so that the
+    # image encoder never runs for it (encode_image's step takes images alone).
+    PythonModel("preprocess_segment", False, ("limits", "prompts_required"), "preprocess_image"),
     PythonModel("preprocess_prompts", True, ("limits",)),
-    PythonModel("postprocess_masks", True, ()),
+    PythonModel("postprocess_masks", True, ("limits",)),
     PythonModel("segment_interactive", True, ("limits", "cache", "decoder")),
     PythonModel("automatic_mask_generator", True, ("limits", "generator", "decoder")),
     PythonModel("track_video", True, ("limits", "video")),
@@ -244,12 +249,15 @@ class RepositoryBuilder:
     def python_model(self, model: PythonModel) -> None:
         version = self.output / model.name / "1"
         version.mkdir(parents=True)
-        shutil.copy2(self.templates / model.name / "1" / "model.py", version / "model.py")
+        template = self.templates / (model.template or model.name)
+        shutil.copy2(template / "1" / "model.py", version / "model.py")
         if model.needs_metadata:
             _link_or_copy(self.export_dir / METADATA_FILE, version / METADATA_FILE)
         parameters: dict[str, str] = {}
         if "limits" in model.parameters:
             parameters.update(dataclass_parameters(self.limits))
+        if "prompts_required" in model.parameters:
+            parameters["prompts_required"] = "1"
         if "cache" in model.parameters:
             parameters["embedding_cache_bytes"] = str(
                 int(self.settings["embedding_cache"]["max_bytes"])
@@ -269,7 +277,7 @@ class RepositoryBuilder:
         # Pre/post-processing is CPU work: on a GPU server two instances overlap requests.
         count = 2 if self.on_gpu and model.name.startswith(("preprocess", "postprocess")) else 1
         text = render(
-            self.templates / model.name / "config.pbtxt.in",
+            template / "config.pbtxt.in",
             profile=self.profile.name,
             instance_group=_instance_group("KIND_CPU", count),
             parameters=_parameters(parameters),
@@ -311,7 +319,7 @@ class RepositoryBuilder:
         )
         return {
             "max_sequence_idle_microseconds": str(int(round(settings.idle_timeout_s * 1e6))),
-            "max_sequences": str(settings.max_sequences),
+            "triton_sequence_slots": str(settings.triton_sequence_slots),
             "samurai_inputs": samurai_inputs,
         }
 

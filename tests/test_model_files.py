@@ -106,9 +106,10 @@ class LoadedModel:
                 shape = shape[1:]
             assert fits(shape, list(spec.dims)), (self.name, name, shape, list(spec.dims))
 
-    def sequence_request(self, corrid: int, start: bool, end: bool, **inputs: np.ndarray):
-        """A request of a sequence model with the control inputs Triton adds to it, as its
-        config's `sequence_batching.control_input` asks (START / END / READY, CORRID)."""
+    def sequence_request(self, corrid: int | str, start: bool, end: bool, **inputs: np.ndarray):
+        """A request of a sequence model as Triton hands it over: the correlation id (int or
+        str) and the control inputs its config's `sequence_batching.control_input` asks
+        (START / END / READY, CORRID)."""
         values = {
             model_config_pb2.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START: start,
             model_config_pb2.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END: end,
@@ -125,7 +126,11 @@ class LoadedModel:
             if false_true:
                 value = false_true[int(bool(value))]
             controls[control_input.name] = np.array([value], numpy_dtype(control_dtype(control)))
-        return request(**controls, **inputs)
+        tensors = {**controls, **inputs}
+        return pb_utils.InferenceRequest(
+            inputs=[pb_utils.Tensor(name, array) for name, array in tensors.items()],
+            correlation_id=corrid,
+        )
 
     def execute(self, *requests, checked: bool = True) -> list:
         """`execute` on one batch; `checked=False` for requests Triton itself would refuse."""
@@ -560,6 +565,102 @@ def test_track_video_refused_start_and_end_still_change_the_sequence(track_video
     assert error_of(refused_end)[0] == INVALID_ARG
     [after] = track_video.execute(frame_request(track_video, seq, frame=fake_frame(1)))
     assert "has ended" in error_of(after)[1]
+
+
+def test_track_video_string_sequence_ids_are_whole(track_video, bls):
+    """Issue item 3: with a UINT64 CORRID control, Triton 2.51 filled it with a string id's
+    length and first bytes, so "video-a" and "video-b" shared one tracker. The model reads the
+    request's correlation id instead, whole."""
+    config = track_video.config.sequence_batching
+    assert [c.name for c in config.control_input] == ["START", "END"]  # no CORRID
+    a, b, seven = "video-a", "video-b", "7"
+    started = track_video.execute(
+        frame_request(track_video, a, start=True, frame=fake_frame(0), **video_click(1)),
+        frame_request(track_video, b, start=True, frame=fake_frame(0), **video_click(2)),
+        frame_request(track_video, seven, start=True, frame=fake_frame(0), **video_click(3)),
+        frame_request(track_video, 7, start=True, frame=fake_frame(0), **video_click(4)),
+    )
+    assert [outputs(r)["OBJ_IDS"].tolist() for r in started] == [[1], [2], [3], [4]]
+    ended_b, next_a, next_seven = track_video.execute(
+        frame_request(track_video, b, end=True),
+        frame_request(track_video, a, frame=fake_frame(1)),
+        frame_request(track_video, seven, frame=fake_frame(1), end=True),
+    )
+    assert outputs(ended_b)["STATE_BYTES"].tolist() == [0]
+    assert outputs(next_a)["OBJ_IDS"].tolist() == [1]  # A's own object, B's END left it
+    assert outputs(next_seven)["OBJ_IDS"].tolist() == [3]
+    after_b, after_seven, seven_int = track_video.execute(
+        frame_request(track_video, b, frame=fake_frame(1)),
+        frame_request(track_video, seven, frame=fake_frame(2)),
+        frame_request(track_video, 7, frame=fake_frame(1), end=True),
+    )
+    assert error_of(after_b) == (
+        INVALID_ARG,
+        "video sequence 'video-b' has ended (END was sent); start a new sequence with START",
+    )
+    assert "video sequence '7' has ended" in error_of(after_seven)[1]
+    assert outputs(seven_int)["OBJ_IDS"].tolist() == [4]  # the integer 7 is another sequence
+    # an id Triton would take but the model does not keep is refused and changes nothing
+    [too_long] = track_video.execute(
+        frame_request(track_video, "v" * 129, start=True, frame=fake_frame(0), **video_click(5))
+    )
+    assert error_of(too_long) == (
+        INVALID_ARG,
+        "string sequence ids must have 1..128 bytes; this one has 129",
+    )
+    [last_a] = track_video.execute(frame_request(track_video, a, frame=fake_frame(2), end=True))
+    assert outputs(last_a)["OBJ_IDS"].tolist() == [1]
+    assert len(track_video.model.store) == 0
+
+
+def test_track_video_refused_start_at_the_checks_leaves_no_sequence(track_video):
+    """Issue item 4: a START refused by the checks after parsing (too many objects) used to
+    leave an empty sequence that took the next frame; END alone still answers."""
+    seq = next(_corrids)
+    limit = SERVED_VIDEO_SETTINGS["max_objects"]
+    n = limit + 1
+    too_many = dict(
+        POINT_OBJ_IDS=np.arange(n, dtype=np.int64),
+        POINT_COORDS=np.full((n, 1, 2), 4.0, np.float32),
+        POINT_LABELS=np.ones((n, 1), np.int32),
+    )
+    [refused] = track_video.execute(
+        frame_request(track_video, seq, start=True, frame=fake_frame(0), **too_many)
+    )
+    assert error_of(refused) == (
+        INVALID_ARG,
+        f"a sequence tracks at most {limit} objects; this request would make it {n}",
+    )
+    [later] = track_video.execute(frame_request(track_video, seq, frame=fake_frame(1)))
+    assert error_of(later) == (
+        INVALID_ARG,
+        f"video sequence {seq} could not start (a sequence tracks at most {limit} objects; "
+        f"this request would make it {n}); send START again",
+    )
+    [end] = track_video.execute(frame_request(track_video, seq, end=True))
+    assert outputs(end)["TRACKED_FRAME"].tolist() == [-1]
+    assert seq not in track_video.model.store
+
+
+def test_track_video_triton_slots_exceed_the_models_sequences(track_video):
+    """Issue item 5: Triton's max_candidate_sequences equalled max_sequences, so a START beyond
+    waited, silently, in Triton's backlog; now Triton has spare slots and the model refuses."""
+    from sam2_triton.python_backend.video.sequences import TRITON_SPARE_SEQUENCE_SLOTS
+
+    oldest = track_video.config.sequence_batching.oldest
+    held = SERVED_VIDEO_SETTINGS["max_sequences"]
+    assert oldest.max_candidate_sequences == held + TRITON_SPARE_SEQUENCE_SLOTS
+    ids = [next(_corrids) for _ in range(held + 1)]
+    answers = track_video.execute(
+        *(frame_request(track_video, i, start=True, frame=fake_frame(0)) for i in ids)
+    )
+    assert all(not r.has_error() for r in answers[:held])
+    code, message = error_of(answers[held])
+    assert code == INVALID_ARG and message.startswith(
+        f"the server is full: it holds {held} video sequences, its maximum"
+    )
+    ended = track_video.execute(*(frame_request(track_video, i, end=True) for i in ids))
+    assert all(not r.has_error() for r in ended) and len(track_video.model.store) == 0
 
 
 def test_track_video_network_failure_is_internal_and_the_next_frame_works(

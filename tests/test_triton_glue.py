@@ -118,15 +118,29 @@ def test_optional_image():
 
 
 def test_sequence_controls_as_triton_sends_them():
-    """CORRID is TYPE_UINT64, START / END are fp32_false_true (track_video's config)."""
-    req = request(
-        CORRID=np.array([2**40 + 3], np.uint64),
-        START=np.array([1.0], np.float32),
-        END=np.array([0.0], np.float32),
+    """The request's correlation id (int or str), START / END fp32_false_true (track_video)."""
+
+    def sequence_request(correlation_id, start=1.0, end=0.0):
+        controls = {"START": np.array([start], np.float32), "END": np.array([end], np.float32)}
+        return pb_utils.InferenceRequest(
+            inputs=[pb_utils.Tensor(name, array) for name, array in controls.items()],
+            correlation_id=correlation_id,
+        )
+
+    assert triton_io.sequence_controls(sequence_request(2**64 - 1)) == (2**64 - 1, True, False)
+    assert triton_io.sequence_controls(sequence_request("video-a", 0.0, 1.0)) == (
+        "video-a",
+        False,
+        True,
     )
-    assert triton_io.sequence_controls(req) == (2**40 + 3, True, False)
-    with pytest.raises(InputError, match="input CORRID is required"):
-        triton_io.sequence_controls(request(START=np.ones(1, np.float32)))
+    with pytest.raises(InputError, match="string sequence ids must have 1..128 bytes"):
+        triton_io.sequence_controls(sequence_request("v" * 129))
+    with pytest.raises(InputError, match="input END is required"):
+        triton_io.sequence_controls(
+            pb_utils.InferenceRequest(
+                inputs=[pb_utils.Tensor("START", np.ones(1, np.float32))], correlation_id=3
+            )
+        )
 
 
 def test_prompts_are_read_against_the_image_size():

@@ -1,4 +1,5 @@
-"""SequenceStore (per-correlation-id trackers, idle eviction) and request parsing, no server."""
+"""SequenceStore (trackers per correlation id, admission, idle eviction), request parsing and
+the handler's START / END rules over stand-in networks, no server."""
 
 from __future__ import annotations
 
@@ -206,7 +207,22 @@ def test_parse_points_boxes_masks_and_options():
             dict(BOX_OBJ_IDS=np.array([1, 1]), BOXES=np.zeros((2, 4), np.float32)),
             "repeats object ids",
         ),
-        (dict(BOX_OBJ_IDS=np.array([-4]), BOXES=np.zeros((1, 4), np.float32)), "must be >= 0"),
+        (
+            dict(BOX_OBJ_IDS=np.array([-4]), BOXES=np.zeros((1, 4), np.float32)),
+            "BOX_OBJ_IDS holds -4: object ids must be in 0..2147483647",
+        ),
+        (
+            dict(REMOVE_OBJ_IDS=np.array([3, 2**31], np.int64)),
+            "REMOVE_OBJ_IDS holds 2147483648: object ids must be in 0..2147483647",
+        ),
+        (
+            dict(
+                POINT_OBJ_IDS=np.array([2**63 - 1], np.int64),
+                POINT_COORDS=np.zeros((1, 1, 2), np.float32),
+                POINT_LABELS=np.ones((1, 1), np.int32),
+            ),
+            "POINT_OBJ_IDS holds 9223372036854775807",
+        ),
         (
             dict(
                 MASK_OBJ_IDS=np.array([2]),
@@ -217,12 +233,26 @@ def test_parse_points_boxes_masks_and_options():
             "a mask prompt stands alone",
         ),
         (dict(NUM_FRAMES=np.array([0], np.int64)), "NUM_FRAMES is 0"),
+        (
+            dict(NUM_FRAMES=np.array([2**31 + 1], np.int64)),
+            "NUM_FRAMES is 2147483649: must be an integer in 1..2147483648",
+        ),
+        (
+            dict(SAMURAI=np.array([True]), STABLE_FRAMES_THRESHOLD=np.array([2**40], np.int64)),
+            "STABLE_FRAMES_THRESHOLD is 1099511627776",
+        ),
         (dict(KF_SCORE_WEIGHT=np.array([0.5], np.float32)), "without SAMURAI = true"),
         (
             dict(SAMURAI=np.array([True]), KF_SCORE_WEIGHT=np.array([1.5], np.float32)),
             "kf_score_weight",
         ),
         (dict(FRAME_INDEX=np.array([-1], np.int64)), "FRAME_INDEX is -1"),
+        (
+            dict(FRAME_INDEX=np.array([2**63 - 1], np.int64)),
+            "FRAME_INDEX is 9223372036854775807: must be an integer in 0..2147483647",
+        ),
+        (dict(FRAME_INDEX=np.array([2**31], np.int64)), "FRAME_INDEX is 2147483648"),
+        (dict(FRAME_INDEX=np.array([1.0], np.float32)), "FRAME_INDEX is 1.0: must be an integer"),
     ],
 )
 def test_parse_rejects_bad_tensors(tensors, message):
@@ -309,6 +339,37 @@ def test_handler_leaves_the_sequence_as_it_was_after_a_refused_frame():
     assert result is None and 42 not in store
 
 
+def test_handler_checks_the_answer_budget_before_removing_objects():
+    from test_video_tracking import FAKE_METADATA, FAKE_SIZE, FakeNetworks, fake_frame
+
+    from sam2_triton.python_backend.video.frame_requests import VideoRequestHandler
+    from sam2_triton.python_backend.video.tracker import VideoTracker
+
+    two_objects = 2 * FAKE_SIZE[0] * FAKE_SIZE[1]  # bool masks of two objects on a frame
+    video = settings()
+    store = SequenceStore(
+        lambda options: VideoTracker(FakeNetworks(), FAKE_METADATA, max_mask_bytes=two_objects),
+        video,
+    )
+    handler = VideoRequestHandler(store, video, LIMITS)
+    both = dict(
+        POINT_OBJ_IDS=np.array([1, 2], np.int64),
+        POINT_COORDS=np.array([[[4, 4]], [[9, 9]]], np.float32),
+        POINT_LABELS=np.array([[1], [1]], np.int32),
+    )
+    assert handler.handle(parse(start=True, image=fake_frame(0), **both)).obj_ids == [1, 2]
+    two_new = dict(
+        POINT_OBJ_IDS=np.array([3, 4], np.int64),
+        POINT_COORDS=np.array([[[4, 4]], [[9, 9]]], np.float32),
+        POINT_LABELS=np.array([[1], [1]], np.int32),
+        REMOVE_OBJ_IDS=np.array([1], np.int64),
+    )
+    with pytest.raises(InputError, match="3 objects .*max_mask_bytes"):
+        handler.handle(parse(start=False, image=fake_frame(1), **two_new))
+    tracker = store.get(42)
+    assert tracker.obj_ids == [1, 2] and tracker.last_frame == 0  # the removal did not happen
+
+
 def test_wire_samurai_inputs_are_the_samurai_settings():
     """sam2_triton/wire.py's SAMURAI_SETTINGS (which the client sends, the model reads and the
     generated config declares) name every SamuraiSettings field, in capitals, with the
@@ -322,3 +383,181 @@ def test_wire_samurai_inputs_are_the_samurai_settings():
     for setting, (_, dtype) in SAMURAI_SETTINGS.items():
         assert kinds[setting] in (int, float), setting
         assert np.issubdtype(dtype, np.integer) == (kinds[setting] is int), setting
+
+
+# -- sequence ids, consistent START, admission, frame-index bound ------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (0, "neither an integer in 1..2\\*\\*64 - 1"),
+        (-3, "neither an integer"),
+        (2**64, "neither an integer"),
+        (True, "neither an integer"),
+        (b"video-a", "neither an integer"),
+        ("", "string sequence ids must have 1..128 bytes; this one has 0"),
+        ("é" * 65, "string sequence ids must have 1..128 bytes; this one has 130"),
+    ],
+)
+def test_sequence_ids_outside_triton_ranges_are_refused(value, message):
+    from sam2_triton.python_backend.video.sequences import check_sequence_id
+
+    with pytest.raises(InputError, match=message):
+        check_sequence_id(value)
+
+
+def test_string_and_integer_sequence_ids_are_distinct_sequences():
+    from sam2_triton.python_backend.video.sequences import check_sequence_id
+
+    ids = [check_sequence_id(v) for v in ("video-a", "video-b", "7", 7, 2**64 - 1, "v" * 128)]
+    store = SequenceStore(FakeTracker, settings(max_sequences=len(ids)))
+    trackers = [store.start(sequence_id, SequenceOptions()) for sequence_id in ids]
+    assert len(store) == len(ids) and len({id(t) for t in trackers}) == len(ids)
+    store.end("video-b")
+    assert store.get("video-a") is trackers[0] and store.get(7) is trackers[3]
+    with pytest.raises(InputError, match="video sequence 'video-b' has ended"):
+        store.get("video-b")
+    with pytest.raises(InputError, match="video sequence 'video-c' was never started"):
+        store.get("video-c")
+
+
+def test_refused_start_leaves_no_sequence_and_the_next_frame_must_start_again():
+    """Issue item 4: a START refused by the checks (too many objects, a bad box) used to leave
+    an empty sequence that accepted the next frame."""
+    from test_video_tracking import fake_frame
+
+    handler, store = handler_with_fake_networks(max_objects=2)
+    three = dict(
+        POINT_OBJ_IDS=np.array([1, 2, 3], np.int64),
+        POINT_COORDS=np.full((3, 1, 2), 4.0, np.float32),
+        POINT_LABELS=np.ones((3, 1), np.int32),
+    )
+    with pytest.raises(InputError, match="at most 2 objects; this request would make it 3"):
+        handler.handle(parse(start=True, image=fake_frame(0), **three))
+    assert 42 not in store and len(store) == 0
+    with pytest.raises(
+        InputError,
+        match="video sequence 42 could not start \\(a sequence tracks at most 2 objects.*\\); "
+        "send START again",
+    ):
+        handler.handle(parse(start=False, image=fake_frame(1)))
+    bad_box = dict(BOX_OBJ_IDS=np.array([1], np.int64), BOXES=np.array([[9, 2, 3, 8]], np.float32))
+    with pytest.raises(InputError, match="need x0 <= x1"):
+        handler.handle(parse(start=True, image=fake_frame(0), **bad_box))
+    assert 42 not in store
+    assert handler.handle(parse(start=True, image=fake_frame(0), **click(1))).obj_ids == [1]
+    assert handler.handle(parse(start=False, image=fake_frame(1))).frame_idx == 1
+
+
+def test_refused_restart_ends_its_own_id_only():
+    """The one rule: a START ends what its id held, accepted or refused; other ids are never
+    touched."""
+    from test_video_tracking import fake_frame
+
+    handler, store = handler_with_fake_networks()
+    for sequence_id, obj_id in ((42, 1), (43, 2)):
+        request = parse(start=True, image=fake_frame(0), **click(obj_id))
+        request.sequence_id = sequence_id
+        handler.handle(request)
+    other = store.get(43)
+    restart = parse(start=True, image=fake_frame(0), **click(3, x=500.0))  # far outside
+    with pytest.raises(InputError, match="lies far outside"):
+        handler.handle(restart)
+    assert 42 not in store
+    with pytest.raises(InputError, match="sequence 42 could not start .*send START again"):
+        handler.handle(parse(start=False, image=fake_frame(1)))
+    assert store.get(43) is other and other.obj_ids == [2] and other.last_frame == 0
+    # an accepted START replaces the id's sequence
+    first = handler.handle(parse(start=True, image=fake_frame(0), **click(1)))
+    assert first.obj_ids == [1]
+    assert handler.handle(parse(start=True, image=fake_frame(5), **click(4))).obj_ids == [4]
+
+
+def test_start_that_fails_inside_leaves_no_sequence(monkeypatch):
+    """A START whose tracking fails (a network error: INTERNAL) is not held either."""
+    from test_video_tracking import fake_frame
+
+    from sam2_triton.python_backend.video.tracker import VideoTracker
+
+    handler, store = handler_with_fake_networks()
+
+    def broken(self, frame_idx, image):
+        raise RuntimeError("memory_attention: CUDA error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(VideoTracker, "track", broken)
+        with pytest.raises(RuntimeError, match="CUDA error"):
+            handler.handle(parse(start=True, image=fake_frame(0), **click(1)))
+    assert 42 not in store
+    with pytest.raises(InputError, match="could not start \\(RuntimeError: memory_attention"):
+        handler.handle(parse(start=False, image=fake_frame(1)))
+
+
+def test_end_alone_always_succeeds():
+    """END with nothing else frees the sequence if held and answers nothing-tracked either way,
+    so a client can always release Triton's slot (after a refused START, say)."""
+    from test_video_tracking import fake_frame
+
+    handler, store = handler_with_fake_networks()
+    assert handler.handle(parse(start=False, end=True)) is None  # never started
+    handler.handle(parse(start=True, image=fake_frame(0), **click(1)))
+    assert handler.handle(parse(start=False, end=True)) is None and 42 not in store
+    assert handler.handle(parse(start=False, end=True)) is None  # ended already
+    with pytest.raises(InputError, match="sequence 42 has ended"):
+        handler.handle(parse(start=False, end=True, image=fake_frame(1)))
+
+
+def test_full_server_refuses_a_start_at_once_and_keeps_what_it_holds():
+    """Issue item 5: the model refuses a START beyond max_sequences itself (Triton has spare
+    slots, see test_model_files), naming the problem, and the held sequences go on."""
+    from test_video_tracking import fake_frame
+
+    handler, store = handler_with_fake_networks(max_sequences=2)
+    for sequence_id in (1, "two"):
+        request = parse(start=True, image=fake_frame(0), **click(1))
+        request.sequence_id = sequence_id
+        handler.handle(request)
+    full = parse(start=True, image=fake_frame(0), **click(1))
+    with pytest.raises(
+        InputError,
+        match="the server is full: it holds 2 video sequences, its maximum; no new sequence can "
+        "start now. Retry later \\(a sequence is freed by its END or after 10 s",
+    ):
+        handler.handle(full)
+    assert len(store) == 2 and 42 not in store
+    restart = parse(start=True, image=fake_frame(0), **click(2))  # a held id may START again
+    restart.sequence_id = "two"
+    assert handler.handle(restart).obj_ids == [2]
+    end = parse(start=False, end=True)
+    end.sequence_id = 1
+    handler.handle(end)
+    assert handler.handle(full).obj_ids == [1] and len(store) == 2
+
+
+def test_frame_indices_stop_at_the_last_index():
+    """Issue item 7: FRAME_INDEX 2**63 - 1 used to be accepted, and every later frame did a
+    frame's work before failing with an OverflowError (INTERNAL)."""
+    from test_video_tracking import fake_frame
+
+    from sam2_triton.wire import MAX_FRAME_INDEX
+
+    handler, store = handler_with_fake_networks()
+    last = dict(FRAME_INDEX=np.array([MAX_FRAME_INDEX], np.int64))
+    handler.handle(parse(start=True, image=fake_frame(0), **click(1)))
+    result = handler.handle(parse(start=False, image=fake_frame(1), **last))
+    tensors = result_tensors(result, (24, 32), 0)
+    assert tensors["TRACKED_FRAME"].tolist() == [MAX_FRAME_INDEX]
+    with pytest.raises(InputError, match="frame index 2147483648 is outside 0..2147483647"):
+        handler.handle(parse(start=False, image=fake_frame(2)))
+    tracker = store.get(42)
+    assert tracker.last_frame == MAX_FRAME_INDEX and not tracker.pending
+    # the last frame can still be corrected
+    assert handler.handle(parse(start=False, **click(1, x=5.0))).frame_idx == MAX_FRAME_INDEX
+
+
+def test_triton_slots_leave_room_for_refused_sequences():
+    from sam2_triton.python_backend.video.sequences import TRITON_SPARE_SEQUENCE_SLOTS
+
+    assert settings(max_sequences=8).triton_sequence_slots == 8 + TRITON_SPARE_SEQUENCE_SLOTS
+    assert TRITON_SPARE_SEQUENCE_SLOTS >= 1024

@@ -1,11 +1,12 @@
 """The track_video sequence model on a real Triton server (the `served` fixture, CPU profile).
 
 Requests are built with tritonclient directly, so these tests pin the wire contract
-(client/contract.py, model_repository/README.md); the client library has its own tests.
+(sam2_triton/wire.py, model_repository/README.md); the client library has its own tests.
 
 * parity: 8 frames, 2 objects (a click, a box) on frame 0, against SAM2VideoPredictor;
 * isolation: four sequences interleaved from four clients give what each gives alone;
-* bad input: each mistake gets a per-request error naming it, and the server stays healthy.
+* bad input: each mistake gets a per-request error naming it, and the server stays healthy;
+* sequence ids (string and integer, whole), refused STARTs, a full server, bounded indices.
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ def png(frame: np.ndarray) -> bytes:
 class Sequence:
     """One video sequence over raw tritonclient calls (HTTP or gRPC)."""
 
-    def __init__(self, url: str, protocol: str) -> None:
+    def __init__(self, url: str, protocol: str, sequence_id: int | str | None = None) -> None:
         module = __import__(f"tritonclient.{protocol}", fromlist=["InferenceServerClient"])
         self.module = module
+        self.protocol = protocol
         self.client = module.InferenceServerClient(url)
-        self.sequence_id = next(_next_id)
+        self.sequence_id = next(_next_id) if sequence_id is None else sequence_id
         self.started = False
 
-    def send(self, frame=None, *, start=None, end=False, encoded=True, **tensors):
+    def send(self, frame=None, *, start=None, end=False, encoded=True, timeout_s=None, **tensors):
+        """One request; `timeout_s` (gRPC only) gives up waiting for the answer after that."""
         start = (not self.started) if start is None else start
         arrays = dict(tensors)
         if frame is not None:
@@ -58,8 +61,14 @@ class Sequence:
             tensor = self.module.InferInput(name, list(array.shape), dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
+        options = {} if timeout_s is None else {"client_timeout": timeout_s}
         result = self.client.infer(
-            MODEL, inputs, sequence_id=self.sequence_id, sequence_start=start, sequence_end=end
+            MODEL,
+            inputs,
+            sequence_id=self.sequence_id,
+            sequence_start=start,
+            sequence_end=end,
+            **options,
         )
         self.started = True
         names = (
@@ -369,6 +378,114 @@ def test_other_mistakes_name_the_problem(served, protocol):
     )
     expect_error(sequence, "must specify the START flag", SMALL, start=False)
     assert_healthy(served, protocol)
+
+
+# -- sequence ids, refused STARTs, a full server, frame-index bound ---------------------------
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_string_sequence_ids_sharing_length_and_prefix_are_distinct(served, protocol):
+    """Issue item 3: "video-a" and "video-b" reached the model as one UINT64 CORRID (the
+    string's length and first bytes): B's START replaced A's tracker, A's next frame returned
+    B's object and A's END freed B's state."""
+    n = next(_next_id)
+    a = Sequence(url(served, protocol), protocol, f"video-a-{n}")
+    b = Sequence(url(served, protocol), protocol, f"video-b-{n}")
+    number = Sequence(url(served, protocol), protocol, n)  # the integer id is yet another
+    assert a.send(SMALL, **click_prompt(1, [20, 20]))["OBJ_IDS"].tolist() == [1]
+    assert b.send(SMALL, **click_prompt(2, [40, 30]))["OBJ_IDS"].tolist() == [2]
+    assert number.send(SMALL)["OBJ_IDS"].tolist() == []
+    assert a.send(SMALL)["OBJ_IDS"].tolist() == [1]
+    assert b.send(SMALL, end=True)["TRACKED_FRAME"].tolist() == [1]
+    result = a.send(SMALL)
+    assert result["OBJ_IDS"].tolist() == [1] and result["TRACKED_FRAME"].tolist() == [2]
+    assert a.send(end=True)["STATE_BYTES"].tolist() == [0]
+    assert number.send(SMALL, end=True)["TRACKED_FRAME"].tolist() == [1]
+    # Triton's frontends refuse a longer string id themselves (the model allows the same 128)
+    too_long = Sequence(url(served, protocol), protocol, "v" * 129)
+    expect_error(too_long, "string correlation ID cannot be longer than 128 characters", SMALL)
+    assert_healthy(served, protocol)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_refused_start_leaves_no_sequence_behind(served, protocol):
+    """Issue item 4: a START refused after parsing (a bad box here) left an empty sequence
+    that took the next frame without START; a refused re-START ends its own id only."""
+    bad_box = box_prompt(1, [40, 5, 10, 30])  # x0 > x1
+    sequence = Sequence(url(served, protocol), protocol)
+    expect_error(sequence, "need x0 <= x1", SMALL, **bad_box)
+    message = expect_error(sequence, "send START again", SMALL, start=False)
+    assert "could not start (box of object 1 is" in message, message
+    other = Sequence(url(served, protocol), protocol)
+    other.send(SMALL, **click_prompt(2, [20, 20]))
+    assert sequence.send(SMALL, start=True, **click_prompt(1, [20, 20]))["OBJ_IDS"].tolist() == [1]
+    expect_error(sequence, "need x0 <= x1", SMALL, start=True, **bad_box)
+    expect_error(sequence, "could not start (box of object 1", SMALL, start=False)
+    assert sequence.send(start=False, end=True)["TRACKED_FRAME"].tolist() == [-1]
+    result = other.send(SMALL, end=True)  # the other sequence went on untouched
+    assert result["OBJ_IDS"].tolist() == [2] and result["TRACKED_FRAME"].tolist() == [1]
+    assert_healthy(served, protocol)
+
+
+def test_full_server_refuses_a_start_at_once(served):
+    """Issue item 5: with max_sequences held, a new START waited silently in Triton's backlog
+    (its slots were exactly max_sequences) until the client gave up. Now it gets an error at
+    once, also after refused STARTs that were never ended (Triton's spare slots), and a
+    sequence that ends makes room. Every sequence started here is ended."""
+    from conftest import SERVED_VIDEO_SETTINGS
+    from tritonclient.utils import InferenceServerException
+
+    limit = SERVED_VIDEO_SETTINGS["max_sequences"]
+    held, refused = [], []
+    try:
+        for _ in range(limit + 1):
+            sequence = Sequence(served.grpc_url, "grpc")
+            try:
+                sequence.send(SMALL, timeout_s=60)
+                held.append(sequence)
+            except InferenceServerException as error:
+                assert "the server is full" in str(error), str(error)
+                refused.append(sequence)
+                break
+        assert len(refused) == 1 and 0 < len(held) <= limit
+        for _ in range(3):  # refused STARTs whose clients never send END keep Triton slots
+            sequence = Sequence(served.grpc_url, "grpc")
+            refused.append(sequence)
+            start = time.perf_counter()
+            message = expect_error(sequence, "the server is full", SMALL, timeout_s=60)
+            assert time.perf_counter() - start < 30, "the refusal was not immediate"
+        assert f"holds {len(held)} video sequences, its maximum" in message, message
+        assert "a sequence is freed by its END or after 600 s without a request" in message
+        held.pop(0).send(end=True)
+        assert refused[0].send(SMALL, start=True, timeout_s=60)["TRACKED_FRAME"].tolist() == [0]
+    finally:
+        for sequence in held + refused:  # END alone always succeeds: frees Triton's slots
+            sequence.send(start=False, end=True)
+    assert_healthy(served, "grpc")
+
+
+def test_frame_index_is_bounded(served):
+    """Issue item 7: FRAME_INDEX 2**63 - 1 was accepted, and every later frame did a frame's
+    work before failing with an internal OverflowError."""
+    sequence = Sequence(served.grpc_url, "grpc")
+    sequence.send(SMALL)
+    expect_error(
+        sequence,
+        "FRAME_INDEX is 9223372036854775807: must be an integer in 0..2147483647",
+        SMALL,
+        FRAME_INDEX=np.array([2**63 - 1], np.int64),
+    )
+    last = sequence.send(SMALL, FRAME_INDEX=np.array([2**31 - 1], np.int64))
+    assert last["TRACKED_FRAME"].tolist() == [2**31 - 1]
+    expect_error(sequence, "frame index 2147483648 is outside 0..2147483647", SMALL)
+    expect_error(
+        sequence,
+        "POINT_OBJ_IDS holds 2147483648: object ids must be in 0..2147483647",
+        SMALL,
+        **click_prompt(2**31, [5, 5]),
+    )
+    assert sequence.send(end=True)["TRACKED_FRAME"].tolist() == [-1]
+    assert_healthy(served, "grpc")
 
 
 # -- idle sequences ----------------------------------------------------------------------------

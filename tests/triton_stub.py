@@ -9,10 +9,11 @@ with the semantics of the Python backend (Triton 2.51):
   memory; a dtype without a Triton type (str, complex, ...) is refused; BYTES tensors (object or
   `np.bytes_` arrays) reach the receiver as object arrays of `bytes` (other objects as the
   UTF-8 of their `str`), as through `serialize_byte_tensor`.
-- `InferenceRequest(model_name=..., inputs=[Tensor], requested_output_names=[...])`: requests
-  given to `execute` (`inputs()`) and BLS requests (`exec()`). `exec()` hands the request to
-  `bls_handler` (tests set it; `answer_with` builds one) and returns its response: a failed
-  call is a response with an error, not an exception.
+- `InferenceRequest(model_name=..., inputs=[Tensor], requested_output_names=[...],
+  correlation_id=0)`: requests given to `execute` (`inputs()`, `correlation_id()`: the sequence
+  id, an int or a str as the client sent it) and BLS requests (`exec()`). `exec()` hands the
+  request to `bls_handler` (tests set it; `answer_with` builds one) and returns its response:
+  a failed call is a response with an error, not an exception.
 - `InferenceResponse(output_tensors=[...], error=None)`: `output_tensors()`, `has_error()`,
   `error()`.
 - `TritonError(message, code=TritonError.INTERNAL)`: `message()`, `code()`; the codes are
@@ -134,15 +135,22 @@ class InferenceRequest:
         model_name: str = "",
         inputs: Sequence[Tensor] = (),
         requested_output_names: Sequence[str] = (),
+        correlation_id: int | str = 0,
     ) -> None:
         if not all(isinstance(t, Tensor) for t in inputs):
             raise TypeError("inputs must be a list of Tensor")
+        if not isinstance(correlation_id, int | str):
+            raise TypeError("Correlation ID must be integer or string")
         self._model_name = model_name
         self._inputs = list(inputs)
         self._requested = list(requested_output_names)
+        self._correlation_id = correlation_id
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
+
+    def correlation_id(self) -> int | str:
+        return self._correlation_id
 
     def model_name(self) -> str:
         return self._model_name

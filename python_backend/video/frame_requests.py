@@ -2,9 +2,10 @@
 
 Plain Python over numpy arrays (the Triton glue in python_backend/triton_io.py only reads the
 tensors; names and meanings: model_repository/README.md). `parse_frame_request` -> a
-`FrameRequest`; `VideoRequestHandler.handle` checks it whole, then applies it (START, removals,
-prompts, track or correct, END) to the `SequenceStore`'s tracker, so a bad request leaves the
-sequence as it was; `result_tensors` -> the output tensors.
+`FrameRequest` (integer inputs within sam2_triton/wire.py's ranges); `VideoRequestHandler.handle`
+checks it whole, then applies it (START, removals, prompts, track or correct, END) to the
+`SequenceStore`'s tracker, so a bad request leaves the sequence as it was (a refused START leaves
+no sequence under its id); `result_tensors` -> the output tensors.
 
 Design notes (one request step by step): docs/serving.md
 """
@@ -20,7 +21,12 @@ from sam2_triton.configs import RequestLimits
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.prompts import check_finite, check_within_image
 from sam2_triton.python_backend.samurai import SamuraiSettings
-from sam2_triton.python_backend.video.sequences import SequenceOptions, SequenceStore, VideoSettings
+from sam2_triton.python_backend.video.sequences import (
+    SequenceId,
+    SequenceOptions,
+    SequenceStore,
+    VideoSettings,
+)
 from sam2_triton.python_backend.video.tracker import FrameResult, VideoTracker
 from sam2_triton.wire import (
     BOX_OBJ_IDS,
@@ -29,6 +35,9 @@ from sam2_triton.wire import (
     MASK_BOXES,
     MASK_OBJ_IDS,
     MASK_PROMPTS,
+    MAX_FRAME_INDEX,
+    MAX_NUM_FRAMES,
+    MAX_OBJECT_ID,
     NUM_FRAMES,
     OBJ_IDS,
     OBJECT_MASKS,
@@ -49,6 +58,12 @@ from sam2_triton.wire import (
 
 # Per-sequence SAMURAI overrides: input name -> setting (configs/samurai.yaml).
 SAMURAI_INPUTS: dict[str, str] = {name: setting for setting, (name, _) in SAMURAI_SETTINGS.items()}
+# Integer SAMURAI inputs -> their wire dtype's range (SamuraiSettings checks the settings' own).
+SAMURAI_INT_RANGES: dict[str, tuple[int, int]] = {
+    name: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    for name, dtype in SAMURAI_SETTINGS.values()
+    if np.issubdtype(dtype, np.integer)
+}
 # Inputs read only with START: the sequence's options.
 START_ONLY_INPUTS = (NUM_FRAMES, SAMURAI) + tuple(SAMURAI_INPUTS)
 PROMPT_INPUTS = (
@@ -72,7 +87,7 @@ class PointPrompt:
 class FrameRequest:
     """A parsed request; arrays already checked for shape, type and finiteness."""
 
-    sequence_id: int
+    sequence_id: SequenceId
     start: bool = False
     end: bool = False
     image: np.ndarray | None = None  # uint8 [H, W, 3]
@@ -87,14 +102,40 @@ class FrameRequest:
     def prompted_ids(self) -> list[int]:
         return sorted(set(self.points) | set(self.boxes) | set(self.masks))
 
+    @property
+    def carries_nothing(self) -> bool:
+        """No frame, frame index, prompt or removal (an END-only request, say)."""
+        return (
+            self.image is None
+            and self.frame_index is None
+            and not self.prompted_ids
+            and not self.remove
+        )
+
+
+def check_frame_index(frame_idx: int) -> int:
+    """`frame_idx` if it lies in 0..MAX_FRAME_INDEX; InputError otherwise."""
+    if not 0 <= frame_idx <= MAX_FRAME_INDEX:
+        raise InputError(f"frame index {frame_idx} is outside 0..{MAX_FRAME_INDEX}")
+    return frame_idx
+
+
+def _integer(name: str, array: np.ndarray, low: int, high: int) -> int:
+    """The one integer of a [1] tensor, within low..high (inclusive); InputError otherwise."""
+    value = _scalar(name, array)
+    if not np.issubdtype(type(value), np.integer) or not low <= int(value) <= high:
+        raise InputError(f"{name} is {value}: must be an integer in {low}..{high}")
+    return int(value)
+
 
 def _object_ids(name: str, array: np.ndarray) -> list[int]:
     ids = np.asarray(array)
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise InputError(f"{name} must be a 1-D integer tensor, got {ids.dtype} {list(ids.shape)}")
-    if np.any(ids < 0):
-        raise InputError(f"{name} holds {int(ids[ids < 0][0])}: object ids must be >= 0")
     values = [int(v) for v in ids]
+    outside = [v for v in values if not 0 <= v <= MAX_OBJECT_ID]
+    if outside:
+        raise InputError(f"{name} holds {outside[0]}: object ids must be in 0..{MAX_OBJECT_ID}")
     if len(set(values)) != len(values):
         raise InputError(f"{name} repeats object ids {sorted(values)}: one row per object")
     return values
@@ -190,12 +231,13 @@ def _options(
 ) -> SequenceOptions:
     num_frames = None
     if NUM_FRAMES in tensors:
-        value = _scalar(NUM_FRAMES, tensors[NUM_FRAMES])
-        if not np.issubdtype(type(value), np.integer) or int(value) < 1:
-            raise InputError(f"NUM_FRAMES is {value}: must be an integer >= 1")
-        num_frames = int(value)
+        num_frames = _integer(NUM_FRAMES, tensors[NUM_FRAMES], 1, MAX_NUM_FRAMES)
     overrides = {
-        setting: _scalar(name, tensors[name])
+        setting: (
+            _integer(name, tensors[name], *SAMURAI_INT_RANGES[name])
+            if name in SAMURAI_INT_RANGES
+            else _scalar(name, tensors[name])
+        )
         for name, setting in SAMURAI_INPUTS.items()
         if name in tensors
     }
@@ -207,7 +249,7 @@ def _options(
 
 
 def parse_frame_request(
-    sequence_id: int,
+    sequence_id: SequenceId,
     start: bool,
     end: bool,
     tensors: Mapping[str, np.ndarray | None],
@@ -225,15 +267,12 @@ def parse_frame_request(
             )
     frame_index = None
     if FRAME_INDEX in sent:
-        value = _scalar(FRAME_INDEX, sent[FRAME_INDEX])
-        if not np.issubdtype(type(value), np.integer) or int(value) < 0:
-            raise InputError(f"FRAME_INDEX is {value}: must be an integer >= 0")
-        frame_index = int(value)
+        frame_index = _integer(FRAME_INDEX, sent[FRAME_INDEX], 0, MAX_FRAME_INDEX)
     remove = []
     if REMOVE_OBJ_IDS in sent:
         remove = _object_ids(REMOVE_OBJ_IDS, sent[REMOVE_OBJ_IDS])
     request = FrameRequest(
-        sequence_id=int(sequence_id),
+        sequence_id=sequence_id,
         start=bool(start),
         end=bool(end),
         image=image,
@@ -263,21 +302,45 @@ class VideoRequestHandler:
         self.limits = limits
 
     def handle(self, request: FrameRequest) -> FrameResult | None:
-        """Track / correct as the request says; None when it tracks nothing."""
+        """Track / correct as the request says; None when it tracks nothing. A refused or
+        failed request is handled by `refused` (the InputError or other exception is raised)."""
         self.store.evict_idle()
+        sequence_id = request.sequence_id
+        if request.end and not request.start and request.carries_nothing:
+            self.store.end(sequence_id)  # END alone always succeeds, held or not
+            return None
         try:
             if request.start:
-                tracker = self.store.start(request.sequence_id, request.options)
+                tracker = self.store.new_tracker(sequence_id, request.options)
             else:
-                tracker = self.store.get(request.sequence_id)
-            return self._apply(tracker, request)
-        finally:
-            if request.end:
-                self.store.end(request.sequence_id)
-            else:  # idle time counts from the end of the last request, not its start
-                self.store.touch(request.sequence_id)
+                tracker = self.store.get(sequence_id)
+            result = self._apply(tracker, request)
+            if request.start and not request.end:
+                self.store.hold(sequence_id, tracker)
+        except Exception as exc:
+            self.refused(sequence_id, request.start, request.end, exc)
+            raise
+        if request.end:
+            self.store.end(sequence_id)
+        else:  # idle time counts from the end of the last request, not its start
+            self.store.touch(sequence_id)
+        return result
 
-    def state_bytes(self, sequence_id: int) -> int:
+    def refused(self, sequence_id: SequenceId, start: bool, end: bool, error: Exception) -> None:
+        """What a refused (InputError) or failed request leaves: END ends the sequence; a START
+        leaves no sequence under its id (what the id held ends too), and the id's next request
+        without START is told why; otherwise the sequence stays as it was."""
+        if end:
+            self.store.end(sequence_id)
+        elif start:
+            why = str(error)
+            if not isinstance(error, InputError):
+                why = f"{type(error).__name__}: {why}"
+            self.store.discard(sequence_id, f"could not start ({why}); send START again")
+        else:
+            self.store.touch(sequence_id)
+
+    def state_bytes(self, sequence_id: SequenceId) -> int:
         try:
             return self.store.get(sequence_id).nbytes
         except InputError:  # ended with this request
@@ -331,7 +394,7 @@ class VideoRequestHandler:
         self._check_prompted_frames(tracker, request)
         if request.image is not None:
             frame_idx = last + 1 if request.frame_index is None else request.frame_index
-            frame_idx = tracker.check_new_frame(frame_idx)
+            frame_idx = tracker.check_new_frame(check_frame_index(frame_idx))
             size = (int(request.image.shape[0]), int(request.image.shape[1]))
             tracker.check_frame_size(frame_idx, size)
         elif request.prompted_ids:
@@ -352,6 +415,7 @@ class VideoRequestHandler:
                 raise InputError("FRAME_INDEX was sent without an image or prompts")
             return None, None
         self._check_prompts(request, size)
+        tracker.check_answer_size(size, len(after))  # the answer's masks fit the budget
         return frame_idx, size
 
     def _check_prompted_frames(self, tracker: VideoTracker, request: FrameRequest) -> None:

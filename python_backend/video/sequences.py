@@ -1,13 +1,14 @@
 """Video sequences a server holds at once: one `VideoTracker` per Triton correlation id.
 
     store = SequenceStore(make_tracker, VideoSettings(...))
-    tracker = store.start(corrid, SequenceOptions(num_frames=None, samurai=None))
+    tracker = store.new_tracker(corrid, options)  # InputError if the server is full
+    store.hold(corrid, tracker)     # once its START request succeeded (`start` does both)
     tracker = store.get(corrid)     # InputError if unknown, ended or evicted
     store.end(corrid)               # frees the tracker at once
     store.evict_idle()              # called on every request and by `IdleEvictor`'s timer
 
-Triton never tells the model that a sequence went idle, so the store evicts idle sequences
-itself (`idle_timeout_s`). Thread-safe.
+Correlation ids are ints or strings (`check_sequence_id`). Triton never tells the model that a
+sequence went idle, so the store evicts idle sequences itself (`idle_timeout_s`). Thread-safe.
 
 Design notes (why, and the policies): docs/serving.md
 """
@@ -24,10 +25,36 @@ from sam2_triton.configs import dataclass_from_parameters
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.samurai import SamuraiSettings
 from sam2_triton.python_backend.video.tracker import VideoTracker
+from sam2_triton.wire import MAX_SEQUENCE_ID_BYTES
 
 FORGOTTEN_IDS_KEPT = 4096  # ended / evicted ids remembered for the error message
 PREPROCESSING_MODES = ("video", "image")
 MEMORY_STORAGES = ("bfloat16", "float32")
+# Triton's sequence slots beyond max_sequences (under 1 KiB each in Triton): a START the model
+# refuses keeps its Triton slot until the client sends END or the sequence idles out, and only
+# while slots are free does a START reach the model (else it waits in Triton's backlog).
+TRITON_SPARE_SEQUENCE_SLOTS = 4096
+UINT64_MAX = 2**64 - 1
+
+SequenceId = int | str  # Triton's correlation id: unsigned 64-bit integer or string
+
+
+def check_sequence_id(value: object) -> SequenceId:
+    """A request's correlation id as the store keys it; InputError unless it is an integer in
+    1..2**64 - 1 or a string of 1..MAX_SEQUENCE_ID_BYTES bytes (UTF-8)."""
+    if isinstance(value, str):
+        size = len(value.encode("utf-8"))
+        if not 1 <= size <= MAX_SEQUENCE_ID_BYTES:
+            raise InputError(
+                f"string sequence ids must have 1..{MAX_SEQUENCE_ID_BYTES} bytes; this one has "
+                f"{size}"
+            )
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= UINT64_MAX:
+        return value
+    raise InputError(
+        f"sequence id {value!r} is neither an integer in 1..2**64 - 1 nor a non-empty string"
+    )
 
 
 @dataclass(frozen=True)
@@ -36,7 +63,7 @@ class VideoSettings:
 
     max_objects: int  # objects per sequence
     max_prompted_frames: int  # conditioning (prompted or corrected) frames per object
-    max_sequences: int  # sequences held at once (Triton's max_candidate_sequences)
+    max_sequences: int  # sequences held at once; a START beyond is refused at once
     idle_timeout_s: float  # a sequence idle this long is evicted
     preprocessing: str  # "video" (SAM2VideoPredictor's frame loading) or "image"
     memory_storage: str  # "bfloat16" (as SAM 2 stores memories) or "float32"
@@ -50,6 +77,12 @@ class VideoSettings:
             raise ValueError(f"preprocessing must be one of {PREPROCESSING_MODES}")
         if self.memory_storage not in MEMORY_STORAGES:
             raise ValueError(f"memory_storage must be one of {MEMORY_STORAGES}")
+
+    @property
+    def triton_sequence_slots(self) -> int:
+        """Triton's max_candidate_sequences: room for every held sequence plus refused ones not
+        ended yet, so that the model, not Triton's backlog, answers a START when it is full."""
+        return self.max_sequences + TRITON_SPARE_SEQUENCE_SLOTS
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> VideoSettings:
@@ -87,15 +120,15 @@ class SequenceStore:
         self.make_tracker = make_tracker
         self.settings = settings
         self.clock = clock
-        self._entries: dict[int, _Entry] = {}
-        self._forgotten: OrderedDict[int, str] = OrderedDict()  # id -> why it is gone
+        self._entries: dict[SequenceId, _Entry] = {}
+        self._forgotten: OrderedDict[SequenceId, str] = OrderedDict()  # id -> why it is gone
         self._lock = threading.RLock()
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
 
-    def __contains__(self, sequence_id: int) -> bool:
+    def __contains__(self, sequence_id: SequenceId) -> bool:
         with self._lock:
             return sequence_id in self._entries
 
@@ -105,53 +138,77 @@ class SequenceStore:
         with self._lock:
             return sum(entry.tracker.nbytes for entry in self._entries.values())
 
-    def start(self, sequence_id: int, options: SequenceOptions) -> VideoTracker:
-        """A fresh tracker for `sequence_id` (a START replaces whatever the id held)."""
+    def start(self, sequence_id: SequenceId, options: SequenceOptions) -> VideoTracker:
+        """A fresh tracker held under `sequence_id` at once (replacing what the id held)."""
         with self._lock:
-            self._entries.pop(sequence_id, None)
-            self._forgotten.pop(sequence_id, None)
-            if len(self._entries) >= self.settings.max_sequences:
-                self.evict_idle()
-            if len(self._entries) >= self.settings.max_sequences:
-                raise InputError(
-                    f"the server holds {len(self._entries)} video sequences, its maximum: end one "
-                    "or wait for an idle one to be evicted"
-                )
-            tracker = self.make_tracker(options)
-            self._entries[sequence_id] = _Entry(tracker, self.clock())
+            tracker = self.new_tracker(sequence_id, options)
+            self.hold(sequence_id, tracker)
             return tracker
 
-    def get(self, sequence_id: int) -> VideoTracker:
+    def new_tracker(self, sequence_id: SequenceId, options: SequenceOptions) -> VideoTracker:
+        """A fresh tracker for a START of `sequence_id`, not held yet (`hold` it once the
+        START request succeeded); InputError if the server is full. Changes no sequence."""
+        with self._lock:
+            self._check_room(sequence_id)
+        return self.make_tracker(options)
+
+    def hold(self, sequence_id: SequenceId, tracker: VideoTracker) -> None:
+        """Hold `tracker` under `sequence_id`, replacing that id's sequence; InputError (and
+        nothing changed) if the server is full."""
+        with self._lock:
+            self._check_room(sequence_id)
+            self._entries[sequence_id] = _Entry(tracker, self.clock())
+            self._forgotten.pop(sequence_id, None)
+
+    def _check_room(self, sequence_id: SequenceId) -> None:
+        """InputError unless a START of `sequence_id` fits (its own old sequence would be
+        replaced); idle sequences are evicted first."""
+        limit = self.settings.max_sequences
+        if self._held_besides(sequence_id) >= limit:
+            self.evict_idle()
+        held = self._held_besides(sequence_id)
+        if held >= limit:
+            timeout = self.settings.idle_timeout_s
+            raise InputError(
+                f"the server is full: it holds {held} video sequences, its maximum; no new "
+                f"sequence can start now. Retry later (a sequence is freed by its END or after "
+                f"{timeout:g} s without a request)"
+            )
+
+    def _held_besides(self, sequence_id: SequenceId) -> int:
+        return len(self._entries) - (sequence_id in self._entries)
+
+    def get(self, sequence_id: SequenceId) -> VideoTracker:
         """The tracker of a started sequence; InputError saying why if there is none."""
         with self._lock:
             entry = self._entries.get(sequence_id)
             if entry is None:
                 why = self._forgotten.get(sequence_id, "was never started (send START first)")
-                raise InputError(f"video sequence {sequence_id} {why}")
+                raise InputError(f"video sequence {sequence_id!r} {why}")
             entry.last_used = self.clock()
             return entry.tracker
 
-    def touch(self, sequence_id: int) -> None:
+    def touch(self, sequence_id: SequenceId) -> None:
         """Restart the idle clock of a held sequence (after a request finished)."""
         with self._lock:
             entry = self._entries.get(sequence_id)
             if entry is not None:
                 entry.last_used = self.clock()
 
-    def end(self, sequence_id: int) -> bool:
+    def end(self, sequence_id: SequenceId) -> bool:
         """Free the sequence at once; True if it was held."""
         with self._lock:
             held = self._entries.pop(sequence_id, None) is not None
             self._remember(sequence_id, "has ended (END was sent); start a new sequence with START")
             return held
 
-    def discard(self, sequence_id: int, why: str) -> None:
-        """Drop the sequence's state (e.g. its START request was refused), remembering why."""
+    def discard(self, sequence_id: SequenceId, why: str) -> None:
+        """Drop the sequence's state (its START request was refused), remembering why."""
         with self._lock:
             self._entries.pop(sequence_id, None)
             self._remember(sequence_id, why)
 
-    def evict_idle(self) -> list[int]:
+    def evict_idle(self) -> list[SequenceId]:
         """Drop sequences idle for `idle_timeout_s` or longer; return their ids."""
         timeout = self.settings.idle_timeout_s
         with self._lock:
@@ -165,7 +222,7 @@ class SequenceStore:
                 )
             return idle
 
-    def _remember(self, sequence_id: int, why: str) -> None:
+    def _remember(self, sequence_id: SequenceId, why: str) -> None:
         self._forgotten[sequence_id] = why
         self._forgotten.move_to_end(sequence_id)
         while len(self._forgotten) > FORGOTTEN_IDS_KEPT:

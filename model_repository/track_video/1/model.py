@@ -1,4 +1,5 @@
-"""Video object tracking: one Triton sequence (correlation id) per video, one request per frame.
+"""Video object tracking: one Triton sequence (correlation id: integer or string) per video, one
+request per frame.
 
 Each sequence's memory lives in this instance (python_backend/video: VideoTracker per sequence
 in a SequenceStore); the networks are called through BLS. Sequences idle longer than
@@ -57,6 +58,7 @@ class TritonPythonModel:
                 preprocessing=settings.preprocessing,
                 memory_storage=settings.memory_storage,
                 samurai=options.samurai,
+                max_mask_bytes=self.limits.max_mask_bytes,
             )
 
         self.store = SequenceStore(make_tracker, settings)
@@ -66,20 +68,19 @@ class TritonPythonModel:
         ).start()
 
     def _handle(self, request):
-        corrid, start, end = sequence_controls(request)
+        sequence_id, start, end = sequence_controls(request)
         try:
             image = read_optional_image(request, self.limits)
             tensors = {name: optional_input(request, name) for name in OPTIONAL_INPUTS}
-            frame = parse_frame_request(corrid, start, end, tensors, image, self.samurai_defaults)
+            frame = parse_frame_request(
+                sequence_id, start, end, tensors, image, self.samurai_defaults
+            )
         except InputError as exc:
-            if end:  # a bad last request still ends its sequence
-                self.store.end(corrid)
-            elif start:  # a refused START must not leave an earlier state under this id
-                self.store.discard(corrid, f"could not start ({exc}); send START again")
+            self.handler.refused(sequence_id, start, end, exc)
             raise
         result = self.handler.handle(frame)
         size = None if image is None else image.shape[:2]
-        return result_tensors(result, size, self.handler.state_bytes(corrid))
+        return result_tensors(result, size, self.handler.state_bytes(sequence_id))
 
     def execute(self, requests):
         return respond_each(requests, self._handle, "track_video")
