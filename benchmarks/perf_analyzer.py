@@ -144,6 +144,14 @@ def perf_analyzer_environment() -> dict:
     return env
 
 
+def run_perf_analyzer(command: list[str], timeout_s: float) -> subprocess.CompletedProcess:
+    """Run one perf_analyzer command line (echoed first), its output captured."""
+    print("+", " ".join(command), flush=True)
+    return subprocess.run(
+        command, env=perf_analyzer_environment(), capture_output=True, text=True, timeout=timeout_s
+    )
+
+
 def concurrency_range(concurrency: int | str) -> str:
     """perf_analyzer's --concurrency-range from one level (2, "2") or a range ("1:4", "1:8:2")."""
     parts = str(concurrency).split(":")
@@ -209,14 +217,7 @@ def run(
         command = perf_analyzer_command(
             url, protocol, data, csv=csv, concurrency=concurrency, request_count=request_count
         )
-        print("+", " ".join(command), flush=True)
-        return subprocess.run(
-            command,
-            env=perf_analyzer_environment(),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        return run_perf_analyzer(command, timeout_s)
 
 
 def run_sequences(
@@ -253,14 +254,7 @@ def run_sequences(
                 "1:1000000",
             ],
         )
-        print("+", " ".join(command), flush=True)
-        return subprocess.run(
-            command,
-            env=perf_analyzer_environment(),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        return run_perf_analyzer(command, timeout_s)
 
 
 def read_frames(folder: Path) -> list[bytes]:
