@@ -43,6 +43,7 @@ from sam2_triton.benchmarks.report import (
     write_report,
 )
 from sam2_triton.client import Sam2Client, Sam2ClientError
+from sam2_triton.serving.supervisor import python_stubs
 
 # Status strings of a refused request (Triton's INVALID_ARG) over HTTP and gRPC.
 REFUSED_STATUSES = ("400", "StatusCode.INVALID_ARGUMENT")
@@ -59,23 +60,6 @@ MIB = 2**20
 # -- server memory ------------------------------------------------------------------------------
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process below it (from /proc; Linux)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children[int(fields[1])].append(int(stat.parent.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    return tree
-
-
 def resident_bytes(pid: int) -> int:
     """VmRSS of one process in bytes (0 if it is gone)."""
     try:
@@ -87,24 +71,11 @@ def resident_bytes(pid: int) -> int:
     return 0
 
 
-def process_label(pid: int) -> str:
-    """ "tritonserver", or the model name of a Python-backend stub (from its command line)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "gone"
-    for arg in argv:
-        path = arg.decode(errors="replace")
-        if path.endswith("/model.py"):  # .../<model>/<version>/model.py
-            return Path(path).parent.parent.name
-    return Path(argv[0].decode(errors="replace")).name or str(pid)
-
-
 def server_memory(pid: int) -> dict[str, int]:
-    """Resident bytes of the server's processes by label."""
-    memory: Counter[str] = Counter()
-    for member in process_tree(pid):
-        memory[process_label(member)] += resident_bytes(member)
+    """Resident bytes of tritonserver (`pid`) and of each model's Python-backend stubs."""
+    memory: Counter[str] = Counter({"tritonserver": resident_bytes(pid)})
+    for stub in python_stubs(pid).values():
+        memory[stub.model] += resident_bytes(stub.pid)
     return dict(memory)
 
 
