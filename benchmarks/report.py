@@ -478,21 +478,20 @@ def plot_soak(record: Record, path: Path) -> Path:
     memory_ax.set_xlabel("time (min)")
     memory_ax.set_ylabel("resident memory (MiB)")
     memory_ax.set_ylim(bottom=0)
-    memory_ax.legend(loc="lower right", fontsize=8)
+    memory_ax.legend(loc="center right", fontsize=8)
     memory_ax.grid(alpha=0.3)
-    actions = sorted(latency)
-    _bars(
-        latency_ax,
-        actions,
-        {
-            "p50": ([number(latency, a, "p50_ms", kind=kind) for a in actions], None),
-            "p99": ([number(latency, a, "p99_ms", kind=kind) for a in actions], None),
-        },
-        (REFERENCE_COLOUR, SERVED_COLOUR),
-    )
-    latency_ax.set_ylabel("latency per request (ms)")
-    latency_ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    latency_ax.legend(loc="upper left")
+    actions = sorted(latency, reverse=True)  # read top-down in alphabetical order
+    rows = range(len(actions))
+    for offset, (key, colour) in zip(
+        (-0.2, 0.2), (("p50_ms", REFERENCE_COLOUR), ("p99_ms", SERVED_COLOUR))
+    ):
+        values = [number(latency, a, key, kind=kind) for a in actions]
+        latency_ax.barh([r + offset for r in rows], values, 0.4, color=colour, label=key[:3])
+    latency_ax.set_yticks(list(rows), actions, fontsize=8)
+    latency_ax.set_xscale("log")
+    latency_ax.set_xlabel("latency per request (ms, log scale)")
+    latency_ax.grid(axis="x", alpha=0.3)
+    latency_ax.legend(loc="upper right")
     return _save(figure, path)
 
 
