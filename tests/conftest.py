@@ -14,14 +14,20 @@ list of names from configs/models.yaml, or "all". Default: tiny.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 
 from sam2_triton.configs import ModelSpec, get_model, model_names
+
+if TYPE_CHECKING:
+    from sam2_triton.serving.local_server import LocalTritonServer
 
 TEST_MODELS_ENV = "SAM2_TRITON_TEST_MODELS"
 OBJECT_SCORE_BIAS_SHIFT = 10.0
@@ -171,7 +177,6 @@ def served(exported, tmp_path_factory) -> ServedModel:
 
     from sam2_triton.configs import RequestLimits, get_profile
     from sam2_triton.python_backend.video.sequences import VideoSettings
-    from sam2_triton.serving.local_server import LocalTritonServer
     from sam2_triton.serving.repository import build_repository
 
     profile = get_profile("cpu")
@@ -189,6 +194,16 @@ def served(exported, tmp_path_factory) -> ServedModel:
         limits=limits,
         video=VideoSettings(**SERVED_VIDEO_SETTINGS),
     )
+    with running_server(repository, root) as server:
+        yield ServedModel(exported, repository, server.http_url, server.grpc_url, server)
+
+
+@contextlib.contextmanager
+def running_server(repository: Path, root: Path) -> Iterator[LocalTritonServer]:
+    """A LocalTritonServer on `repository`, on free loopback ports, logging into `root`;
+    stopped on exit (its exit status printed)."""
+    from sam2_triton.serving.local_server import LocalTritonServer
+
     server = LocalTritonServer(
         repository,
         http_port=free_port(),
@@ -198,7 +213,7 @@ def served(exported, tmp_path_factory) -> ServedModel:
     )
     server.start(timeout_s=600)
     try:
-        yield ServedModel(exported, repository, server.http_url, server.grpc_url, server)
+        yield server
     finally:
         code = server.stop()
         print(f"\ntritonserver stopped with exit status {code}; log: {server.log_file}")

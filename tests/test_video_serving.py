@@ -496,11 +496,10 @@ IDLE_TIMEOUT_S = 2.0
 @pytest.fixture(scope="module")
 def served_short_idle(exported, tmp_path_factory):
     """A second server whose video sequences are evicted after IDLE_TIMEOUT_S."""
-    from conftest import SERVED_VIDEO_SETTINGS, free_port
+    from conftest import SERVED_VIDEO_SETTINGS, running_server
 
     from sam2_triton.configs import get_profile
     from sam2_triton.python_backend.video.sequences import VideoSettings
-    from sam2_triton.serving.local_server import LocalTritonServer
     from sam2_triton.serving.repository import build_repository
 
     root = tmp_path_factory.mktemp("served-short-idle")
@@ -512,18 +511,8 @@ def served_short_idle(exported, tmp_path_factory):
         warmup=False,
         video=settings,
     )
-    server = LocalTritonServer(
-        repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        log_file=root / "tritonserver.log",
-    )
-    server.start(timeout_s=600)
-    try:
+    with running_server(repository, root) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_idle_sequence_is_evicted_and_its_next_request_refused(served_short_idle):
