@@ -141,12 +141,9 @@ def test_existing_corrupt_file_is_reported(tmp_path):
 @pytest.fixture
 def closed_port_url():
     """An address on the loopback interface where nothing listens (connection refused)."""
-    import socket
+    from conftest import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/model.pt"
+    return f"http://127.0.0.1:{free_port()}/model.pt"
 
 
 def test_resolve_offline_falls_back_to_random_weights(closed_port_url, tmp_path):

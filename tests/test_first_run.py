@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 
 from sam2_triton.cli import main
 from sam2_triton.configs import get_model
@@ -41,9 +41,7 @@ def recorded_export(monkeypatch):
 
 
 def _unreachable_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}/sam2.1_hiera_tiny.pt"
+    return f"http://127.0.0.1:{free_port()}/sam2.1_hiera_tiny.pt"
 
 
 def test_first_run_offline_exports_random_weights_and_says_so(recorded_export, tmp_path, capsys):
