@@ -57,12 +57,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # perf_analyzer (shipped in tritonclient[all]) needs libb64 from Debian; libcudart comes with
-# the nvidia-cuda-runtime-cu12 wheel that torch installs.
+# the nvidia-cuda-runtime-cu12 wheel that torch installs. The router tests run Debian's NGINX
+# (nginx-light: the router in front of several servers, docs/deployment.md).
+SYSTEM_PACKAGES := libb64-0d nginx-light
 system-deps:
-	@if ldconfig -p | grep -q libb64.so.0d; then echo "libb64 present"; \
+	@if ldconfig -p | grep -q libb64.so.0d && command -v nginx >/dev/null; then \
+	  echo "libb64 and nginx present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libb64-0d; \
-	else echo "NOTE: install libb64-0d (Debian/Ubuntu) for perf_analyzer"; fi
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(SYSTEM_PACKAGES); \
+	else echo "NOTE: install $(SYSTEM_PACKAGES) (Debian/Ubuntu) for perf_analyzer and the router"; fi
 
 # The main job: export the tiny model from the official checkpoint (./checkpoints/<file>, its
 # SHA-256 verified; downloaded there when missing, giving up within seconds without network;

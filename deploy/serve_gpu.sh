@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Inside the GPU image (deploy/Dockerfile): export MODEL from ./checkpoints, build TensorRT
+# Inside the GPU image (deploy/Dockerfile): export MODEL from ./checkpoints (the official
+# checkpoint, downloaded there and checksum-verified when missing), build TensorRT
 # engines for PROFILE, generate the repository, verify the engines, run tritonserver.
 #
 #   deploy/serve_gpu.sh [MODEL=tiny] [PROFILE=gpu-fp16]
@@ -12,7 +13,7 @@ ARTIFACTS="${ARTIFACTS:-artifacts}"
 REPOSITORY="${REPOSITORY:-/tmp/model_repository}"
 
 if [ ! -f "$ARTIFACTS/$MODEL/metadata.json" ]; then
-  sam2-triton export --model "$MODEL" --output "$ARTIFACTS/$MODEL"
+  sam2-triton export --model "$MODEL" --download-if-missing --output "$ARTIFACTS/$MODEL"
 fi
 case "$PROFILE" in
   gpu-fp32|gpu-tf32|gpu-fp16|gpu-bf16)

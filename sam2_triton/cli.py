@@ -157,6 +157,50 @@ def cmd_build_repository(args) -> int:
     return 0
 
 
+def cmd_router_config(args) -> int:
+    from sam2_triton.serving.router import RouterSettings, Upstream, render_nginx_config
+
+    try:
+        upstreams = [Upstream.parse(text) for text in args.server]
+    except ValueError as exc:
+        raise Sam2TritonError(str(exc)) from None
+    settings = RouterSettings(
+        http_listen=args.http_listen,
+        grpc_listen=args.grpc_listen,
+        pid_file=args.pid_file,
+        error_log=args.error_log,
+        access_log=args.access_log,
+        temp_dir=args.temp_dir,
+        resolver=args.resolver,
+    )
+    _write_text(args.output, render_nginx_config(upstreams, settings))
+    return 0
+
+
+def cmd_kubernetes(args) -> int:
+    from sam2_triton.serving.kubernetes import ClusterSettings, render_manifests
+
+    settings = ClusterSettings(
+        replicas=args.replicas,
+        image=args.image,
+        model=args.model,
+        profile=args.profile,
+        namespace=args.namespace,
+        router_replicas=args.router_replicas,
+    )
+    _write_text(args.output, render_manifests(settings))
+    return 0
+
+
+def _write_text(output: str | None, text: str) -> None:
+    """`text` into the file `output`, or to stdout when it is None or "-"."""
+    if output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+        print(output)
+
+
 def cmd_serve(args) -> int:
     import os
     import signal
@@ -311,6 +355,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-verbose", type=int, default=0)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for readiness")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "router-config",
+        help="nginx.conf for NGINX in front of several servers (keeps each video on one)",
+    )
+    p.add_argument(
+        "--server",
+        action="append",
+        required=True,
+        help="HOST[:HTTP_PORT[:GRPC_PORT]] of one Triton server (repeat for each)",
+    )
+    p.add_argument("--http-listen", default="8000", help="NGINX listen value for HTTP")
+    p.add_argument("--grpc-listen", default="8001", help="NGINX listen value for gRPC")
+    p.add_argument("--pid-file", default="/tmp/sam2-triton-router.pid")
+    p.add_argument("--error-log", default="stderr")
+    p.add_argument("--access-log", default="/dev/stdout")
+    p.add_argument("--temp-dir", default="/tmp", help="NGINX's temporary files")
+    p.add_argument(
+        "--resolver",
+        help="DNS server that re-resolves server names (NGINX >= 1.27.3; Kubernetes)",
+    )
+    p.add_argument("--output", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_router_config)
+
+    p = sub.add_parser(
+        "kubernetes",
+        help="Kubernetes manifests: N Triton servers behind the NGINX router (docs/deployment.md)",
+    )
+    p.add_argument("--replicas", type=int, default=2, help="Triton servers (one GPU each)")
+    p.add_argument("--router-replicas", type=int, default=2)
+    p.add_argument("--image", default="sam2-triton:24.10", help="the GPU image (deploy/Dockerfile)")
+    p.add_argument("--model", default="tiny", help="model size the servers export and serve")
+    p.add_argument("--profile", default="gpu-fp16", help="deployment profile of the servers")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--output", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_kubernetes)
     return parser
 
 

@@ -128,6 +128,10 @@ MAX_OBJECT_ID = INT32_MAX  # POINT_OBJ_IDS, BOX_OBJ_IDS, MASK_OBJ_IDS, REMOVE_OB
 # Sequence ids are Triton's correlation ids: an unsigned 64-bit integer (1..2**64 - 1) or a
 # string of 1..MAX_SEQUENCE_ID_BYTES bytes (UTF-8); "7" and 7 are different sequences.
 MAX_SEQUENCE_ID_BYTES = 128  # Triton's HTTP / gRPC frontends refuse longer string ids too
+# Every request of a video session also carries its sequence id in this HTTP header / gRPC
+# metadata key (lower case, as gRPC requires), so that a proxy in front of several servers can
+# hash it and keep the video on the server that holds its memory (docs/deployment.md).
+SEQUENCE_ROUTING_HEADER = "sam2-sequence-id"
 
 # track_video outputs, one row per tracked object N (ascending object id).
 OBJ_IDS = "OBJ_IDS"  # INT64 [N]
