@@ -9,15 +9,17 @@ bounds (3, 5, 3, 5). The two conventions in use are stated from it:
 - pixel edges (`pixel_edges`: x1 + 1, y1 + 1, the box drawn around the pixels): SAMURAI's box,
   (3, 5, 4, 6) for the mask above; an empty mask has no box (None).
 
-The computation is numpy. Every caller but the automatic mask generator holds numpy masks, and
-its CPU torch masks are viewed as numpy without a copy (`Tensor.numpy()`); numpy callers going
-through a torch core would pay torch's per-call dispatch on the small bands SAMURAI measures on
-every tracked frame, and numpy's reductions are also the faster of the two on large masks.
+Two implementations give the same bounds: `mask_bounds` in numpy, for callers holding host
+masks (the image predictor's answers, the automatic mask generator, SAMURAI's candidate boxes,
+whose small bands it measures on the host), and `mask_bounds_torch` for masks that live on a
+device (the video tracker's full-size masks): computed where the masks are, so that only the
+[N, 4] bounds cross to the host, never the masks themselves.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 PIXEL_EDGE_OFFSET = np.array([0, 0, 1, 1], dtype=np.int64)  # inclusive -> pixel-edge (x1, y1)
 
@@ -39,6 +41,29 @@ def mask_bounds(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     left = cols.argmax(axis=1)
     right = width - 1 - cols[:, ::-1].argmax(axis=1)
     bounds = np.stack([left, top, right, bottom], axis=1).astype(np.int64, copy=False)
+    return bounds * present[:, None], present
+
+
+def mask_bounds_torch(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`mask_bounds` of masks [N, H, W] on their own device: (bounds int64 [N, 4], present bool
+    [N]) on that device, equal to what `mask_bounds` gives for the same masks."""
+    count, height, width = masks.shape
+    if height == 0 or width == 0:
+        return (
+            torch.zeros((count, 4), dtype=torch.int64, device=masks.device),
+            torch.zeros((count,), dtype=torch.bool, device=masks.device),
+        )
+    foreground = (masks if masks.dtype == torch.bool else masks != 0).view(torch.uint8)
+    rows = foreground.amax(dim=2) > 0  # [N, H] (amax of uint8: faster than any() on the CPU)
+    cols = foreground.amax(dim=1) > 0  # [N, W]
+    present = rows.any(dim=1)
+    row_index = torch.arange(height, device=masks.device)
+    col_index = torch.arange(width, device=masks.device)
+    top = torch.where(rows, row_index, height).amin(dim=1)
+    bottom = torch.where(rows, row_index, -1).amax(dim=1)
+    left = torch.where(cols, col_index, width).amin(dim=1)
+    right = torch.where(cols, col_index, -1).amax(dim=1)
+    bounds = torch.stack([left, top, right, bottom], dim=1)
     return bounds * present[:, None], present
 
 

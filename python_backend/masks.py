@@ -7,6 +7,10 @@ tokens 1-3 for multimask output; otherwise token 0, or, when the model uses
 Upscaling is torch's bilinear interpolation (align_corners=False), as the reference, a bounded
 chunk of masks at a time; answers over the request limit `max_mask_bytes` are refused before
 anything is allocated (docs/serving.md#memory).
+
+The image path works on host numpy arrays; the video tracker keeps its logits on a device and
+uses the `_torch` twins (`stability_scores_torch`, `masks_at_original_size_torch`,
+`clamp_low_res_torch`), which compute the same values where the tensors are.
 """
 
 from __future__ import annotations
@@ -65,6 +69,14 @@ def stability_scores(logits: np.ndarray, threshold: float, offset: float) -> np.
     return np.where(union > 0, intersection / np.maximum(union, 1), np.float32(1.0))
 
 
+def stability_scores_torch(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """`stability_scores` of a tensor, on its device: float32 [...] from [..., H, W]."""
+    flat = logits.flatten(-2)
+    intersection = (flat > threshold + offset).sum(dim=-1).to(torch.float32)
+    union = (flat > threshold - offset).sum(dim=-1).to(torch.float32)
+    return torch.where(union > 0, intersection / union.clamp(min=1), 1.0)
+
+
 def select_masks(
     logits: np.ndarray, iou: np.ndarray, multimask_output: bool, choice: TokenChoice | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -105,9 +117,16 @@ def check_mask_budget(shape: tuple[int, ...], max_mask_bytes: int, unit: str = "
         )
 
 
+def _float32_tensor(array: np.ndarray) -> torch.Tensor:
+    """A float32 CPU tensor of a host array: a view when it is already contiguous float32 and
+    writable, else a copy (torch tensors cannot be read-only)."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 def upscale_logits(logits: np.ndarray, original_size: tuple[int, int]) -> torch.Tensor:
     """[N, K, h, w] low-res logits -> [N, K, H, W] float32 tensor at the original size."""
-    tensor = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    tensor = _float32_tensor(logits)
     return F.interpolate(
         tensor, tuple(int(s) for s in original_size), mode="bilinear", align_corners=False
     )
@@ -116,33 +135,53 @@ def upscale_logits(logits: np.ndarray, original_size: tuple[int, int]) -> torch.
 def masks_at_original_size(
     logits: np.ndarray, original_size: tuple[int, int], max_mask_bytes: int | None = None
 ) -> np.ndarray:
-    """Boolean masks [N, K, H, W]: upscaled logits > MASK_THRESHOLD.
+    """Boolean masks [N, K, H, W]: upscaled logits > MASK_THRESHOLD (host arrays; see
+    `masks_at_original_size_torch`, which does the work on the CPU tensors viewing them)."""
+    with torch.inference_mode():
+        masks = masks_at_original_size_torch(
+            _float32_tensor(logits),
+            original_size,
+            max_mask_bytes,
+        )
+    return masks.numpy()
+
+
+def masks_at_original_size_torch(
+    logits: torch.Tensor, original_size: tuple[int, int], max_mask_bytes: int | None = None
+) -> torch.Tensor:
+    """Boolean masks [N, K, H, W] on the device of `logits` [N, K, h, w]: upscaled logits
+    (`upscale_logits`) > MASK_THRESHOLD.
 
     With `max_mask_bytes`, InputError before anything is allocated when the masks would not
     fit. Masks are upscaled UPSCALE_CHUNK_PIXELS at a time, each on its own (the result equals
     `upscale_logits` of all at once), into one reused float32 buffer: the intermediate stays
-    bounded, and a fresh buffer per chunk would cost page faults (about twice the time).
+    bounded, and a fresh buffer per chunk would cost page faults (about twice the time on CPU).
     """
     height, width = (int(s) for s in original_size)
     shape = (*logits.shape[:-2], height, width)
     if max_mask_bytes is not None:
         check_mask_budget(shape, max_mask_bytes)
-    planes = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1, 1, *logits.shape[-2:])
-    masks = np.empty((planes.shape[0], 1, height, width), dtype=bool)
+    planes = logits.to(torch.float32).reshape(-1, 1, *logits.shape[-2:])
+    masks = torch.empty((planes.shape[0], 1, height, width), dtype=torch.bool, device=logits.device)
     chunk = max(1, UPSCALE_CHUNK_PIXELS // max(1, height * width))
-    with torch.inference_mode():
-        out = torch.from_numpy(masks)
-        scratch = torch.empty((min(chunk, planes.shape[0]), 1, height, width))
-        for start in range(0, planes.shape[0], chunk):
-            part = torch.from_numpy(planes[start : start + chunk])
-            # F.interpolate(mode="bilinear", align_corners=False)'s kernel, writing into scratch
-            upscaled = torch.ops.aten.upsample_bilinear2d.out(
-                part, [height, width], False, None, None, out=scratch[: len(part)]
-            )
-            torch.gt(upscaled, MASK_THRESHOLD, out=out[start : start + chunk])
+    scratch = torch.empty(
+        (min(chunk, planes.shape[0]), 1, height, width), dtype=torch.float32, device=logits.device
+    )
+    for start in range(0, planes.shape[0], chunk):
+        part = planes[start : start + chunk]
+        # F.interpolate(mode="bilinear", align_corners=False)'s kernel, writing into scratch
+        upscaled = torch.ops.aten.upsample_bilinear2d.out(
+            part, [height, width], False, None, None, out=scratch[: len(part)]
+        )
+        torch.gt(upscaled, MASK_THRESHOLD, out=masks[start : start + chunk])
     return masks.reshape(shape)
 
 
 def clamp_low_res(logits: np.ndarray) -> np.ndarray:
     """Low-res logits clamped to +-LOW_RES_LOGIT_LIMIT, as float32 (a copy)."""
     return np.clip(logits, -LOW_RES_LOGIT_LIMIT, LOW_RES_LOGIT_LIMIT).astype(np.float32)
+
+
+def clamp_low_res_torch(logits: torch.Tensor) -> torch.Tensor:
+    """`clamp_low_res` of a tensor, on its device (a new float32 tensor)."""
+    return logits.to(torch.float32).clamp(-LOW_RES_LOGIT_LIMIT, LOW_RES_LOGIT_LIMIT)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -18,10 +19,14 @@ import triton_python_backend_utils as pb_utils
 from sam2_triton.configs import RequestLimits
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.images import check_raw_image, decode_image
+from sam2_triton.python_backend.metrics import MetricSpec, ModelMetrics
 from sam2_triton.python_backend.prompts import DecoderPrompts, prepare_prompts
 from sam2_triton.python_backend.stub_process import skip_teardown_at_exit
 from sam2_triton.python_backend.video.sequences import SequenceId, check_sequence_id
 from sam2_triton.wire import BOXES, IMAGE, IMAGE_RAW, MASK_INPUT, POINT_COORDS, POINT_LABELS
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("sam2_triton.model")
 skip_teardown_at_exit()  # a stopping server's stubs exit at once (stub_process.py)
@@ -131,22 +136,34 @@ def error_response(message: str, invalid_argument: bool = True):
 
 
 def respond_each(
-    requests: list, handle: Callable[[object], dict[str, np.ndarray]], model: str
+    requests: list,
+    handle: Callable[[object], dict[str, np.ndarray]],
+    model: str,
+    metrics: ModelMetrics | None = None,
 ) -> list:
     """One response per request: outputs of `handle`, INVALID_ARG for InputError, INTERNAL
-    (logged with traceback) for anything else."""
+    (logged with traceback) for anything else; each refusal counted in `metrics` by reason."""
     responses = []
     for request in requests:
         try:
             responses.append(response(handle(request)))
         except InputError as exc:
             responses.append(error_response(str(exc)))
+            if metrics is not None:
+                metrics.refused(exc.reason)
         except Exception as exc:  # a bug or a failed network call: report, keep serving
             log.exception("%s: request failed", model)
             responses.append(
                 error_response(f"{model}: internal error: {type(exc).__name__}: {exc}", False)
             )
+            if metrics is not None:
+                metrics.refused("internal")
     return responses
+
+
+def model_metrics(specs: Sequence[MetricSpec], model: str) -> ModelMetrics:
+    """The model's Prometheus metrics through Triton's custom-metrics API."""
+    return ModelMetrics(pb_utils, specs, model)
 
 
 class NetworkCallError(RuntimeError):
@@ -206,24 +223,72 @@ class InProcessDecoderNetworks(BlsImageNetworks):
         return self.decoder.run("mask_decoder", **inputs)
 
 
-class BlsVideoNetworks:
-    """`VideoNetworks` (python_backend/video/networks.py) over BLS calls to the network models."""
+def call_model_on_device(
+    model_name: str,
+    inputs: Mapping[str, torch.Tensor],
+    outputs: Sequence[str],
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """BLS over DLPack: run `model_name` on torch tensors, return the requested outputs as torch
+    tensors on `device`.
 
-    def encode(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        return call_model("image_encoder", {"image": image}, BlsImageNetworks.ENCODER_OUTPUTS)
+    Inputs are handed over by DLPack (Triton refuses strided tensors, so broadcast views are made
+    contiguous first); CUDA inputs stay on the GPU. The outputs are asked for in `device`'s
+    memory (`preferred_memory`) and wrapped by DLPack, so on a GPU no tensor passes through the
+    host; on CPU they are views of the response's shared memory.
+    """
+    import torch
 
-    def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return call_model(
-            "mask_decoder",
-            dict(inputs),
-            ("masks", "iou_scores", "object_pointers", "object_score_logits"),
+    dense = {name: tensor.contiguous() for name, tensor in inputs.items()}  # alive until exec
+    options = {}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        options["preferred_memory"] = pb_utils.PreferredMemory(
+            pb_utils.TRITONSERVER_MEMORY_GPU, index
         )
+    request = pb_utils.InferenceRequest(
+        model_name=model_name,
+        inputs=[pb_utils.Tensor.from_dlpack(name, tensor) for name, tensor in dense.items()],
+        requested_output_names=list(outputs),
+        **options,
+    )
+    result = request.exec()
+    if result.has_error():
+        raise NetworkCallError(f"{model_name}: {result.error().message()}")
+    tensors = {}
+    for name in outputs:
+        output = pb_utils.get_output_tensor_by_name(result, name)
+        if output is None:
+            raise NetworkCallError(f"{model_name}: the response has no output {name}")
+        tensors[name] = torch.from_dlpack(output.to_dlpack()).to(device)
+    return tensors
 
-    def encode_memory(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return call_model("memory_encoder", dict(inputs), ("memory_features",))
 
-    def attend(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return call_model("memory_attention", dict(inputs), ("conditioned_features",))
+class BlsVideoNetworks:
+    """`VideoNetworks` (python_backend/video/networks.py) over BLS calls to the network models:
+    torch tensors on `device` in and out, passed by DLPack (`call_model_on_device`)."""
+
+    DECODER_OUTPUTS = ("masks", "iou_scores", "object_pointers", "object_score_logits")
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        from sam2_triton.python_backend.video.device import resolve_device
+
+        self.device = resolve_device(device)
+
+    def _call(self, model: str, inputs: Mapping[str, torch.Tensor], outputs: Sequence[str]):
+        return call_model_on_device(model, inputs, outputs, self.device)
+
+    def encode(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._call("image_encoder", {"image": image}, BlsImageNetworks.ENCODER_OUTPUTS)
+
+    def decode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._call("mask_decoder", inputs, self.DECODER_OUTPUTS)
+
+    def encode_memory(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._call("memory_encoder", inputs, ("memory_features",))
+
+    def attend(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._call("memory_attention", inputs, ("conditioned_features",))
 
 
 def image_networks(parameters: dict[str, str], version_dir) -> BlsImageNetworks:

@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 import triton_stub as pb_utils
 from triton_stub import answer_with, outputs, request
 
@@ -244,7 +245,9 @@ def test_failed_bls_call_inside_a_model_is_an_internal_error(monkeypatch):
     monkeypatch.setattr(pb_utils, "bls_handler", answer_with({}))
     networks = triton_io.BlsVideoNetworks()
     [answer] = triton_io.respond_each(
-        [request()], lambda req: networks.attend({"current_features": np.zeros(1)}), "track_video"
+        [request()],
+        lambda req: networks.attend({"current_features": torch.zeros(1)}),
+        "track_video",
     )
     assert answer.error().code() == pb_utils.TritonError.INTERNAL
     assert (
@@ -268,13 +271,13 @@ def test_bls_networks_call_the_network_models_for_contract_outputs(monkeypatch):
 
     monkeypatch.setattr(pb_utils, "bls_handler", handler)
     image, video = triton_io.BlsImageNetworks(), triton_io.BlsVideoNetworks()
-    x = np.zeros(1, np.float32)
+    x, t = np.zeros(1, np.float32), torch.zeros(1)
     image.encode(x)
     image.decode({"a": x})
-    video.encode(x)
-    video.decode({"a": x})
-    video.encode_memory({"a": x})
-    video.attend({"a": x})
+    video.encode(t)
+    video.decode({"a": t})
+    video.encode_memory({"a": t})
+    video.attend({"a": t})
     assert [name for name, _ in calls] == [
         "image_encoder",
         "mask_decoder",
@@ -287,6 +290,42 @@ def test_bls_networks_call_the_network_models_for_contract_outputs(monkeypatch):
     assert calls[1][1] == ["masks", "iou_scores"]
     assert set(calls[3][1]) == {"masks", "iou_scores", "object_pointers", "object_score_logits"}
     assert calls[4][1] == ["memory_features"] and calls[5][1] == ["conditioned_features"]
+
+
+def test_bls_video_networks_pass_torch_tensors_by_dlpack(monkeypatch):
+    """Broadcast views and int32 tensors reach the network model densely, with their values and
+    dtypes; outputs come back as torch tensors on the networks' device."""
+    seen = {}
+
+    def attend(inputs):
+        seen.update(inputs)
+        return {"conditioned_features": inputs["current_features"] + inputs["offsets"]}
+
+    monkeypatch.setattr(pb_utils, "bls_handler", answer_with({"memory_attention": attend}))
+    networks = triton_io.BlsVideoNetworks()
+    assert networks.device == torch.device("cpu")
+    shared = torch.arange(6, dtype=torch.float32).reshape(1, 2, 3)
+    view = shared.expand(4, 2, 3)  # stride 0 on the object axis: Triton refuses it as is
+    offsets = torch.arange(4, dtype=torch.int32).reshape(4, 1, 1)
+    result = networks.attend({"current_features": view, "offsets": offsets})
+    assert seen["offsets"].dtype == np.int32 and seen["current_features"].shape == (4, 2, 3)
+    assert np.array_equal(seen["current_features"], view.numpy())
+    [features] = result.values()
+    assert isinstance(features, torch.Tensor) and features.device == networks.device
+    assert torch.equal(features, view + offsets)
+    assert pb_utils.InferenceRequest().preferred_memory().preferred_memory_type == (
+        pb_utils.TRITONSERVER_MEMORY_CPU
+    )
+
+
+def test_bls_video_networks_report_a_missing_output(monkeypatch):
+    monkeypatch.setattr(
+        pb_utils,
+        "bls_handler",
+        lambda call: pb_utils.InferenceResponse([pb_utils.Tensor("other", np.zeros(1))]),
+    )
+    with pytest.raises(triton_io.NetworkCallError, match="^memory_encoder: .*memory_features$"):
+        triton_io.BlsVideoNetworks().encode_memory({"a": torch.zeros(1)})
 
 
 def test_image_networks_follow_the_decoder_parameter():
@@ -307,6 +346,14 @@ def test_stand_in_tensors_behave_like_triton():
         pb_utils.Tensor("U", np.array(["text"]))
     with pytest.raises(ValueError, match="empty"):
         pb_utils.Tensor("", source)
+    shared = torch.ones(1, 3).expand(2, 3)
+    with pytest.raises(RuntimeError, match="not contiguous"):
+        pb_utils.Tensor.from_dlpack("V", shared)
+    dense = pb_utils.Tensor.from_dlpack("D", shared.contiguous())
+    assert dense.as_numpy().shape == (2, 3) and dense.is_cpu()
+    assert torch.equal(torch.from_dlpack(dense.to_dlpack()), torch.ones(2, 3))
+    with pytest.raises(RuntimeError, match="TYPE_BYTES"):
+        pb_utils.Tensor("S", np.array([b"a"], np.object_)).to_dlpack()
     req = request(A=source)
     assert pb_utils.get_input_tensor_by_name(req, "A").name() == "A"
     assert pb_utils.get_input_tensor_by_name(req, "B") is None

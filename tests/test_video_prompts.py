@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from test_video_tracking import (
     FAKE_METADATA,
     FAKE_POINT_SCALE,
@@ -62,12 +63,14 @@ def test_correction_reads_memory_and_the_previous_logits():
     assert row["labels"].tolist() == [0]
     np.testing.assert_allclose(row["points"], [[1 * FAKE_POINT_SCALE, 9 * 1024 / FAKE_SIZE[0]]])
     assert row["has_mask"] == 1.0  # the previous logits of that frame, clamped to +-32
-    np.testing.assert_array_equal(row["mask_input"], np.clip(before.low_res_logits[0, 0], -32, 32))
+    np.testing.assert_array_equal(
+        row["mask_input"], np.clip(before.host_low_res_logits[0, 0], -32, 32)
+    )
     assert networks.memory_inputs[0][0].tolist() == [1.0]  # binarized: from the user's clicks
 
     assert result.frame_idx == 1 and result.obj_ids == [1, 2]
     assert result.scores[0] == pytest.approx(TOKEN_2_IOU)  # one click: multimask, argmax IoU
-    for field in ("low_res_logits", "masks", "scores", "object_score_logits", "boxes"):
+    for field in ("host_low_res_logits", "masks", "scores", "object_score_logits", "boxes"):
         np.testing.assert_array_equal(getattr(result, field)[1], getattr(before, field)[1])
     counts = tracker.counts
     assert counts[1]["conditioning_frames"] == 2 and counts[2]["conditioning_frames"] == 1
@@ -129,7 +132,9 @@ def test_repeated_prompts_chain_like_the_reference():
     tracker.correct(0)
     (row,) = networks.decoded
     assert row["labels"].tolist() == [1, 0, 1]  # the frame's clicks so far, then the new one
-    np.testing.assert_array_equal(row["mask_input"], np.clip(result.low_res_logits[0, 0], -32, 32))
+    np.testing.assert_array_equal(
+        row["mask_input"], np.clip(result.host_low_res_logits[0, 0], -32, 32)
+    )
     with pytest.raises(InputError, match="a box must come first"):
         tracker.add_prompt(0, 1, box=[1, 1, 5, 5], clear_old_points=False)
 
@@ -149,7 +154,8 @@ def test_mask_prompt_is_the_output():
     assert [r["labels"].tolist() for r in rows] == [[-1], [-1]]  # no clicks: SAM 2's padding
     assert all(r["has_mask"] == 1.0 and not r["no_mem"] for r in rows)  # raw image features
     # mask_downsample (here a 4x4 mean) of the 1024x1024 binary mask is the dense prompt
-    expected = prompt_mask_input(mask)[0, 0].reshape(256, 4, 256, 4).mean(axis=(1, 3))
+    upsampled = prompt_mask_input(mask, torch.device("cpu"))[0, 0].numpy()
+    expected = upsampled.reshape(256, 4, 256, 4).mean(axis=(1, 3))
     np.testing.assert_allclose(rows[0]["mask_input"], expected, atol=1e-6)
     assert result.scores.tolist() == [1.0, 1.0]
     assert result.object_score_logits.tolist() == [10.0, -10.0]
@@ -157,7 +163,7 @@ def test_mask_prompt_is_the_output():
     assert iou(result.masks[0], mask) > 0.95 and not result.masks[1].any()
     assert networks.memory_inputs[0][0].tolist() == [1.0, 1.0]  # binarized, as the reference
     # an empty mask means "absent": the pointer is no_obj_ptr
-    assert np.all(tracker.objects[2].bank.cond[0].pointer == 7.0)
+    assert bool((tracker.objects[2].bank.cond[0].pointer == 7.0).all())
 
     networks.calls.clear()
     tracker.track(1, fake_frame(1))
@@ -259,7 +265,7 @@ def _tracker_corrections(export_dir, frames):
     results["corrected"] = tracker.correct(1)
     results[2] = tracker.track(2, frames[2])
     return {
-        step: (r, upscale_logits(r.low_res_logits, (HEIGHT, WIDTH))[:, 0].numpy())
+        step: (r, upscale_logits(r.host_low_res_logits, (HEIGHT, WIDTH))[:, 0].numpy())
         for step, r in results.items()
     }
 

@@ -76,7 +76,7 @@ def test_samurai_follows_each_object_with_its_own_filter(settings):
         for i, key in enumerate((1, 2)):
             x, y = true_box(key, t)
             np.testing.assert_array_equal(
-                results[t].low_res_logits[i, 0] > 0,
+                results[t].host_low_res_logits[i, 0] > 0,
                 rect_logits(y, y + BOX_SIZE, x, x + BOX_SIZE) > 0,
             )
     # each object's filter follows its own box (1024x1024 model pixels per frame)
@@ -113,7 +113,7 @@ def test_samurai_presence_threshold(settings):
     assert faint.object_score_logits[1] == pytest.approx(FAINT_SCORE)
     assert faint.present.tolist() == [True, True] and faint.masks[1].any()
     assert sam2_results[FAINT_FRAME].present.tolist() == [True, False]
-    assert np.all(sam2_results[FAINT_FRAME].low_res_logits[1] == NO_OBJ_SCORE)
+    assert np.all(sam2_results[FAINT_FRAME].host_low_res_logits[1] == NO_OBJ_SCORE)
     # the memory encoder gets the logit as it is (it applies SAM 2's > 0 itself)
     assert networks.memory_inputs[FAINT_FRAME][1][1, 0] == pytest.approx(FAINT_SCORE)
 

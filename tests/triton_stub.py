@@ -9,17 +9,25 @@ with the semantics of the Python backend (Triton 2.51):
   memory; a dtype without a Triton type (str, complex, ...) is refused; BYTES tensors (object or
   `np.bytes_` arrays) reach the receiver as object arrays of `bytes` (other objects as the
   UTF-8 of their `str`), as through `serialize_byte_tensor`.
+- `Tensor.from_dlpack(name, tensor)` (a DLPack capsule or an object with `__dlpack__`; refused
+  unless C-contiguous, as Triton refuses strided and broadcast tensors), `to_dlpack()`,
+  `is_cpu()`. The stand-in holds CPU memory only: a tensor made from a device tensor is copied to
+  the host, which Triton would not do.
 - `InferenceRequest(model_name=..., inputs=[Tensor], requested_output_names=[...],
-  correlation_id=0)`: requests given to `execute` (`inputs()`, `correlation_id()`: the sequence
-  id, an int or a str as the client sent it) and BLS requests (`exec()`). `exec()` hands the
-  request to `bls_handler` (tests set it; `answer_with` builds one) and returns its response:
-  a failed call is a response with an error, not an exception.
+  correlation_id=0, preferred_memory=None)`: requests given to `execute` (`inputs()`,
+  `correlation_id()`: the sequence id, an int or a str as the client sent it) and BLS requests
+  (`exec()`). `exec()` hands the request to `bls_handler` (tests set it; `answer_with` builds
+  one) and returns its response: a failed call is a response with an error, not an exception.
 - `InferenceResponse(output_tensors=[...], error=None)`: `output_tensors()`, `has_error()`,
   `error()`.
 - `TritonError(message, code=TritonError.INTERNAL)`: `message()`, `code()`; the codes are
   TRITONSERVER_Error_Code's.
+- `PreferredMemory(memory_type, device_id)` with `TRITONSERVER_MEMORY_CPU` / `_GPU`: where a
+  BLS call asks for its outputs (kept on the request as `preferred_memory()` for tests).
 - `get_input_tensor_by_name`, `get_output_tensor_by_name` (None when absent),
   `triton_string_to_numpy`.
+- `MetricFamily(name, description, kind)` (COUNTER / GAUGE) and its `Metric(labels)` with
+  `set` / `increment`; `MetricFamily.registry` holds every family by name for tests.
 """
 
 from __future__ import annotations
@@ -84,6 +92,41 @@ class Tensor:
     def as_numpy(self) -> np.ndarray:
         return self._array
 
+    @staticmethod
+    def from_dlpack(name: str, tensor: object) -> Tensor:
+        """A tensor from a DLPack capsule or an object with `__dlpack__` (a torch tensor)."""
+        import torch
+
+        if not (hasattr(tensor, "__dlpack__") or type(tensor).__name__ == "PyCapsule"):
+            raise TypeError(
+                "Provided tensor is not supported. Tensor must be a DLPack capsule or have "
+                "`__dlpack__` and `__dlpack_device__` attributes"
+            )
+        source = torch.utils.dlpack.from_dlpack(tensor)
+        if not source.is_contiguous():
+            raise RuntimeError(
+                "DLPack tensor is not contiguous. Only contiguous DLPack tensors that are stored "
+                "in C-Order are supported."
+            )
+        if source.dtype == torch.bfloat16:
+            raise TypeError(f"Tensor {name}: the stand-in holds numpy arrays, bfloat16 has none")
+        return Tensor(name, source.detach().cpu().numpy())
+
+    def to_dlpack(self) -> object:
+        """A DLPack capsule sharing this tensor's memory."""
+        if self._array.dtype == np.object_:
+            raise RuntimeError("TYPE_BYTES tensors cannot be converted to DLPack.")
+        return self._array.__dlpack__()
+
+    def __dlpack__(self, stream: object = None) -> object:
+        return self.to_dlpack()
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self._array.__dlpack_device__()
+
+    def is_cpu(self) -> bool:
+        return True
+
 
 class TritonError:
     UNKNOWN = 0
@@ -125,6 +168,16 @@ class InferenceResponse:
         return self._error
 
 
+TRITONSERVER_MEMORY_CPU = 0
+TRITONSERVER_MEMORY_GPU = 2
+
+
+class PreferredMemory:
+    def __init__(self, preferred_memory_type: int, preferred_device_id: int = 0) -> None:
+        self.preferred_memory_type = preferred_memory_type
+        self.preferred_device_id = preferred_device_id
+
+
 # BLS: what `InferenceRequest.exec()` calls; tests set it (monkeypatch) to answer the calls.
 bls_handler: Callable[[InferenceRequest], InferenceResponse] | None = None
 
@@ -136,6 +189,7 @@ class InferenceRequest:
         inputs: Sequence[Tensor] = (),
         requested_output_names: Sequence[str] = (),
         correlation_id: int | str = 0,
+        preferred_memory: PreferredMemory | None = None,
     ) -> None:
         if not all(isinstance(t, Tensor) for t in inputs):
             raise TypeError("inputs must be a list of Tensor")
@@ -145,6 +199,10 @@ class InferenceRequest:
         self._inputs = list(inputs)
         self._requested = list(requested_output_names)
         self._correlation_id = correlation_id
+        self._preferred_memory = preferred_memory or PreferredMemory(TRITONSERVER_MEMORY_CPU)
+
+    def preferred_memory(self) -> PreferredMemory:
+        return self._preferred_memory
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
@@ -233,3 +291,42 @@ def answer_with(
             return InferenceResponse(error=TritonError(f"{type(exc).__name__}: {exc}"))
 
     return handle
+
+
+class _Metric:
+    """One labelled metric of a MetricFamily: `value` is what Triton would export."""
+
+    def __init__(self, family: MetricFamily, labels: Mapping[str, str]) -> None:
+        self.family = family
+        self.labels = dict(labels)
+        self.value = 0.0
+
+    def set(self, value: float) -> None:
+        if self.family.kind != MetricFamily.GAUGE:
+            raise ValueError("set is for gauges")
+        self.value = float(value)
+
+    def increment(self, value: float) -> None:
+        if self.family.kind == MetricFamily.COUNTER and value < 0:
+            raise ValueError("a counter cannot decrease")
+        self.value += float(value)
+
+    def value_of(self) -> float:
+        return self.value
+
+
+class MetricFamily:
+    """Triton's custom-metrics API: MetricFamily(name, description, kind).Metric(labels)."""
+
+    COUNTER, GAUGE, HISTOGRAM = 0, 1, 2
+    registry: dict[str, MetricFamily] = {}  # every family created, by name (for tests)
+
+    def __init__(self, name: str, description: str, kind: int) -> None:
+        self.name, self.description, self.kind = name, description, kind
+        self.metrics: list[_Metric] = []
+        MetricFamily.registry[name] = self
+
+    def Metric(self, labels: Mapping[str, str] | None = None) -> _Metric:  # noqa: N802
+        metric = _Metric(self, labels or {})
+        self.metrics.append(metric)
+        return metric

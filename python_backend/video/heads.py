@@ -7,6 +7,10 @@ presence (logit <= threshold: mask logits NO_OBJ_SCORE, pointer blended with `no
 (logits +-10, 256x256, predicted IoU 1, object score +-10), only the pointer comes from the
 decoder (mask as dense prompt through `mask_downsample`). Logits are [N, 1, 256, 256].
 
+Both work on torch tensors on the tracker's device and read nothing back to the host.
+`upscaled_mask_box` is the exception, by design: SAMURAI's Kalman filter runs on the host, and
+the box of a candidate mask is measured there on the candidate's low-res logits (numpy).
+
 Design notes: docs/video-tracker.md (decoder heads)
 """
 
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
 from sam2_triton.python_backend.boxes import mask_bounds, mask_edge_box
-from sam2_triton.python_backend.masks import TokenChoice, stability_scores
+from sam2_triton.python_backend.masks import TokenChoice, stability_scores_torch
 
 NO_OBJ_SCORE = -1024.0  # SAM 2's mask logit for "object absent"
 SAM2_PRESENCE_THRESHOLD = 0.0  # object present where its score logit is above this
@@ -41,10 +45,10 @@ class HeadSettings:
     soft_no_obj_ptr: bool
     fixed_no_obj_ptr: bool
     token_choice: TokenChoice
-    no_obj_ptr: np.ndarray | None  # float32 [256]
+    no_obj_ptr: torch.Tensor | None  # float32 [256] on the device
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping) -> HeadSettings:
+    def from_metadata(cls, metadata: Mapping, device: torch.device) -> HeadSettings:
         s = metadata["settings"]
         no_obj_ptr = metadata["constants"].get("no_obj_ptr")
         return cls(
@@ -58,9 +62,7 @@ class HeadSettings:
             fixed_no_obj_ptr=bool(s.get("fixed_no_obj_ptr", False)),
             token_choice=TokenChoice.from_metadata(metadata["decoder"]),
             no_obj_ptr=(
-                np.asarray(no_obj_ptr, dtype=np.float32).reshape(-1)
-                if no_obj_ptr is not None
-                else None
+                _constant(no_obj_ptr, device).reshape(-1) if no_obj_ptr is not None else None
             ),
         )
 
@@ -73,82 +75,95 @@ class HeadSettings:
         )
 
 
+def _constant(values, device: torch.device) -> torch.Tensor:
+    """A metadata constant (nested lists) as a float32 tensor on `device` (one upload)."""
+    return torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
+
+
 @dataclass
 class HeadOutputs:
-    low_res_masks: np.ndarray  # float32 [N, 1, 256, 256], NO_OBJ_SCORE where absent
-    scores: np.ndarray  # float32 [N], predicted IoU of the chosen token
-    object_pointers: np.ndarray  # float32 [N, 256], after the no-object blend
-    object_score_logits: np.ndarray  # float32 [N, 1]
+    """What tracking keeps of N decoder rows; tensors on the device."""
+
+    low_res_masks: torch.Tensor  # float32 [N, 1, 256, 256], NO_OBJ_SCORE where absent
+    scores: torch.Tensor  # float32 [N], predicted IoU of the chosen token
+    object_pointers: torch.Tensor  # float32 [N, 256], after the no-object blend
+    object_score_logits: torch.Tensor  # float32 [N, 1]
+    present: torch.Tensor  # bool [N], object score logit > the presence threshold
 
 
 def choose_outputs(
-    decoded: Mapping[str, np.ndarray],
-    multimask: np.ndarray,
+    decoded: Mapping[str, torch.Tensor],
+    multimask: torch.Tensor,
     settings: HeadSettings,
     presence_threshold: float = SAM2_PRESENCE_THRESHOLD,
-    multimask_tokens: np.ndarray | None = None,
+    multimask_tokens: torch.Tensor | None = None,
 ) -> HeadOutputs:
-    """mask_decoder outputs of N objects and a bool [N] multimask flag -> HeadOutputs.
+    """mask_decoder outputs of N objects and a bool [N] multimask flag -> HeadOutputs, all on
+    the outputs' device.
 
-    multimask_tokens: int [N], for multimask rows the token (1-3) to use instead of the
+    multimask_tokens: int64 [N], for multimask rows the token (1-3) to use instead of the
     argmax-IoU one where > 0 (SAMURAI's choice); ignored on single-mask rows.
     """
     masks = decoded["masks"]
     iou = decoded["iou_scores"]
     tokens = decoded["object_pointers"]
-    score_logits = np.asarray(decoded["object_score_logits"], dtype=np.float32).reshape(-1, 1)
-    rows = np.arange(masks.shape[0])
-    argmax_iou = 1 + np.argmax(iou[:, 1:], axis=-1)
+    score_logits = decoded["object_score_logits"].to(torch.float32).reshape(-1, 1)
+    rows = torch.arange(masks.shape[0], device=masks.device)
+    argmax_iou = 1 + torch.argmax(iou[:, 1:], dim=-1)
     best = argmax_iou
     if multimask_tokens is not None:
-        chosen = np.asarray(multimask_tokens).reshape(-1)
-        best = np.where(chosen > 0, chosen, argmax_iou)
-    single = np.zeros_like(argmax_iou)
+        best = torch.where(multimask_tokens > 0, multimask_tokens, argmax_iou)
+    single = torch.zeros_like(argmax_iou)
     if settings.token_choice.dynamic_multimask_via_stability:
-        stable = stability_scores(masks[:, 0], 0.0, settings.token_choice.stability_delta) >= (
-            settings.token_choice.stability_thresh
-        )
-        single = np.where(stable, 0, argmax_iou)
-    multimask = np.asarray(multimask, dtype=bool)
-    mask_token = np.where(multimask, best, single)
-    pointer_token = np.where(multimask & settings.use_multimask_token_for_obj_ptr, best, 0)
+        stable = stability_scores_torch(
+            masks[:, 0], 0.0, settings.token_choice.stability_delta
+        ) >= (settings.token_choice.stability_thresh)
+        single = torch.where(stable, 0, argmax_iou)
+    mask_token = torch.where(multimask, best, single)
+    if settings.use_multimask_token_for_obj_ptr:
+        pointer_token = torch.where(multimask, best, 0)
+    else:
+        pointer_token = torch.zeros_like(best)
 
-    low_res = masks[rows, mask_token][:, None].astype(np.float32, copy=True)
-    pointers = tokens[rows, pointer_token].astype(np.float32, copy=True)
+    low_res = masks[rows, mask_token][:, None].to(torch.float32)
+    pointers = tokens[rows, pointer_token].to(torch.float32)
+    present = score_logits > presence_threshold  # [N, 1]
     if settings.pred_obj_scores:
-        present = score_logits > presence_threshold  # [N, 1]
-        low_res = np.where(present[:, :, None, None], low_res, np.float32(NO_OBJ_SCORE))
+        low_res = torch.where(present[:, :, None, None], low_res, NO_OBJ_SCORE)
         if settings.soft_no_obj_ptr:
-            weight = 1.0 / (1.0 + np.exp(-score_logits))
+            weight = torch.sigmoid(score_logits)
         else:
-            weight = present.astype(np.float32)
+            weight = present.to(torch.float32)
         pointers = no_object_blend(pointers, weight, settings)
     return HeadOutputs(
-        low_res_masks=low_res.astype(np.float32, copy=False),
-        scores=iou[rows, mask_token].astype(np.float32),
-        object_pointers=pointers.astype(np.float32, copy=False),
+        low_res_masks=low_res,
+        scores=iou[rows, mask_token].to(torch.float32),
+        object_pointers=pointers,
         object_score_logits=score_logits,
+        present=present.reshape(-1),
     )
 
 
-def no_object_blend(pointers: np.ndarray, weight: np.ndarray, settings: HeadSettings) -> np.ndarray:
+def no_object_blend(
+    pointers: torch.Tensor, weight: torch.Tensor, settings: HeadSettings
+) -> torch.Tensor:
     """SAM 2's object-pointer blend: weight [N, 1] (1 present, 0 absent) of pointers [N, 256]."""
     if settings.fixed_no_obj_ptr:
         pointers = weight * pointers
     if settings.no_obj_ptr is not None:
         pointers = pointers + (1.0 - weight) * settings.no_obj_ptr[None]
-    return pointers.astype(np.float32, copy=False)
+    return pointers
 
 
 @dataclass(frozen=True)
 class MaskPromptHead:
     """SAM 2's `_use_mask_as_output` for mask prompts (see the module docstring)."""
 
-    downsample_weight: np.ndarray  # float32 [1, 1, 4, 4], SAM2Base.mask_downsample
-    downsample_bias: np.ndarray  # float32 [1]
+    downsample_weight: torch.Tensor  # float32 [1, 1, 4, 4], SAM2Base.mask_downsample
+    downsample_bias: torch.Tensor  # float32 [1]
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping) -> MaskPromptHead | None:
+    def from_metadata(cls, metadata: Mapping, device: torch.device) -> MaskPromptHead | None:
         """None when the export cannot take mask prompts (no mask_downsample, or a model that
         decodes mask prompts with SAM instead of using them as output)."""
         constants = metadata["constants"]
@@ -162,45 +177,44 @@ class MaskPromptHead:
             return None
         stride = MASK_DOWNSAMPLE_STRIDE
         return cls(
-            np.asarray(weight, np.float32).reshape(1, 1, stride, stride),
-            np.asarray(bias, np.float32).reshape(1),
+            _constant(weight, device).reshape(1, 1, stride, stride),
+            _constant(bias, device).reshape(1),
         )
 
-    def decoder_input(self, masks: np.ndarray) -> np.ndarray:
+    def decoder_input(self, masks: torch.Tensor) -> torch.Tensor:
         """Binary masks [N, 1, 1024, 1024] -> the decoder's dense prompt [N, 1, 256, 256]."""
-        with torch.inference_mode():
-            out = F.conv2d(
-                torch.from_numpy(np.ascontiguousarray(masks, np.float32)),
-                torch.from_numpy(self.downsample_weight),
-                torch.from_numpy(self.downsample_bias),
-                stride=MASK_DOWNSAMPLE_STRIDE,
-            )
-            return out.numpy()
+        return F.conv2d(
+            masks, self.downsample_weight, self.downsample_bias, stride=MASK_DOWNSAMPLE_STRIDE
+        )
 
     def outputs(
-        self, masks: np.ndarray, pointers: np.ndarray, settings: HeadSettings
+        self,
+        masks: torch.Tensor,
+        pointers: torch.Tensor,
+        settings: HeadSettings,
+        presence_threshold: float = SAM2_PRESENCE_THRESHOLD,
     ) -> HeadOutputs:
         """Binary masks [N, 1, 1024, 1024] and the object pointers [N, 256] the decoder gave
         for them (after its own no-object blend) -> the masks as output (module docstring)."""
         n = masks.shape[0]
-        present = masks.reshape(n, -1).any(axis=1).astype(np.float32)[:, None]  # [N, 1]
-        with torch.inference_mode():
-            logits = torch.from_numpy(np.ascontiguousarray(masks, np.float32))
-            low_res = F.interpolate(
-                logits * MASK_OUTPUT_SCALE + MASK_OUTPUT_BIAS,
-                size=(LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE),
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            ).numpy()
-        pointers = np.asarray(pointers, np.float32).reshape(n, -1)
+        present = masks.reshape(n, -1).any(dim=1).to(torch.float32)[:, None]  # [N, 1]
+        low_res = F.interpolate(
+            masks * MASK_OUTPUT_SCALE + MASK_OUTPUT_BIAS,
+            size=(LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+        pointers = pointers.to(torch.float32).reshape(n, -1)
         if settings.pred_obj_scores:
             pointers = no_object_blend(pointers, present, settings)
+        score_logits = MASK_OUTPUT_SCALE * present + MASK_OUTPUT_BIAS
         return HeadOutputs(
-            low_res_masks=low_res.astype(np.float32, copy=False),
-            scores=np.ones((n,), np.float32),
+            low_res_masks=low_res,
+            scores=torch.ones((n,), dtype=torch.float32, device=masks.device),
             object_pointers=pointers,
-            object_score_logits=(MASK_OUTPUT_SCALE * present + MASK_OUTPUT_BIAS).astype(np.float32),
+            object_score_logits=score_logits,
+            present=(score_logits > presence_threshold).reshape(-1),
         )
 
 

@@ -2,12 +2,15 @@
 
 `MemoryBank` holds, for one object, what the memory-attention graph may read: its conditioning
 (prompted) frames and the recent tracked frames a later frame can still select, each a spatial
-memory [64, 64, 64] (bfloat16 kept as uint16 bits by default) and an object pointer float32
-[256]. Older entries are dropped as the stream advances (forward only), so the bank is bounded
-whatever the video's length. `select(frame_idx)` returns a `Selection`: the memories,
-temporal positions, pointers and pointer positions SAM 2's `_prepare_memory_conditioned_features`
-chooses for that frame; `stack_memory_features` unpacks several into one batch tensor.
-`MemorySettings` are the `SAM2Base` settings that decide the choice (from metadata.json).
+memory [64, 64, 64] (torch.bfloat16 by default, or float32) and an object pointer float32
+[256], torch tensors on the tracker's device. Older entries are dropped as the stream advances
+(forward only), so the bank is bounded whatever the video's length. `select(frame_idx)` returns
+a `Selection`: the memories, temporal positions, pointers and pointer positions SAM 2's
+`_prepare_memory_conditioned_features` chooses for that frame; `stack_memory_features` and
+`stack_object_pointers` build the batch tensors of several selections on the device in one
+stack each. Which frames are chosen is host bookkeeping (frame indices, positions as numpy);
+no value is read back from the device. `MemorySettings` are the `SAM2Base` settings that decide
+the choice (from metadata.json).
 
 Design notes: docs/memory-bank.md
 """
@@ -18,28 +21,23 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 MEMORY_SHAPE = (64, 64, 64)  # mem_dim, 64, 64 (per object and frame)
+POINTER_DIM = 256  # object pointer length (hidden_dim)
+STORAGE_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def to_bfloat16_bits(array: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 (round to nearest even) stored as uint16 bit patterns."""
-    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
-    rounding = np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
-    return ((bits + rounding) >> np.uint32(16)).astype(np.uint16)
+def tensor_nbytes(*tensors: torch.Tensor | None) -> int:
+    """Bytes of the tensors' elements (numel * element_size; None counts 0)."""
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def from_bfloat16_bits(bits: np.ndarray) -> np.ndarray:
-    """uint16 bfloat16 bit patterns -> float32."""
-    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
-
-
-def unpack_into(out: np.ndarray, stored: np.ndarray) -> None:
-    """Write a stored memory (uint16 bfloat16 bits or float32) into float32 `out` (same shape)."""
-    if stored.dtype == np.uint16:
-        np.left_shift(stored, np.uint32(16), out=out.view(np.uint32), dtype=np.uint32)
-    else:
-        out[...] = stored
+def storage_dtype(storage: str) -> torch.dtype:
+    """ "bfloat16" or "float32" -> the torch dtype memories are kept in; ValueError otherwise."""
+    if storage not in STORAGE_DTYPES:
+        raise ValueError(f"storage must be one of {tuple(STORAGE_DTYPES)}, not {storage!r}")
+    return STORAGE_DTYPES[storage]
 
 
 @dataclass(frozen=True)
@@ -95,51 +93,72 @@ class MemorySettings:
 class FrameMemory:
     """What one frame left for one object: spatial memory, object pointer, presence logit."""
 
-    memory: np.ndarray  # [64, 64, 64]: float32, or uint16 bfloat16 bits
-    pointer: np.ndarray  # float32 [256], after the no-object blend
-    object_score: float
+    memory: torch.Tensor  # [64, 64, 64], the bank's storage dtype, on the device
+    pointer: torch.Tensor  # float32 [256], after the no-object blend, on the device
+    object_score: float  # host copy of the frame's object-score logit
 
     @property
     def nbytes(self) -> int:
-        return int(self.memory.nbytes + self.pointer.nbytes)
+        return tensor_nbytes(self.memory, self.pointer)
 
 
 @dataclass
 class Selection:
     """Memory-attention inputs of one object for one frame (no batch axis).
 
-    `memories` are the bank's stored arrays (not copies); `memory_features` unpacks them, and
-    `stack_memory_features` unpacks several selections straight into one batch tensor.
+    `memories` and `pointers` are the bank's stored tensors (not copies); positions are host
+    arrays (they follow from frame indices). `stack_memory_features` / `stack_object_pointers`
+    stack several selections into one batch tensor on the device.
     """
 
-    memories: tuple[np.ndarray, ...]  # M x [64, 64, 64], uint16 bfloat16 bits or float32
+    memories: tuple[torch.Tensor, ...]  # M x [64, 64, 64], bfloat16 or float32
     memory_temporal_positions: np.ndarray  # int32 [M]
-    object_pointers: np.ndarray  # float32 [P, 256]
+    pointers: tuple[torch.Tensor, ...]  # P x float32 [256]
     object_pointer_positions: np.ndarray  # float32 [P]
     memory_frames: tuple[int, ...] = ()  # which frames, for tests and debugging
     pointer_frames: tuple[int, ...] = ()
 
     @property
-    def memory_features(self) -> np.ndarray:
-        """float32 [M, 64, 64, 64]."""
+    def memory_features(self) -> torch.Tensor:
+        """float32 [M, 64, 64, 64] on the device."""
         return stack_memory_features([self])[0]
+
+    @property
+    def object_pointers(self) -> torch.Tensor:
+        """float32 [P, 256] on the device."""
+        return stack_object_pointers([self])[0]
 
     @property
     def signature(self) -> tuple[int, int]:
         """(M, P): objects with equal signatures can share one memory-attention batch."""
-        return len(self.memories), int(self.object_pointers.shape[0])
+        return len(self.memories), len(self.pointers)
 
 
-def stack_memory_features(selections: Sequence[Selection]) -> np.ndarray:
-    """float32 [G, M, 64, 64, 64] of selections with equal M, unpacked in one pass."""
-    count = len(selections[0].memories)
-    out = np.empty((len(selections), count) + MEMORY_SHAPE, np.float32)
-    for g, selection in enumerate(selections):
-        if len(selection.memories) != count:
-            raise ValueError("selections of one batch must have the same number of memories")
-        for m, stored in enumerate(selection.memories):
-            unpack_into(out[g, m], stored)
-    return out
+def _check_signature(selections: Sequence[Selection]) -> tuple[int, int]:
+    signature = selections[0].signature
+    if any(s.signature != signature for s in selections):
+        raise ValueError("selections of one batch must have the same (memories, pointers) counts")
+    return signature
+
+
+def stack_memory_features(selections: Sequence[Selection]) -> torch.Tensor:
+    """float32 [G, M, 64, 64, 64] of selections with equal (M, P): one stack on the device,
+    then one conversion to float32."""
+    count, _ = _check_signature(selections)
+    stacked = torch.stack([m for s in selections for m in s.memories])
+    return stacked.to(torch.float32).view(len(selections), count, *MEMORY_SHAPE)
+
+
+def stack_object_pointers(
+    selections: Sequence[Selection], device: torch.device | None = None
+) -> torch.Tensor:
+    """float32 [G, P, 256] of selections with equal (M, P), one stack on the device (`device`
+    places the empty batch of P = 0; otherwise the pointers' own device)."""
+    _, count = _check_signature(selections)
+    if count == 0:
+        return torch.zeros((len(selections), 0, POINTER_DIM), dtype=torch.float32, device=device)
+    stacked = torch.stack([p for s in selections for p in s.pointers])
+    return stacked.view(len(selections), count, POINTER_DIM)
 
 
 @dataclass
@@ -155,41 +174,43 @@ class MemoryBank:
     storage: str = "bfloat16"  # or "float32"
     external_recent: bool = False
     cond: dict[int, FrameMemory] = field(default_factory=dict)
-    non_cond_memories: dict[int, np.ndarray] = field(default_factory=dict)
-    non_cond_pointers: dict[int, np.ndarray] = field(default_factory=dict)
+    non_cond_memories: dict[int, torch.Tensor] = field(default_factory=dict)
+    non_cond_pointers: dict[int, torch.Tensor] = field(default_factory=dict)
     last_frame: int = -1  # the latest frame stored
 
     def __post_init__(self) -> None:
-        if self.storage not in ("bfloat16", "float32"):
-            raise ValueError(f"storage must be 'bfloat16' or 'float32', not {self.storage!r}")
+        storage_dtype(self.storage)  # ValueError for an unknown storage
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype memories are stored in."""
+        return storage_dtype(self.storage)
 
     # -- writing ------------------------------------------------------------------------------
-
-    def _pack(self, memory: np.ndarray) -> np.ndarray:
-        memory = np.asarray(memory, dtype=np.float32).reshape(MEMORY_SHAPE)
-        return to_bfloat16_bits(memory) if self.storage == "bfloat16" else memory.copy()
 
     def add(
         self,
         frame_idx: int,
-        memory: np.ndarray,
-        pointer: np.ndarray,
+        memory: torch.Tensor,
+        pointer: torch.Tensor,
         object_score: float,
         is_conditioning: bool,
     ) -> None:
-        """Store frame `frame_idx`'s output (a conditioning frame replaces a tracked output of
-        the same frame); then drop what neither this frame (a correction) nor a later one can
-        select."""
+        """Store frame `frame_idx`'s output: memory [64, 64, 64] and pointer [256] on the
+        device, copied (the memory converted to the storage dtype on the way), so that the bank
+        holds exactly what it counts and nothing of the caller's batches (a conditioning frame
+        replaces a tracked output of the same frame); then drop what neither this frame (a
+        correction) nor a later one can select."""
         frame_idx = int(frame_idx)
-        pointer = np.asarray(pointer, dtype=np.float32).reshape(-1).copy()
-        packed = self._pack(memory)
+        memory = memory.reshape(MEMORY_SHAPE).to(self.dtype, copy=True)
+        pointer = pointer.reshape(POINTER_DIM).to(torch.float32, copy=True)
         if is_conditioning:
-            self.cond[frame_idx] = FrameMemory(packed, pointer, float(object_score))
+            self.cond[frame_idx] = FrameMemory(memory, pointer, float(object_score))
             # a prompted frame replaces any tracked output of the same frame (as SAM 2 does)
             self.non_cond_memories.pop(frame_idx, None)
             self.non_cond_pointers.pop(frame_idx, None)
         else:
-            self.non_cond_memories[frame_idx] = packed
+            self.non_cond_memories[frame_idx] = memory
             self.non_cond_pointers[frame_idx] = pointer
         self.last_frame = max(self.last_frame, frame_idx)
         self.prune(self.last_frame)
@@ -276,14 +297,16 @@ class MemoryBank:
         selected, unselected = self._split_cond(frame_idx)
         unselected_set = set(unselected)
 
-        def recent(t: int):
+        def recent(t: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
             """(memory, pointer) of a non-conditioning frame, or an unselected cond frame."""
             if t in unselected_set:
                 entry = self.cond[t]
                 return entry.memory, entry.pointer
             return self.non_cond_memories.get(t), self.non_cond_pointers.get(t)
 
-        memories, t_positions, memory_frames = [], [], []
+        memories: list[torch.Tensor] = []
+        t_positions: list[int] = []
+        memory_frames: list[int] = []
         for t in selected:
             memories.append(self.cond[t].memory)
             t_positions.append(0)
@@ -295,7 +318,9 @@ class MemoryBank:
                 t_positions.append(t_pos)
                 memory_frames.append(t)
 
-        pointers, positions, pointer_frames = [], [], []
+        pointers: list[torch.Tensor] = []
+        positions: list[int] = []
+        pointer_frames: list[int] = []
         if s.use_obj_ptrs_in_encoder:
             max_ptrs = s.pointer_frames(num_frames)
             for t in selected:
@@ -321,11 +346,7 @@ class MemoryBank:
         return Selection(
             memories=tuple(memories),
             memory_temporal_positions=np.asarray(t_positions, dtype=np.int32),
-            object_pointers=(
-                np.stack(pointers).astype(np.float32, copy=False)
-                if pointers
-                else np.zeros((0, 256), np.float32)
-            ),
+            pointers=tuple(pointers),
             object_pointer_positions=np.asarray(positions, dtype=np.float32) / np.float32(scale),
             memory_frames=tuple(memory_frames),
             pointer_frames=tuple(pointer_frames),
@@ -343,8 +364,9 @@ class MemoryBank:
 
     @property
     def nbytes(self) -> int:
-        return int(
+        """Bytes of the stored tensors (numel * element_size)."""
+        return (
             sum(e.nbytes for e in self.cond.values())
-            + sum(m.nbytes for m in self.non_cond_memories.values())
-            + sum(p.nbytes for p in self.non_cond_pointers.values())
+            + tensor_nbytes(*self.non_cond_memories.values())
+            + tensor_nbytes(*self.non_cond_pointers.values())
         )

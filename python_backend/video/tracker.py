@@ -10,27 +10,41 @@ networks behind `VideoNetworks` (ONNX Runtime in tests, Triton BLS in the server
     result = tracker.correct(0)                # only the last tracked frame can be corrected
 
 Coordinates are pixels of the frame; every frame must have the first frame's size; results list
-objects by ascending id (masks bool [N, H, W]); user mistakes raise `InputError`. `nbytes` (the
-state) stays constant on a long video.
+objects by ascending id; user mistakes raise `InputError`. `nbytes` (the state) stays constant
+on a long video.
 
-Design notes (one frame step by step, corrections, SAMURAI mode, pointer positions, differences
-from the offline predictor): docs/video-tracker.md
+Every tensor the tracker keeps or computes (features, memories, pointers, logits, head choices)
+is a torch tensor on `self.device` (default: the networks' device). Prompts and frames arrive
+on the host and are uploaded when applied; values come back to the host only through
+`self.transfers` (`HostTransfers`), a fixed number of times per frame whatever the number of
+objects: one packed [N, 3] tensor of scores, object-score logits and presence per frame (and,
+in SAMURAI mode, one of the candidate masks the Kalman filter measures). A `FrameResult`'s
+full-size masks and boxes are computed on the device when first read, one transfer each.
+
+A frame runs in phases, each a method with explicit inputs and outputs (`_FrameWork`): encode
+the frame, condition the tracked objects on their memories, decode, encode the memories, then
+move the scalars to the host and commit. Nothing changes the tracker before the commit.
+
+Design notes (one frame step by step, corrections, SAMURAI mode, pointer positions, data path,
+differences from the offline predictor): docs/video-tracker.md
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
-from sam2_triton.python_backend.boxes import mask_bounds
+from sam2_triton.python_backend.boxes import mask_bounds_torch
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.masks import (
     check_mask_budget,
-    clamp_low_res,
-    masks_at_original_size,
+    clamp_low_res_torch,
+    masks_at_original_size_torch,
 )
 from sam2_triton.python_backend.samurai import (
     FrameRecord,
@@ -40,14 +54,18 @@ from sam2_triton.python_backend.samurai import (
     reachable_memory_frames,
     select_memory_frames,
 )
+from sam2_triton.python_backend.video.device import HostTransfers, resolve_device
 from sam2_triton.python_backend.video.frames import (
+    PREPROCESSINGS,
     check_frame,
     check_prompt_mask,
     preprocess_frame,
     prompt_mask_input,
+    upload,
 )
 from sam2_triton.python_backend.video.heads import (
     SAM2_PRESENCE_THRESHOLD,
+    HeadOutputs,
     HeadSettings,
     MaskPromptHead,
     choose_outputs,
@@ -58,6 +76,9 @@ from sam2_triton.python_backend.video.memory_bank import (
     MemorySettings,
     Selection,
     stack_memory_features,
+    stack_object_pointers,
+    storage_dtype,
+    tensor_nbytes,
 )
 from sam2_triton.python_backend.video.networks import VideoNetworks
 from sam2_triton.wire import BOX_CORNER_LABELS, CLICK_LABELS, PADDING_LABEL
@@ -65,20 +86,62 @@ from sam2_triton.wire import BOX_CORNER_LABELS, CLICK_LABELS, PADDING_LABEL
 PAD_COORDS = np.zeros((1, 2), np.float32)  # SAM 2's prompt without clicks: (0, 0) as padding
 PAD_LABELS = np.full((1,), PADDING_LABEL, np.int32)
 FEATURE_NAMES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
+NUM_CANDIDATES = 3  # SAMURAI chooses among the multimask tokens 1-3
+CANDIDATE_VALUES = NUM_CANDIDATES * LOW_RES_MASK_SIZE * LOW_RES_MASK_SIZE  # logits per row
 
 
 @dataclass
 class FrameResult:
-    """Tracking answer for one frame: one row per object, in `obj_ids` order (ascending)."""
+    """Tracking answer for one frame: one row per object, in `obj_ids` order (ascending).
+
+    `low_res_logits` stays on the tracker's device (it may be the tracker's own tensor: read
+    it, do not write it); the host scalars came in one packed transfer. `masks` and `boxes`
+    are computed on the device when first read (then kept), one transfer each;
+    `host_low_res_logits` moves the logits (one transfer). Every transfer goes through
+    `transfers`, the tracker's counter; the arrays it gives are read-only.
+    """
 
     frame_idx: int
     obj_ids: list[int]
-    masks: np.ndarray  # bool [N, H, W] at the frame's original size
+    frame_size: tuple[int, int]  # (H, W) of the frame
+    low_res_logits: torch.Tensor  # float32 [N, 1, 256, 256] on the device, NO_OBJ_SCORE if absent
     scores: np.ndarray  # float32 [N], predicted IoU of the chosen mask token (1 for a mask prompt)
     object_score_logits: np.ndarray  # float32 [N], > presence threshold: object present
     present: np.ndarray  # bool [N]
-    boxes: np.ndarray  # float32 [N, 4] (x0, y0, x1, y1) of the mask, inclusive pixels; 0 if empty
-    low_res_logits: np.ndarray  # float32 [N, 1, 256, 256], NO_OBJ_SCORE where absent
+    transfers: HostTransfers
+    max_mask_bytes: int | None = None  # the masks' budget (checked before they are allocated)
+
+    @functools.cached_property
+    def device_masks(self) -> torch.Tensor:
+        """bool [N, H, W] on the device: the upscaled logits > 0 (computed once)."""
+        with torch.inference_mode():
+            return masks_at_original_size_torch(
+                self.low_res_logits, self.frame_size, self.max_mask_bytes
+            )[:, 0]
+
+    @functools.cached_property
+    def masks(self) -> np.ndarray:
+        """bool [N, H, W] at the frame's size (one transfer)."""
+        return _read_only(self.transfers.to_host(self.device_masks))
+
+    @functools.cached_property
+    def boxes(self) -> np.ndarray:
+        """float32 [N, 4] (x0, y0, x1, y1) of each mask, inclusive pixels; zeros if empty (one
+        transfer of the bounds, computed on the device)."""
+        with torch.inference_mode():
+            bounds = mask_bounds_torch(self.device_masks)[0].to(torch.float32)
+        return _read_only(self.transfers.to_host(bounds))
+
+    @functools.cached_property
+    def host_low_res_logits(self) -> np.ndarray:
+        """`low_res_logits` on the host, float32 [N, 1, 256, 256] (one transfer)."""
+        return _read_only(self.transfers.to_host(self.low_res_logits))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """The array, not writable: on the CPU a transfer is a view of the tracker's tensor."""
+    array.flags.writeable = False
+    return array
 
 
 # -- per-object state --------------------------------------------------------------------------
@@ -98,7 +161,8 @@ class _Clicks:
 
 @dataclass
 class _PendingPrompt:
-    """What add_prompt calls left for one object on the pending frame: clicks or a mask."""
+    """What add_prompt calls left for one object on the pending frame: clicks or a mask (host
+    values, uploaded when the prompt is applied)."""
 
     rounds: list[_Clicks] = field(default_factory=list)  # one per call, replayed in order
     mask: np.ndarray | None = None  # bool [H, W]
@@ -108,19 +172,34 @@ class _PendingPrompt:
         return sum(c.nbytes for c in self.rounds) + (0 if self.mask is None else self.mask.nbytes)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _ObjectOutput:
-    """One object's answer on one frame."""
+    """One object's answer on one frame: row `row` of a batch of head outputs (device)."""
 
-    low_res: np.ndarray  # float32 [1, 256, 256] mask logits (NO_OBJ_SCORE where absent)
-    score: float  # predicted IoU of the chosen mask
-    object_score_logit: float
-    pointer: np.ndarray  # float32 [256], after the no-object blend
+    heads: HeadOutputs
+    row: int
     prompted: bool  # from the user's prompt: memory encoded from the binarized mask
 
     @property
+    def low_res(self) -> torch.Tensor:
+        """float32 [1, 256, 256] mask logits (NO_OBJ_SCORE where absent)."""
+        return self.heads.low_res_masks[self.row]
+
+    @property
+    def pointer(self) -> torch.Tensor:
+        """float32 [256], after the no-object blend."""
+        return self.heads.object_pointers[self.row]
+
+    @property
     def nbytes(self) -> int:
-        return int(self.low_res.nbytes + self.pointer.nbytes)
+        h, i = self.heads, self.row
+        return tensor_nbytes(
+            h.low_res_masks[i],
+            h.object_pointers[i],
+            h.scores[i],
+            h.object_score_logits[i],
+            h.present[i],
+        )
 
 
 @dataclass
@@ -147,16 +226,38 @@ class _LastFrame:
     """What a correction of the last tracked frame needs of the frame itself."""
 
     frame_idx: int
-    features: dict[str, np.ndarray] | None  # image-encoder outputs (image_embed raw)
-    image: np.ndarray | None = None  # uint8 [H, W, 3], only while `features` is None
+    features: dict[str, torch.Tensor] | None  # image-encoder outputs on the device (raw embed)
+    image: np.ndarray | None = None  # host uint8 [H, W, 3], only while `features` is None
 
     @property
     def nbytes(self) -> int:
-        arrays = list((self.features or {}).values()) + [self.image]
-        return int(sum(a.nbytes for a in arrays if a is not None))
+        image = 0 if self.image is None else int(self.image.nbytes)
+        return tensor_nbytes(*(self.features or {}).values()) + image
 
 
 # -- decoding work -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RowOf:
+    """Row `row` of a batch tensor [B, ...] on the device (features several objects share)."""
+
+    batch: torch.Tensor
+    row: int
+
+
+def _stack_rows(rows: Sequence[_RowOf]) -> torch.Tensor:
+    """[N, ...] of N rows: the batch itself (no copy) when they are all its rows in order, else
+    one concatenation on the device."""
+    batch = rows[0].batch
+    if all(r.batch is batch for r in rows) and [r.row for r in rows] == list(range(batch.shape[0])):
+        return batch
+    return torch.cat([r.batch[r.row : r.row + 1] for r in rows])
+
+
+def _stack_outputs(outputs: Sequence[_ObjectOutput], name: str) -> torch.Tensor:
+    """HeadOutputs field `name` of several objects' outputs as one batch (see `_stack_rows`)."""
+    return _stack_rows([_RowOf(getattr(o.heads, name), o.row) for o in outputs])
 
 
 @dataclass
@@ -167,12 +268,12 @@ class _Job:
     decoder pass per round. Mask prompt: one pass for the pointer, the mask is the output.
     """
 
-    embed: np.ndarray  # float32 [256, 64, 64], the features the decoder reads
+    embed: _RowOf  # the features [256, 64, 64] the decoder reads
     is_init: bool = False  # SAM 2's is_init_cond_frame (decoded without memory)
     rounds: Sequence[_Clicks] = ()
-    mask: np.ndarray | None = None  # float32 [1, 1, 1024, 1024] binary mask prompt
-    mask_dense: np.ndarray | None = None  # float32 [1, 256, 256], its decoder dense prompt
-    previous_logits: np.ndarray | None = None  # float32 [1, 256, 256] (a correction)
+    mask: torch.Tensor | None = None  # float32 [1, 1, 1024, 1024] binary mask prompt
+    mask_dense: torch.Tensor | None = None  # float32 [1, 256, 256], its decoder dense prompt
+    previous_logits: torch.Tensor | None = None  # float32 [1, 256, 256] (a correction)
 
     @property
     def num_passes(self) -> int:
@@ -181,16 +282,17 @@ class _Job:
 
 @dataclass
 class _Row:
-    """One decoder row."""
+    """One decoder row (prompt values on the host, tensors on the device)."""
 
     obj_id: int
-    embed: np.ndarray  # float32 [256, 64, 64]
+    embed: _RowOf  # [256, 64, 64]
     coords: np.ndarray  # float32 [P, 2], pixels of the 1024x1024 model input
     labels: np.ndarray  # int32 [P]
-    mask_input: np.ndarray | None  # float32 [1, 256, 256] dense prompt, or None
+    mask_input: torch.Tensor | None  # float32 [1, 256, 256] dense prompt, or None
     multimask: bool
     motion_choice: bool = False  # SAMURAI chooses among the multimask candidates
     prompted: bool = True  # a user prompt (not a tracked frame)
+    mask: torch.Tensor | None = None  # float32 [1, 1, 1024, 1024]: a mask prompt, the output
 
 
 @dataclass
@@ -200,6 +302,27 @@ class _MotionStep:
     frame_idx: int
     states: dict[int, ObjectMotionState] = field(default_factory=dict)
     motion_scores: dict[int, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class _FrameWork:
+    """One frame's work, filled phase by phase; the tracker changes only when it is committed.
+
+    `decode` lists the objects decoded on this frame (tracked or prompted, in job order);
+    `conditioned_ids` those that go through memory attention first (tracked, or corrected with
+    clicks). The phases fill `features`, `conditioned`, `outputs` and `memories`.
+    """
+
+    frame_idx: int
+    size: tuple[int, int]  # (H, W)
+    decode: list[int]
+    conditioned_ids: list[int]
+    motion: _MotionStep
+    tracking: bool  # a new frame (track), not a correction
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+    conditioned: dict[int, _RowOf] = field(default_factory=dict)
+    outputs: dict[int, _ObjectOutput] = field(default_factory=dict)
+    memories: torch.Tensor | None = None  # float32 [len(outputs), 64, 64, 64]
 
 
 class VideoTracker:
@@ -214,6 +337,7 @@ class VideoTracker:
         memory_storage: str = "bfloat16",
         samurai: SamuraiSettings | None = None,
         max_mask_bytes: int | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
         settings = metadata["settings"]
         if not settings.get("directly_add_no_mem_embed", True):
@@ -221,29 +345,37 @@ class VideoTracker:
         if num_frames is not None and int(num_frames) < 1:
             raise InputError(f"num_frames must be >= 1 or None, not {num_frames}")
         self.networks = networks
+        self.device = resolve_device(networks.device if device is None else device)
+        self.transfers = HostTransfers()
         self.num_frames = None if num_frames is None else int(num_frames)
+        if preprocessing not in PREPROCESSINGS:
+            raise ValueError(
+                f"preprocessing must be one of {PREPROCESSINGS}, not {preprocessing!r}"
+            )
         self.preprocessing = preprocessing
         self.memory_storage = memory_storage
+        storage_dtype(memory_storage)  # ValueError now for an unknown storage
         self.samurai = samurai
         self.max_mask_bytes = max_mask_bytes  # masks of one answer: objects x H x W bytes
         self.memory_settings = MemorySettings.from_metadata(settings)
-        self.head_settings = HeadSettings.from_metadata(metadata)
-        self.mask_head = MaskPromptHead.from_metadata(metadata)
+        self.head_settings = HeadSettings.from_metadata(metadata, self.device)
+        self.mask_head = MaskPromptHead.from_metadata(metadata, self.device)
         self.presence_threshold = (
             SAM2_PRESENCE_THRESHOLD if samurai is None else float(samurai.min_obj_score_logits)
         )
         self.binarize_prompted = bool(settings.get("binarize_mask_from_pts_for_mem_enc", False))
-        self.no_mem_embed = np.asarray(
-            metadata["constants"]["no_mem_embed"], dtype=np.float32
-        ).reshape(1, -1, 1, 1)
+        self.no_mem_embed = torch.as_tensor(
+            np.asarray(metadata["constants"]["no_mem_embed"], dtype=np.float32).reshape(
+                1, -1, 1, 1
+            ),
+            device=self.device,
+        )
         self.objects: dict[int, _TrackedObject] = {}
         self.pending: dict[int, _PendingPrompt] = {}
         self.pending_frame: int | None = None
         self.last_frame: int = -1
         self.frame_size: tuple[int, int] | None = None  # (H, W) of the first frame
         self._last: _LastFrame | None = None
-
-    # -- objects and prompts ------------------------------------------------------------------
 
     @property
     def obj_ids(self) -> list[int]:
@@ -427,6 +559,7 @@ class VideoTracker:
 
     # -- tracking -----------------------------------------------------------------------------
 
+    @torch.inference_mode()
     def track(self, frame_idx: int, image: np.ndarray) -> FrameResult:
         """Segment every object on the new frame `frame_idx` (RGB uint8 [H, W, 3]), applying
         the prompts pending for it, and update memory."""
@@ -440,24 +573,18 @@ class VideoTracker:
                 self.check_mask_size(obj_id, prompt.mask, size)
         if not self.objects and not self.pending:  # nothing to track: no network call
             self._commit_frame(_LastFrame(frame_idx, None, image.copy()), size)
-            return self._result(frame_idx, size)
-        features = self._encode(image)
+            return self._empty_result(frame_idx, size)
         obj_ids = self.obj_ids
+        prompted = [o for o in obj_ids if o in self.pending]
         tracked = [o for o in obj_ids if o not in self.pending]
-        conditioned = self._condition(tracked, frame_idx, features)
-        jobs = self._prompt_jobs([o for o in obj_ids if o in self.pending], features, {})
-        jobs.update({o: _Job(embed=conditioned[o]) for o in tracked})
         motion = _MotionStep(frame_idx)
         if self.samurai is not None:
             motion.states = {o: self._motion_state(o).copy() for o in tracked}
-        outputs = self._decode_jobs(jobs, features, size, motion)
-        memories = self._encode_memories(features, outputs)
+        work = _FrameWork(frame_idx, size, prompted + tracked, tracked, motion, tracking=True)
+        work.features = self._encode_frame(image)
+        return self._run(work)
 
-        for obj_id in obj_ids:  # commit: nothing above changed the tracker
-            self._store(obj_id, frame_idx, outputs[obj_id], memories[obj_id], motion)
-        self._commit_frame(_LastFrame(frame_idx, features), size)
-        return self._result(frame_idx, size)
-
+    @torch.inference_mode()
     def correct(self, frame_idx: int) -> FrameResult:
         """Apply the prompts pending for the last tracked frame `frame_idx` (see the module
         docstring); results for every object on that frame."""
@@ -474,20 +601,43 @@ class VideoTracker:
                 f"no prompts are pending for frame {frame_idx}: add_prompt"
                 f"({frame_idx}, ...) before correcting it"
             )
-        features = self._last_features()
         size = self._frame_size()
         self.check_answer_size(size)
         prompted = sorted(self.pending)
         corrected = [o for o in prompted if o in self.objects and self.pending[o].mask is None]
-        conditioned = self._condition(corrected, frame_idx, features)
-        jobs = self._prompt_jobs(prompted, features, conditioned)
-        outputs = self._decode_jobs(jobs, features, size, _MotionStep(frame_idx))
-        memories = self._encode_memories(features, outputs)
+        work = _FrameWork(
+            frame_idx, size, prompted, corrected, _MotionStep(frame_idx), tracking=False
+        )
+        work.features = self._last_features()
+        return self._run(work)
 
-        for obj_id in prompted:  # commit
-            self._store(obj_id, frame_idx, outputs[obj_id], memories[obj_id], None)
-        self._commit_frame(_LastFrame(frame_idx, features), size)
-        return self._result(frame_idx, size)
+    def _run(self, work: _FrameWork) -> FrameResult:
+        """The phases after the frame's features: condition, decode, encode memories, then
+        `_finish` (host scalars, commit, answer)."""
+        work.conditioned = self._condition(work.conditioned_ids, work.frame_idx, work.features)
+        work.outputs = self._decode_jobs(self._jobs(work), work.features, work.size, work.motion)
+        work.memories = self._encode_memories(work.features, work.outputs)
+        return self._finish(work)
+
+    def _finish(self, work: _FrameWork) -> FrameResult:
+        """One transfer of every object's scalars, the commit, and the frame's answer."""
+        obj_ids = sorted(set(self.objects) | set(work.outputs))
+        outputs = [
+            work.outputs[o] if o in work.outputs else self.objects[o].output for o in obj_ids
+        ]
+        scalars = self._host_scalars(outputs)
+        self._commit(work, dict(zip(obj_ids, scalars)))
+        return FrameResult(
+            frame_idx=work.frame_idx,
+            obj_ids=obj_ids,
+            frame_size=work.size,
+            low_res_logits=_stack_outputs(outputs, "low_res_masks"),
+            scores=scalars[:, 0].copy(),
+            object_score_logits=scalars[:, 1].copy(),
+            present=scalars[:, 2] > 0,
+            transfers=self.transfers,
+            max_mask_bytes=self.max_mask_bytes,
+        )
 
     # -- checks (also run by the server on a whole request before it changes the tracker) -----
 
@@ -531,14 +681,15 @@ class VideoTracker:
         if self.num_frames is not None and frame_idx >= self.num_frames:
             raise InputError(f"frame {frame_idx} is beyond num_frames={self.num_frames}")
 
-    # -- steps --------------------------------------------------------------------------------
+    # -- phase 1: encode the frame --------------------------------------------------------------
 
-    def _encode(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        pixels, _ = preprocess_frame(image, self.preprocessing)
+    def _encode_frame(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        """Image-encoder outputs [1, ...] of a host frame, on the device."""
+        pixels = preprocess_frame(image, self.preprocessing, self.device)
         encoded = self.networks.encode(pixels)
-        return {name: np.asarray(encoded[name], dtype=np.float32) for name in FEATURE_NAMES}
+        return {name: encoded[name] for name in FEATURE_NAMES}
 
-    def _last_features(self) -> dict[str, np.ndarray]:
+    def _last_features(self) -> dict[str, torch.Tensor]:
         """The last frame's features (encoded now if it was tracked with no object)."""
         last = self._last
         if last is None:
@@ -546,7 +697,7 @@ class VideoTracker:
         if last.features is not None:
             return last.features
         assert last.image is not None  # kept exactly while the features are not
-        return self._encode(last.image)
+        return self._encode_frame(last.image)
 
     def _mask_prompt_head(self) -> MaskPromptHead:
         if self.mask_head is None:
@@ -575,37 +726,7 @@ class VideoTracker:
             raise RuntimeError(f"object {obj_id} has no motion state: SAMURAI mode is off")
         return motion
 
-    def _prompt_jobs(
-        self,
-        obj_ids: Sequence[int],
-        features: Mapping[str, np.ndarray],
-        conditioned: Mapping[int, np.ndarray],
-    ) -> dict[int, _Job]:
-        """Jobs for the pending prompts of `obj_ids`. Clicks correcting an object in
-        `conditioned` read its memory-conditioned features and its previous logits; other
-        clicks are decoded without memory (initial conditioning frame); masks are the output."""
-        image_embed = features["image_embed"]
-        raw = image_embed[0]  # one array for all mask prompts: their rows share the embedding
-        no_mem = None  # shared by every object decoded without memory
-        jobs = {}
-        for obj_id in obj_ids:
-            prompt = self.pending[obj_id]
-            if prompt.mask is not None:  # _use_mask_as_output reads the raw features
-                mask = prompt_mask_input(prompt.mask)
-                jobs[obj_id] = _Job(
-                    embed=raw, mask=mask, mask_dense=self._mask_prompt_head().decoder_input(mask)[0]
-                )
-            elif obj_id in conditioned:
-                jobs[obj_id] = _Job(
-                    embed=conditioned[obj_id],
-                    rounds=prompt.rounds,
-                    previous_logits=self.objects[obj_id].output.low_res,
-                )
-            else:
-                if no_mem is None:
-                    no_mem = (image_embed + self.no_mem_embed)[0]
-                jobs[obj_id] = _Job(embed=no_mem, is_init=True, rounds=prompt.rounds)
-        return jobs
+    # -- phase 2: condition tracked objects on their memories --------------------------------
 
     def _selection(self, obj_id: int, frame_idx: int) -> Selection:
         state = self.objects[obj_id]
@@ -620,41 +741,87 @@ class VideoTracker:
         return state.bank.select(frame_idx, self.num_frames, recent)
 
     def _condition(
-        self, obj_ids: Sequence[int], frame_idx: int, features: Mapping[str, np.ndarray]
-    ) -> dict[int, np.ndarray]:
-        """Memory-conditioned features [256, 64, 64] per object: one memory-attention batch per
-        distinct (memories, pointers) signature."""
+        self, obj_ids: Sequence[int], frame_idx: int, features: Mapping[str, torch.Tensor]
+    ) -> dict[int, _RowOf]:
+        """Memory-conditioned features [256, 64, 64] per object (rows of the attention
+        outputs): one memory-attention batch per distinct (memories, pointers) signature."""
         selections = {o: self._selection(o, frame_idx) for o in obj_ids}
         groups: dict[tuple[int, int], list[int]] = {}
         for obj_id in obj_ids:
             groups.setdefault(selections[obj_id].signature, []).append(obj_id)
-        conditioned: dict[int, np.ndarray] = {}
+        conditioned: dict[int, _RowOf] = {}
         for ids in groups.values():
             batch = self._attend(features["image_embed"], [selections[o] for o in ids])
-            conditioned.update(zip(ids, batch))
+            conditioned.update((o, _RowOf(batch, g)) for g, o in enumerate(ids))
         return conditioned
 
-    def _attend(self, image_embed: np.ndarray, selections: Sequence[Selection]) -> np.ndarray:
-        """Memory-conditioned features [G, 256, 64, 64] of objects with equal (M, P)."""
+    def _attend(self, image_embed: torch.Tensor, selections: Sequence[Selection]) -> torch.Tensor:
+        """Memory-conditioned features [G, 256, 64, 64] of objects with equal (M, P): the
+        frame's features expanded (not copied) to the batch, memories and pointers stacked."""
         g = len(selections)
         return self.networks.attend(
             {
-                "current_features": _repeat(image_embed, g),
+                "current_features": image_embed.expand(g, -1, -1, -1),
                 "memory_features": stack_memory_features(selections),
-                "memory_temporal_positions": np.stack(
-                    [s.memory_temporal_positions for s in selections]
+                "memory_temporal_positions": self._upload(
+                    np.stack([s.memory_temporal_positions for s in selections])
                 ),
-                "object_pointers": np.stack([s.object_pointers for s in selections]),
-                "object_pointer_positions": np.stack(
-                    [s.object_pointer_positions for s in selections]
+                "object_pointers": stack_object_pointers(selections, self.device),
+                "object_pointer_positions": self._upload(
+                    np.stack([s.object_pointer_positions for s in selections])
                 ),
             }
         )["conditioned_features"]
 
+    # -- phase 3: decode ------------------------------------------------------------------------
+
+    def _jobs(self, work: _FrameWork) -> dict[int, _Job]:
+        """How each object of the frame is decoded: pending prompts first (see `_prompt_jobs`),
+        then the tracked objects from their memory-conditioned features."""
+        prompted = [o for o in work.decode if o in self.pending]
+        jobs = self._prompt_jobs(prompted, work.features, work.conditioned)
+        jobs.update(
+            (o, _Job(embed=work.conditioned[o])) for o in work.decode if o not in self.pending
+        )
+        return jobs
+
+    def _prompt_jobs(
+        self,
+        obj_ids: Sequence[int],
+        features: Mapping[str, torch.Tensor],
+        conditioned: Mapping[int, _RowOf],
+    ) -> dict[int, _Job]:
+        """Jobs for the pending prompts of `obj_ids`. Clicks correcting an object in
+        `conditioned` read its memory-conditioned features and its previous logits; other
+        clicks are decoded without memory (initial conditioning frame); masks are the output.
+        Mask prompts are uploaded here, once."""
+        image_embed = features["image_embed"]
+        raw = _RowOf(image_embed, 0)  # mask prompts share the raw embedding
+        no_mem: _RowOf | None = None  # shared by every object decoded without memory
+        jobs = {}
+        for obj_id in obj_ids:
+            prompt = self.pending[obj_id]
+            if prompt.mask is not None:  # _use_mask_as_output reads the raw features
+                mask = prompt_mask_input(prompt.mask, self.device)
+                jobs[obj_id] = _Job(
+                    embed=raw, mask=mask, mask_dense=self._mask_prompt_head().decoder_input(mask)[0]
+                )
+            elif obj_id in conditioned:
+                jobs[obj_id] = _Job(
+                    embed=conditioned[obj_id],
+                    rounds=prompt.rounds,
+                    previous_logits=self.objects[obj_id].output.low_res,
+                )
+            else:
+                if no_mem is None:
+                    no_mem = _RowOf(image_embed + self.no_mem_embed, 0)
+                jobs[obj_id] = _Job(embed=no_mem, is_init=True, rounds=prompt.rounds)
+        return jobs
+
     def _decode_jobs(
         self,
         jobs: Mapping[int, _Job],
-        features: Mapping[str, np.ndarray],
+        features: Mapping[str, torch.Tensor],
         size: tuple[int, int],
         motion: _MotionStep,
     ) -> dict[int, _ObjectOutput]:
@@ -667,18 +834,16 @@ class VideoTracker:
                 for obj_id, job in jobs.items()
                 if k < job.num_passes
             ]
-            for obj_id, output in self._decode_rows(rows, features, motion).items():
-                job = jobs[obj_id]
-                if job.mask is not None:
-                    output = self._mask_output(job.mask, output)
-                outputs[obj_id] = output
+            outputs.update(self._decode_rows(rows, features, motion))
         return outputs
 
     def _row(
         self, obj_id: int, job: _Job, k: int, previous: _ObjectOutput | None, size: tuple[int, int]
     ) -> _Row:
         if job.mask is not None:
-            return _Row(obj_id, job.embed, PAD_COORDS, PAD_LABELS, job.mask_dense, False)
+            return _Row(
+                obj_id, job.embed, PAD_COORDS, PAD_LABELS, job.mask_dense, False, mask=job.mask
+            )
         if not job.rounds:  # tracked: SAM 2's padding prompt, no clicks
             multimask = self.head_settings.use_multimask(False, 0)
             return _Row(
@@ -693,7 +858,7 @@ class VideoTracker:
             )
         clicks = job.rounds[k]
         logits = previous.low_res if previous is not None else job.previous_logits
-        mask_input = None if logits is None else clamp_low_res(logits)
+        mask_input = None if logits is None else clamp_low_res_torch(logits)
         multimask = self.head_settings.use_multimask(job.is_init, int(clicks.labels.shape[0]))
         return _Row(
             obj_id,
@@ -711,125 +876,190 @@ class VideoTracker:
         return (clicks.points / scale * np.float32(IMAGE_SIZE)).astype(np.float32)
 
     def _decode_rows(
-        self, rows: Sequence[_Row], features: Mapping[str, np.ndarray], motion: _MotionStep
+        self, rows: Sequence[_Row], features: Mapping[str, torch.Tensor], motion: _MotionStep
     ) -> dict[int, _ObjectOutput]:
-        """One decoder batch per prompt-point count; heads chosen per row."""
+        """One decoder batch per prompt-point count; heads chosen per row on the device."""
         by_points: dict[int, list[_Row]] = {}
         for row in rows:
             by_points.setdefault(row.coords.shape[0], []).append(row)
-        outputs = {}
+        outputs: dict[int, _ObjectOutput] = {}
         for group in by_points.values():
             decoded = self._decode(group, features)
             tokens = self._motion_tokens(group, decoded, motion)
             heads = choose_outputs(
                 decoded,
-                np.array([r.multimask for r in group]),
+                self._upload(np.array([r.multimask for r in group])),
                 self.head_settings,
                 self.presence_threshold,
                 tokens,
             )
             for i, row in enumerate(group):
-                outputs[row.obj_id] = _ObjectOutput(
-                    low_res=heads.low_res_masks[i].copy(),
-                    score=float(heads.scores[i]),
-                    object_score_logit=float(heads.object_score_logits[i, 0]),
-                    pointer=heads.object_pointers[i].copy(),
-                    prompted=row.prompted,
-                )
+                outputs[row.obj_id] = _ObjectOutput(heads, i, row.prompted)
+            outputs.update(self._mask_outputs(group, heads))
         return outputs
 
     def _decode(
-        self, rows: Sequence[_Row], features: Mapping[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
+        self, rows: Sequence[_Row], features: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """One mask-decoder call for `rows`. Rows sharing one embedding send it once (one
+        image); otherwise the embeddings are stacked (the attention output itself when the rows
+        are its rows in order) and the high-res features expanded (not copied) to the rows."""
         n = len(rows)
-        shared = all(row.embed is rows[0].embed for row in rows)  # e.g. all decoded without memory
-        images = 1 if shared else n
-        embeds = rows[0].embed[None] if shared else np.stack([row.embed for row in rows])
-        mask_input = np.zeros((n, 1, LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE), np.float32)
-        has_mask = np.zeros((n,), np.float32)
-        for i, row in enumerate(rows):
-            if row.mask_input is not None:
-                mask_input[i] = row.mask_input
-                has_mask[i] = 1.0
+        first = rows[0].embed
+        shared = all(r.embed.batch is first.batch and r.embed.row == first.row for r in rows)
+        if shared:
+            embeds = first.batch[first.row : first.row + 1]
+            high_res = {name: features[name] for name in FEATURE_NAMES[1:]}
+        else:
+            embeds = _stack_rows([r.embed for r in rows])
+            high_res = {name: features[name].expand(n, -1, -1, -1) for name in FEATURE_NAMES[1:]}
+        size = (LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE)
+        if any(r.mask_input is not None for r in rows):
+            no_mask = torch.zeros((1, *size), dtype=torch.float32, device=self.device)
+            mask_input = torch.stack(
+                [no_mask if r.mask_input is None else r.mask_input for r in rows]
+            )
+        else:
+            mask_input = torch.zeros((n, 1, *size), dtype=torch.float32, device=self.device)
         return self.networks.decode(
             {
-                "image_embed": np.ascontiguousarray(embeds, dtype=np.float32),
-                "high_res_feats_0": _repeat(features["high_res_feats_0"], images),
-                "high_res_feats_1": _repeat(features["high_res_feats_1"], images),
-                "point_coords": np.stack([row.coords for row in rows]).astype(
-                    np.float32, copy=False
-                ),
-                "point_labels": np.stack([row.labels for row in rows]).astype(np.int32, copy=False),
+                "image_embed": embeds,
+                **high_res,
+                "point_coords": self._upload(np.stack([r.coords for r in rows]), np.float32),
+                "point_labels": self._upload(np.stack([r.labels for r in rows]), np.int32),
                 "mask_input": mask_input,
-                "has_mask_input": has_mask,
+                "has_mask_input": self._upload(
+                    np.array([r.mask_input is not None for r in rows]), np.float32
+                ),
             }
         )
 
     def _motion_tokens(
-        self, rows: Sequence[_Row], decoded: Mapping[str, np.ndarray], motion: _MotionStep
-    ) -> np.ndarray | None:
-        """SAMURAI's token (1-3) per row choosing by motion (0 elsewhere); updates the copies of
-        the objects' motion state and notes each choice's motion score."""
-        if not any(row.motion_choice for row in rows):
+        self, rows: Sequence[_Row], decoded: Mapping[str, torch.Tensor], motion: _MotionStep
+    ) -> torch.Tensor | None:
+        """SAMURAI's token (1-3) per row choosing by motion (0 elsewhere), int64 on the device;
+        updates the copies of the objects' motion state and notes each choice's motion score.
+
+        The Kalman filter runs on the host: the candidates of the rows that choose by motion
+        come over in one transfer (`_candidate_transfer`), and their boxes are measured there
+        (`upscaled_mask_box`)."""
+        chosen = [i for i, row in enumerate(rows) if row.motion_choice]
+        if not chosen:
             return None
+        candidates = self._candidate_transfer(decoded, chosen)
         tokens = np.zeros((len(rows),), np.int64)
-        for i, row in enumerate(rows):
-            if not row.motion_choice:
-                continue
-            present = decoded["object_score_logits"][i].reshape(-1)[0] > self.presence_threshold
-            boxes = _candidate_boxes(decoded["masks"][i, 1:], bool(present))
+        for values, i in zip(candidates, chosen):
+            logits = values[:CANDIDATE_VALUES].reshape(
+                NUM_CANDIDATES, LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE
+            )
+            ious = values[CANDIDATE_VALUES : CANDIDATE_VALUES + NUM_CANDIDATES]
+            present = values[CANDIDATE_VALUES + NUM_CANDIDATES] > self.presence_threshold
+            obj_id = rows[i].obj_id
             index, motion_score = choose_box(
-                motion.states[row.obj_id],
-                boxes,
-                decoded["iou_scores"][i, 1:],
+                motion.states[obj_id],
+                _candidate_boxes(logits, bool(present)),
+                ious,
                 self._samurai_settings(),
             )
             tokens[i] = 1 + index
-            motion.motion_scores[row.obj_id] = motion_score
-        return tokens
+            motion.motion_scores[obj_id] = motion_score
+        return self._upload(tokens)
 
-    def _mask_output(self, mask: np.ndarray, decoded: _ObjectOutput) -> _ObjectOutput:
-        """The output of a mask prompt: the mask itself, with the decoded pointer."""
-        heads = self._mask_prompt_head().outputs(mask, decoded.pointer[None], self.head_settings)
-        return _ObjectOutput(
-            low_res=heads.low_res_masks[0],
-            score=float(heads.scores[0]),
-            object_score_logit=float(heads.object_score_logits[0, 0]),
-            pointer=heads.object_pointers[0].copy(),
-            prompted=True,
+    def _candidate_transfer(
+        self, decoded: Mapping[str, torch.Tensor], chosen: list[int]
+    ) -> np.ndarray:
+        """One transfer of float32 [R, 3 * 256 * 256 + 4] for the decoder rows `chosen`: the
+        candidates' low-res logits (tokens 1-3), their predicted IoUs, the object-score logit."""
+        masks = decoded["masks"]
+        if chosen == list(range(masks.shape[0])):
+            candidates = masks[:, 1:]
+            ious = decoded["iou_scores"][:, 1:]
+            score_logits = decoded["object_score_logits"].reshape(-1)
+        else:
+            candidates = masks[chosen, 1:]
+            ious = decoded["iou_scores"][chosen, 1:]
+            score_logits = decoded["object_score_logits"].reshape(-1)[chosen]
+        count = len(chosen)
+        packed = torch.empty(
+            (count, CANDIDATE_VALUES + NUM_CANDIDATES + 1), dtype=torch.float32, device=self.device
         )
+        packed[:, :CANDIDATE_VALUES].view(count, *candidates.shape[1:]).copy_(candidates)
+        packed[:, CANDIDATE_VALUES : CANDIDATE_VALUES + NUM_CANDIDATES].copy_(ious)
+        packed[:, -1].copy_(score_logits)
+        return self.transfers.to_host(packed)
+
+    def _mask_outputs(self, rows: Sequence[_Row], heads: HeadOutputs) -> dict[int, _ObjectOutput]:
+        """The outputs of the mask prompts among `rows` (one batch): the masks themselves,
+        with the pointers the decoder gave them."""
+        index = [i for i, row in enumerate(rows) if row.mask is not None]
+        masks = [row.mask for row in rows if row.mask is not None]
+        if not masks:
+            return {}
+        mask_heads = self._mask_prompt_head().outputs(
+            torch.cat(masks),
+            heads.object_pointers[index],
+            self.head_settings,
+            self.presence_threshold,
+        )
+        return {rows[i].obj_id: _ObjectOutput(mask_heads, j, True) for j, i in enumerate(index)}
+
+    # -- phase 4: encode memories -----------------------------------------------------------
 
     def _encode_memories(
-        self, features: Mapping[str, np.ndarray], outputs: Mapping[int, _ObjectOutput]
-    ) -> dict[int, np.ndarray]:
-        """This frame's memory [64, 64, 64] of every object in `outputs`: one batch."""
-        ids = list(outputs)
-        low_res = np.stack([outputs[o].low_res for o in ids])  # [N, 1, 256, 256]
-        scores = np.array([[outputs[o].object_score_logit] for o in ids], dtype=np.float32)
-        from_prompt = np.array(
-            [float(outputs[o].prompted and self.binarize_prompted) for o in ids], dtype=np.float32
-        )
-        memories = self.networks.encode_memory(
+        self, features: Mapping[str, torch.Tensor], outputs: Mapping[int, _ObjectOutput]
+    ) -> torch.Tensor:
+        """This frame's memories float32 [N, 64, 64, 64] of the objects in `outputs` (in its
+        order), one batch (each bank stores a converted copy of its row)."""
+        decoded = list(outputs.values())
+        return self.networks.encode_memory(
             {
-                "image_embed": _repeat(features["image_embed"], len(ids)),
-                "mask_logits": low_res,
-                "object_score_logits": scores,
-                "is_mask_from_points": from_prompt,
+                "image_embed": features["image_embed"].expand(len(decoded), -1, -1, -1),
+                "mask_logits": _stack_outputs(decoded, "low_res_masks"),
+                "object_score_logits": _stack_outputs(decoded, "object_score_logits"),
+                "is_mask_from_points": self._upload(
+                    np.array([o.prompted and self.binarize_prompted for o in decoded]), np.float32
+                ),
             }
         )["memory_features"]
-        return dict(zip(ids, memories))
 
-    # -- commit -------------------------------------------------------------------------------
+    # -- phase 5: host values, commit ----------------------------------------------------------
+
+    def _host_scalars(self, outputs: Sequence[_ObjectOutput]) -> np.ndarray:
+        """float32 [N, 3] (score, object-score logit, presence 0 / 1) of the objects' outputs,
+        packed on the device and moved in one transfer."""
+        packed = torch.stack(
+            [
+                _stack_outputs(outputs, "scores"),
+                _stack_outputs(outputs, "object_score_logits").reshape(-1),
+                _stack_outputs(outputs, "present").to(torch.float32),
+            ],
+            dim=1,
+        )
+        return self.transfers.to_host(packed)
+
+    def _commit(self, work: _FrameWork, scalars: Mapping[int, np.ndarray]) -> None:
+        """Write the frame's outputs and memories into the objects' state, then the frame."""
+        assert work.memories is not None
+        motion = work.motion if work.tracking else None
+        for i, (obj_id, output) in enumerate(work.outputs.items()):
+            score, score_logit, _ = (float(v) for v in scalars[obj_id])
+            self._store(
+                obj_id, work.frame_idx, output, work.memories[i], score, score_logit, motion
+            )
+        self._commit_frame(_LastFrame(work.frame_idx, work.features), work.size)
 
     def _store(
         self,
         obj_id: int,
         frame_idx: int,
         output: _ObjectOutput,
-        memory: np.ndarray,
+        memory: torch.Tensor,
+        score: float,
+        object_score_logit: float,
         motion: _MotionStep | None,
     ) -> None:
-        """Write one object's output on frame `frame_idx` into its state (creating it)."""
+        """Write one object's output on frame `frame_idx` into its state (creating it); `score`
+        and `object_score_logit` are the host copies of the output's."""
         prompted = obj_id in self.pending
         state = self.objects.get(obj_id)
         if state is None:
@@ -842,21 +1072,22 @@ class VideoTracker:
                 motion=ObjectMotionState() if self.samurai is not None else None,
                 output=output,
             )
-        state.bank.add(
-            frame_idx, memory, output.pointer, output.object_score_logit, is_conditioning=prompted
-        )
+        state.bank.add(frame_idx, memory, output.pointer, object_score_logit, prompted)
         state.output = output
         prompt = self.pending.get(obj_id)
         state.clicks = prompt.rounds[-1] if prompt is not None and prompt.rounds else None
         if self.samurai is not None:
-            self._store_motion(state, obj_id, frame_idx, output, prompted, motion)
+            self._store_motion(
+                state, obj_id, frame_idx, score, object_score_logit, prompted, motion
+            )
 
     def _store_motion(
         self,
         state: _TrackedObject,
         obj_id: int,
         frame_idx: int,
-        output: _ObjectOutput,
+        score: float,
+        object_score_logit: float,
         prompted: bool,
         motion: _MotionStep | None,
     ) -> None:
@@ -867,12 +1098,7 @@ class VideoTracker:
         else:
             motion_state = state.motion = motion.states[obj_id]
             motion_state.add_record(
-                FrameRecord(
-                    frame_idx,
-                    output.score,
-                    output.object_score_logit,
-                    motion.motion_scores.get(obj_id),
-                )
+                FrameRecord(frame_idx, score, object_score_logit, motion.motion_scores.get(obj_id))
             )
         keep = reachable_memory_frames(
             motion_state.records,
@@ -889,42 +1115,28 @@ class VideoTracker:
         self.frame_size = size
         self.discard_pending()
 
-    def _result(self, frame_idx: int, size: tuple[int, int]) -> FrameResult:
-        """Every object's output on the last frame, by ascending id."""
-        obj_ids = sorted(self.objects)
-        outputs = [self.objects[o].output for o in obj_ids]
-        if not outputs:
-            empty = np.zeros((0,), np.float32)
-            return FrameResult(
-                frame_idx,
-                [],
-                np.zeros((0,) + size, bool),
-                empty,
-                empty,
-                np.zeros((0,), bool),
-                np.zeros((0, 4), np.float32),
-                np.zeros((0, 1, LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE), np.float32),
-            )
-        low_res = np.stack([out.low_res for out in outputs])
-        score_logits = np.array([out.object_score_logit for out in outputs], np.float32)
-        masks = masks_at_original_size(low_res, size)[:, 0]
+    def _empty_result(self, frame_idx: int, size: tuple[int, int]) -> FrameResult:
+        """The answer for a frame tracked with no object (nothing moves to the host)."""
+        empty = np.zeros((0,), np.float32)
         return FrameResult(
             frame_idx=frame_idx,
-            obj_ids=obj_ids,
-            masks=masks,
-            scores=np.array([out.score for out in outputs], np.float32),
-            object_score_logits=score_logits,
-            present=score_logits > self.presence_threshold,
-            boxes=mask_bounds(masks)[0].astype(np.float32),
-            low_res_logits=low_res,
+            obj_ids=[],
+            frame_size=size,
+            low_res_logits=torch.zeros(
+                (0, 1, LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE),
+                dtype=torch.float32,
+                device=self.device,
+            ),
+            scores=empty,
+            object_score_logits=empty.copy(),
+            present=np.zeros((0,), bool),
+            transfers=self.transfers,
+            max_mask_bytes=self.max_mask_bytes,
         )
 
-
-def _repeat(x: np.ndarray, n: int) -> np.ndarray:
-    """[1, ...] -> contiguous float32 [n, ...] (no copy for n == 1)."""
-    if n == 1:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    return np.ascontiguousarray(np.broadcast_to(x, (n,) + x.shape[1:]), dtype=np.float32)
+    def _upload(self, array: np.ndarray, dtype: type | None = None) -> torch.Tensor:
+        """A host array (prompt values, positions, flags) as a tensor on the device."""
+        return upload(array if dtype is None else array.astype(dtype, copy=False), self.device)
 
 
 def _candidate_boxes(logits: np.ndarray, present: bool) -> list[np.ndarray | None]:
