@@ -5,6 +5,7 @@ through a video, check health.
     sam2-triton-client segment cat.jpg --box 75,275,1725,850 --box 425,600,700,875 --output out/
     sam2-triton-client generate cat.jpg --points-per-side 16 --output out/
     sam2-triton-client track clip.mp4 --box 0:1:40,30,120,110 --point 0:2:200,90 --output out/
+    sam2-triton-client track clip.mp4 --box 0:1:40,30,120,110 --answer rle --mask-format rle
     sam2-triton-client health --url localhost:8001 --protocol grpc
 
 Problems (bad arguments, unreachable server, rejected request) are reported as one line,
@@ -94,6 +95,20 @@ def parse_bool(text: str) -> bool:
     if value in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse `HxW` (pixels, whole numbers >= 1) -> (h, w)."""
+    parts = text.lower().split("x")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        height, width = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HxW (e.g. 256x256)") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: height and width must be >= 1")
+    return height, width
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
@@ -302,7 +317,9 @@ def _markers(prompts: FramePrompts | None) -> _Markers:
 
 
 def _track_records(result: VideoFrameResult) -> list[dict]:
-    """COCO result records of a frame's masks, one per object."""
+    """COCO result records of a frame's masks, one per object (the server's RLE as it came for
+    answer "rle"; otherwise `result.masks` encoded, at their size)."""
+    encoded = result.rle if result.rle is not None else rle.encode_masks(result.masks)
     return [
         visualize.mask_record(
             mask_rle,
@@ -313,7 +330,7 @@ def _track_records(result: VideoFrameResult) -> list[dict]:
             object_score_logit=float(result.object_score_logits[row]),
             mask_box=[float(v) for v in result.boxes[row]],
         )
-        for row, mask_rle in enumerate(rle.encode_masks(result.masks))
+        for row, mask_rle in enumerate(encoded)
     ]
 
 
@@ -322,6 +339,13 @@ def cmd_track(args) -> int:
     settings = {key: getattr(args, key) for key in wire.SAMURAI_SETTINGS}
     if any(value is not None for value in settings.values()) and not args.samurai:
         raise UsageError("SAMURAI settings (--kf-score-weight, ...) need --samurai")
+    sized = args.answer in wire.SIZED_ANSWERS
+    if sized != (args.answer_size is not None):
+        raise UsageError(
+            f"--answer {args.answer} needs --answer-size HxW"
+            if sized
+            else f"--answer-size is only used with --answer {' or '.join(wire.SIZED_ANSWERS)}"
+        )
     source = open_frames(args.source)
     beyond = sorted(frame for frame in prompts if frame >= source.num_frames)
     if beyond:
@@ -348,6 +372,8 @@ def cmd_track(args) -> int:
             num_frames=source.num_frames if args.num_frames_known else None,
             samurai=args.samurai,
             samurai_settings=settings if args.samurai else None,
+            answer=args.answer,
+            answer_size=args.answer_size,
         ) as video,
         VideoWriter(root / VIDEO_OVERLAY_FILE, args.fps or source.fps) as writer,
     ):
@@ -359,7 +385,7 @@ def cmd_track(args) -> int:
             markers = _markers(prompts.get(result.frame_index))
             picture = visualize.overlay(
                 pixels,
-                result.masks,
+                result.frame_masks(),
                 points=markers.points,
                 labels=markers.labels,
                 boxes=markers.boxes,
@@ -511,6 +537,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="png",
         help=f"png: {MASK_DIR}/<frame:05d>_obj<id>.png per frame and object; rle: one "
         f"{JSON_FILE} of COCO RLE records with scores, boxes, presence (default png)",
+    )
+    track.add_argument(
+        "--answer",
+        choices=wire.ANSWER_KINDS,
+        default=wire.ANSWER_MASKS,
+        help="what the server sends per frame: masks (full size, default), rle (COCO RLE of "
+        "them, encoded by the server: far fewer bytes), small_masks or logits (float32, "
+        "thresholded at 0 here) at --answer-size; the mask files hold the masks at the size "
+        "they came in, the overlay draws them at the frame's size",
+    )
+    track.add_argument(
+        "--answer-size",
+        type=parse_size,
+        metavar="HxW",
+        help="size of small_masks / logits answers, e.g. 256x256 (the decoder's own)",
     )
     track.add_argument(
         "--frame-encoding",

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,14 +141,20 @@ class Sam2Client:
         samurai: bool = False,
         samurai_settings: Mapping[str, Any] | None = None,
         sequence_id: int | None = None,
+        answer: str = wire.ANSWER_MASKS,
+        answer_size: Sequence[int] | None = None,
     ) -> VideoSession:
         """A video to track with `track_video`: `track` / `track_frames` / `correct` / `end`.
 
         `num_frames`: the video's length when known; `samurai`: SAMURAI motion-aware tracking,
         `samurai_settings` overriding its configs/samurai.yaml values for this video;
-        `sequence_id`: Triton's correlation id (default: random, 63 bits). The session has its
-        own connection (over gRPC its own stream); nothing is sent before the first frame.
-        See `sam2_triton.client.video`.
+        `sequence_id`: Triton's correlation id (default: random, 63 bits); `answer`: what each
+        frame's result holds, for the whole session: "masks" (bool at the frame's size, the
+        default), "rle" (COCO RLE of those masks, encoded by the server: far fewer bytes),
+        "small_masks" (bool) or "logits" (float32, before thresholding) at `answer_size`
+        (h, w); 256x256 logits are the decoder's own. The session has its own connection (over
+        gRPC its own stream); nothing is sent before the first frame. See
+        `sam2_triton.client.video`.
         """
         transport = SequenceTransport(
             self.url,
@@ -158,7 +164,9 @@ class Sam2Client:
             self._transport.timeout_s,
         )
         try:
-            return VideoSession(transport, num_frames, samurai, samurai_settings)
+            return VideoSession(
+                transport, num_frames, samurai, samurai_settings, answer, answer_size
+            )
         except BaseException:
             transport.close()
             raise

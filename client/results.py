@@ -1,13 +1,15 @@
-"""What the client returns: masks of prompts, image embeddings, automatically generated masks."""
+"""What the client returns: masks of prompts, image embeddings, automatically generated masks,
+a video frame's tracked objects."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from sam2_triton import rle, wire
 from sam2_triton.rle import Rle
@@ -148,39 +150,61 @@ def generated_masks(outputs: Mapping[str, np.ndarray]) -> list[GeneratedMask]:
 
 @dataclass
 class VideoFrameResult:
-    """Masks of the objects a video session tracks, on one frame (`track_video`).
+    """What a video session's server answered for one frame (`track_video`).
 
-    Rows follow ascending object id, N objects: obj_ids int64 [N]; masks bool [N, H, W] at the
-    frame's size; scores float32 [N] (predicted IoU of each mask); object_score_logits
-    float32 [N] (> 0: the object is on the frame); present bool [N]; boxes float32 [N, 4]
-    (x0, y0, x1, y1 pixels of each mask, zeros for an empty one). frame_index: the frame these
-    masks belong to (-1 for a request that tracked nothing, such as END); state_bytes: memory
-    the server holds for the sequence after this request.
+    Rows follow ascending object id, N objects: obj_ids int64 [N]; scores float32 [N] (predicted
+    IoU of each mask); object_score_logits float32 [N] (> 0: the object is on the frame);
+    present bool [N]; boxes float32 [N, 4] (x0, y0, x1, y1 inclusive pixels of the frame, zeros
+    for an empty mask; for "small_masks" / "logits" the frame pixels their masks cover).
+    frame_index: the frame these masks belong to (-1 for a request that tracked nothing, such
+    as END); frame_size: (H, W) of the video's frames ((0, 0) before the first); state_bytes:
+    memory the server holds for the sequence after this request.
+
+    The masks come as the session's `answer` kind asked (`Sam2Client.video_session`): `masks`
+    holds them as bool [N, h, w] in every kind, at the frame's size for "masks" and "rle"
+    (decoded from `rle` on first access), at the answer size for "small_masks", and where
+    `logits` > 0 for "logits". `rle`: one COCO RLE per object ("rle" only); `logits`: float32
+    [N, h, w] ("logits" only). `frame_masks()` gives masks at the frame's size in every kind.
     """
 
     frame_index: int
     obj_ids: np.ndarray
-    masks: np.ndarray
     scores: np.ndarray
     object_score_logits: np.ndarray
     present: np.ndarray
     boxes: np.ndarray
     state_bytes: int
+    frame_size: tuple[int, int] = (0, 0)
+    answer: str = wire.ANSWER_MASKS
+    rle: list[Rle] | None = None
+    logits: np.ndarray | None = None
+    answer_masks: np.ndarray | None = field(default=None, repr=False)  # bool, as sent
 
     @classmethod
-    def from_outputs(cls, outputs: Mapping[str, np.ndarray]) -> VideoFrameResult:
-        """From the `track_video` outputs (wire.TRACK_OUTPUTS)."""
+    def from_outputs(
+        cls, outputs: Mapping[str, np.ndarray], answer: str = wire.ANSWER_MASKS
+    ) -> VideoFrameResult:
+        """From the `track_video` outputs a sequence of answer kind `answer` reads
+        (`wire.track_outputs(answer)`)."""
         obj_ids = np.asarray(outputs[wire.OBJ_IDS], dtype=np.int64).reshape(-1)
         count = obj_ids.shape[0]
-        masks = np.asarray(outputs[wire.OBJECT_MASKS], dtype=bool)
-        if masks.ndim != 3 or masks.shape[0] != count:
+        height, width = (int(v) for v in np.asarray(outputs[wire.FRAME_SIZE]).reshape(-1)[:2])
+        name = wire.ANSWER_OUTPUTS[answer]
+        sent = np.asarray(outputs[name])
+        if sent.shape[:1] != (count,) or sent.ndim != (1 if answer == wire.ANSWER_RLE else 3):
             raise ValueError(
-                f"track_video answered MASKS {list(masks.shape)} for {count} object(s)"
+                f"track_video answered {name} {list(sent.shape)} for {count} object(s)"
             )
+        kind: dict[str, Any] = {}
+        if answer == wire.ANSWER_RLE:
+            kind["rle"] = [rle.from_counts(counts, (height, width)) for counts in sent]
+        elif answer == wire.ANSWER_LOGITS:
+            kind["logits"] = sent.astype(np.float32, copy=False)
+        else:
+            kind["answer_masks"] = sent.astype(bool, copy=False)
         return cls(
             frame_index=int(np.asarray(outputs[wire.TRACKED_FRAME]).reshape(-1)[0]),
             obj_ids=obj_ids,
-            masks=masks,
             scores=np.asarray(outputs[wire.OBJECT_SCORES], dtype=np.float32).reshape(count),
             object_score_logits=np.asarray(
                 outputs[wire.OBJECT_SCORE_LOGITS], dtype=np.float32
@@ -188,7 +212,45 @@ class VideoFrameResult:
             present=np.asarray(outputs[wire.PRESENT], dtype=bool).reshape(count),
             boxes=np.asarray(outputs[wire.MASK_BOXES], dtype=np.float32).reshape(count, 4),
             state_bytes=int(np.asarray(outputs[wire.STATE_BYTES]).reshape(-1)[0]),
+            frame_size=(height, width),
+            answer=answer,
+            **kind,
         )
+
+    @cached_property
+    def masks(self) -> np.ndarray:
+        """bool [N, h, w]: the answer's masks (see the class); for "rle" decoded once."""
+        if self.answer_masks is not None:
+            return self.answer_masks
+        if self.logits is not None:
+            return self.logits > 0
+        if not self.rle:
+            return np.zeros((0, *self.frame_size), bool)
+        return np.stack([rle.decode(one) for one in self.rle])
+
+    def frame_masks(self) -> np.ndarray:
+        """bool [N, H, W] at the frame's size: `masks` for "masks" and "rle"; for "small_masks"
+        the small masks upscaled nearest-neighbour; for "logits" the logits upscaled bilinearly
+        (Pillow; when upscaling, the server's own upscaling to float rounding: from 256x256
+        logits, the "masks" answer but for pixels whose logit is within about 1e-4 of 0), > 0.
+        Sized answers stand for the frame's masks to about one answer pixel (parts thinner than
+        an answer pixel can be missing)."""
+        masks = self.masks
+        if masks.shape[1:] == tuple(self.frame_size):
+            return masks
+        height, width = self.frame_size
+        if self.logits is not None:
+            planes = np.ascontiguousarray(self.logits, dtype=np.float32)
+            upscaled = [
+                np.asarray(
+                    Image.fromarray(plane).resize((width, height), Image.Resampling.BILINEAR)
+                )
+                for plane in planes  # float32 planes are Pillow's mode "F"
+            ]
+            return np.array(upscaled, dtype=np.float32).reshape(-1, height, width) > 0
+        rows = _nearest(masks.shape[1], height)
+        cols = _nearest(masks.shape[2], width)
+        return masks[:, rows[:, None], cols[None, :]]
 
     def row(self, obj_id: int) -> int:
         """Row of object `obj_id`; KeyError if the frame has no such object."""
@@ -198,5 +260,10 @@ class VideoFrameResult:
         return int(rows[0])
 
     def mask(self, obj_id: int) -> np.ndarray:
-        """Mask of object `obj_id`, bool [H, W]."""
+        """Mask of object `obj_id`, bool [h, w] (as `masks`)."""
         return self.masks[self.row(obj_id)]
+
+
+def _nearest(source: int, target: int) -> np.ndarray:
+    """Indices int64 [target] of the nearest source pixel (pixel centres, as Pillow's NEAREST)."""
+    return np.minimum(((np.arange(target) + 0.5) * source / target).astype(np.int64), source - 1)

@@ -6,6 +6,8 @@
 ...     second = video.track("frame_00001.jpg")                  # objects follow by themselves
 ...     fixed = video.correct(points={1: ([[60, 70]], [0])})     # fix frame 1 with a click
 ...     first.masks.shape, first.obj_ids                          # ((N, H, W), [1])
+>>> with client.video_session(answer="rle") as video:            # compact answers (see below)
+...     video.track("frame_00000.jpg", boxes={1: box}).rle          # [{"size": .., "counts": ..}]
 >>> with client.video_session() as video:                        # a whole video, pipelined
 ...     for result in video.track_frames(frames, {0: FramePrompts(boxes={1: box})}):
 ...         ...
@@ -14,7 +16,9 @@ Prompts per object id (integers >= 0), pixels of the frame: points {obj_id: (coo
 ...], labels [1 or 0, ...])}, boxes {obj_id: [x0, y0, x1, y1]}, masks {obj_id: bool [H, W]}.
 Frames: anything `client/images.py` accepts. Requests carry Triton's sequence controls; over
 gRPC they share one stream, so `track_frames` keeps several frames in flight. The server checks
-what the client does not. Usage: client/README.md; the sequence model: docs/serving.md
+what the client does not. Answers (`answer`, chosen for the whole session): full-size masks,
+COCO RLE of them, or masks / logits at a smaller `answer_size` (sam2_triton/wire.py
+ANSWER_KINDS). Usage: client/README.md; the sequence model: docs/serving.md
 """
 
 from __future__ import annotations
@@ -214,6 +218,35 @@ def _frame_index_tensor(index: int) -> dict[str, np.ndarray]:
     return {wire.FRAME_INDEX: np.array([int(index)], np.int64)}
 
 
+def answer_tensors(answer: str, answer_size: Sequence[int] | None) -> dict[str, np.ndarray]:
+    """START tensors choosing a session's answers: none for the default "masks"; ANSWER
+    (BYTES [1]) otherwise, with ANSWER_SIZE (INT64 [2], h, w) for "small_masks" / "logits".
+    ValueError for an unknown kind, a missing or needless size, or sides that are not whole
+    numbers >= 1 (the server checks the upper bound, wire.MAX_ANSWER_SIDE)."""
+    if answer not in wire.ANSWER_KINDS:
+        raise ValueError(f"unknown answer {answer!r} (known: {', '.join(wire.ANSWER_KINDS)})")
+    sized = answer in wire.SIZED_ANSWERS
+    if sized != (answer_size is not None):
+        raise ValueError(
+            f"answer {answer!r} needs answer_size (h, w)"
+            if sized
+            else f"answer_size is only used with answer {' or '.join(wire.SIZED_ANSWERS)}"
+        )
+    tensors = {}
+    if answer != wire.ANSWER_MASKS:
+        tensors[wire.ANSWER] = np.array([answer.encode("utf-8")], dtype=np.object_)
+    if answer_size is not None:
+        sides = list(answer_size)
+        if len(sides) != 2 or any(
+            isinstance(v, (bool, np.bool_)) or float(v) != int(v) or v < 1 for v in sides
+        ):
+            raise ValueError(
+                f"answer_size must be (h, w), two whole numbers >= 1, got {answer_size!r}"
+            )
+        tensors[wire.ANSWER_SIZE] = np.array([int(v) for v in sides], np.int64)
+    return tensors
+
+
 class SequenceTransport(Transport):
     """A Transport for one Triton sequence of `model`: each request carries `sequence_id` and
     the START / END flags. A request is sent with `submit`, which returns a ticket, and its
@@ -247,6 +280,13 @@ class SequenceTransport(Transport):
         self._stream_error: BaseException | None = None  # the stream is unusable
 
     @property
+    def routing_headers(self) -> dict[str, str]:
+        """Sent with every request of the sequence (HTTP headers; gRPC metadata of the stream)
+        so that a proxy in front of several servers keeps the video on one of them
+        (docs/deployment.md#several-servers)."""
+        return {wire.SEQUENCE_ROUTING_HEADER: str(self.sequence_id)}
+
+    @property
     def outstanding(self) -> int:
         """Requests submitted whose answer was not collected yet."""
         return len(self._waiting) + len(self._answers)
@@ -269,6 +309,7 @@ class SequenceTransport(Transport):
                     self.make_inputs(tensors),
                     outputs=self.make_outputs(outputs),
                     request_id=str(ticket),
+                    headers=self.routing_headers,
                     **controls,
                     **self._call_options,
                 )
@@ -280,7 +321,8 @@ class SequenceTransport(Transport):
             raise self._failure(self._stream_error)
         try:
             if not self._stream_open:
-                self._client.start_stream(callback=self._on_response)
+                # the stream's metadata: a proxy routes the whole stream by it
+                self._client.start_stream(callback=self._on_response, headers=self.routing_headers)
                 self._stream_open = True
             self._client.async_stream_infer(
                 self.model,
@@ -397,6 +439,14 @@ class SequenceTransport(Transport):
                 status=failure.status,
                 model=failure.model,
             )
+        if error is self._stream_error:
+            return Sam2ClientError(
+                f"{failure} (the stream of video sequence {self.sequence_id} broke: the server "
+                "holding the sequence stopped or the connection to it was cut, and the "
+                "sequence's memory stays on that server; start a new video session)",
+                status=failure.status,
+                model=failure.model,
+            )
         return failure
 
 
@@ -404,10 +454,12 @@ class VideoSession:
     """One video tracked by the server (`Sam2Client.video_session`); requests in frame order.
 
     `num_frames`: the video's length when known (sent with START); `samurai`: motion-aware
-    SAMURAI tracking, with `samurai_settings` overriding configs/samurai.yaml per sequence.
-    `last_frame` is the index of the last tracked frame (None before the first). Use it as a
-    context manager, or call `end()`: the server holds the sequence's memory until END (or
-    until it has been idle for the server's timeout).
+    SAMURAI tracking, with `samurai_settings` overriding configs/samurai.yaml per sequence;
+    `answer`: what each result holds (sent with START; `VideoFrameResult`): "masks" (full
+    size, the default), "rle" (COCO RLE of them, encoded by the server), "small_masks" or
+    "logits" at `answer_size` (h, w). `last_frame` is the index of the last tracked frame (None
+    before the first). Use it as a context manager, or call `end()`: the server holds the
+    sequence's memory until END (or until it has been idle for the server's timeout).
     """
 
     def __init__(
@@ -416,6 +468,8 @@ class VideoSession:
         num_frames: int | None = None,
         samurai: bool = False,
         samurai_settings: Mapping[str, Any] | None = None,
+        answer: str = wire.ANSWER_MASKS,
+        answer_size: Sequence[int] | None = None,
     ):
         if num_frames is not None and (int(num_frames) != num_frames or num_frames < 1):
             raise ValueError(f"num_frames must be a whole number >= 1, got {num_frames!r}")
@@ -423,11 +477,18 @@ class VideoSession:
         if settings and not samurai:
             raise ValueError("samurai_settings are only used with samurai=True")
         self._transport = transport
-        self._start_tensors = {wire.SAMURAI: np.array([bool(samurai)], np.bool_), **settings}
+        self._start_tensors = {
+            wire.SAMURAI: np.array([bool(samurai)], np.bool_),
+            **settings,
+            **answer_tensors(answer, answer_size),
+        }
         if num_frames is not None:
             self._start_tensors[wire.NUM_FRAMES] = np.array([int(num_frames)], np.int64)
         self.num_frames = None if num_frames is None else int(num_frames)
         self.samurai = bool(samurai)
+        self.answer = answer
+        self.answer_size = None if answer_size is None else tuple(int(v) for v in answer_size)
+        self._outputs = wire.track_outputs(answer)
         self.last_frame: int | None = None
         self.state_bytes = 0
         self.ended = False
@@ -451,21 +512,21 @@ class VideoSession:
         start = not self._started
         if start:
             tensors = {**tensors, **self._start_tensors}
-        ticket = self._transport.submit(tensors, wire.TRACK_OUTPUTS, start=start)
+        ticket = self._transport.submit(tensors, self._outputs, start=start)
         if start:
             self._started, self._start_ticket = True, ticket
         return ticket
 
     def _collect(self, ticket: int) -> VideoFrameResult:
         try:
-            outputs = self._transport.result(ticket, wire.TRACK_OUTPUTS)
+            outputs = self._transport.result(ticket, self._outputs)
         except Sam2ClientError:
             if ticket == self._start_ticket:  # the server did not start it: START again next time
                 self._started, self._start_ticket = False, None
             raise
         if ticket == self._start_ticket:
             self._start_ticket = None
-        result = VideoFrameResult.from_outputs(outputs)
+        result = VideoFrameResult.from_outputs(outputs, self.answer)
         if result.frame_index >= 0:
             self.last_frame = result.frame_index
         self.state_bytes = result.state_bytes
@@ -572,8 +633,8 @@ class VideoSession:
         self.ended = True
         try:
             if self._started:
-                ticket = self._transport.submit({}, wire.TRACK_OUTPUTS, end=True)
-                self._transport.result(ticket, wire.TRACK_OUTPUTS)
+                ticket = self._transport.submit({}, self._outputs, end=True)
+                self._transport.result(ticket, self._outputs)
         except Sam2ClientError as error:
             if _UNKNOWN_SEQUENCE not in str(error):  # else: already gone (evicted when idle)
                 raise

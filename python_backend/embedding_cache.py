@@ -35,7 +35,9 @@ class EmbeddingCache(Generic[Entry]):
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.evictions = 0
+        self.evictions = 0  # counts for the metrics (python_backend/metrics.py)
+        self.hits = 0
+        self.misses = 0
 
     def add(self, entry: Entry) -> str:
         """Store `entry` under a new id and return the id."""
@@ -60,10 +62,12 @@ class EmbeddingCache(Generic[Entry]):
         with self._lock:
             entry = self._entries.get(image_id)
             if entry is None:
+                self.misses += 1
                 raise InputError(
                     f"unknown IMAGE_ID {image_id[:64]!r}: never issued, released, or evicted "
                     f"from the embedding cache; send the IMAGE again"
                 )
+            self.hits += 1
             self._entries.move_to_end(image_id)
             return entry
 

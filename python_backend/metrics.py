@@ -69,6 +69,7 @@ class ModelMetrics:
             for spec in specs
         }
         self._metrics: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._totals: dict[str, float] = {}
 
     def _metric(self, name: str, labels: Mapping[str, str]) -> Any:
         spec = self.specs[name]
@@ -94,6 +95,15 @@ class ModelMetrics:
             raise ValueError(f"{name} is a gauge: set it")
         if value:
             self._metric(name, labels).increment(float(value))
+
+    def sync_counter(self, name: str, total: float) -> None:
+        """Bring a counter (no labels but the model) up to `total`, a count kept elsewhere
+        (e.g. the cache's evictions): adds what grew since the last call."""
+        grown = float(total) - self._totals.get(name, 0.0)
+        if grown < 0:
+            raise ValueError(f"{name}: the total went down ({total})")
+        self._totals[name] = float(total)
+        self.increment(name, grown)
 
     def refused(self, reason: str) -> None:
         """Count one refused request (reason one of REFUSAL_REASONS)."""

@@ -117,6 +117,9 @@ MASK_PROMPTS = "MASK_PROMPTS"  # BOOL [Nm, H, W]: the object's mask on this fram
 REMOVE_OBJ_IDS = "REMOVE_OBJ_IDS"  # INT64 [R]: objects to forget (before this frame's prompts)
 NUM_FRAMES = "NUM_FRAMES"  # INT64 [1], with START only: the video's length, when known
 SAMURAI = "SAMURAI"  # BOOL [1], with START only: motion-aware (SAMURAI) tracking
+ANSWER = "ANSWER"  # BYTES [1], with START only: what each answer holds, one of ANSWER_KINDS
+ANSWER_SIZE = "ANSWER_SIZE"  # INT64 [2], with START only: (h, w) of a sized answer, each side
+#                              1..MAX_ANSWER_SIDE; required by SIZED_ANSWERS, refused otherwise
 # POINT_COORDS FP32 [Np, P, 2] and POINT_LABELS INT32 [Np, P] (label -1: padding) as for images.
 
 # Ranges (inclusive) of track_video's integer inputs, checked when a request is parsed; the
@@ -125,6 +128,7 @@ INT32_MAX = 2**31 - 1
 MAX_FRAME_INDEX = INT32_MAX  # FRAME_INDEX in 0..MAX_FRAME_INDEX (2.3 years of frames at 30 fps)
 MAX_NUM_FRAMES = MAX_FRAME_INDEX + 1  # NUM_FRAMES in 1..MAX_NUM_FRAMES
 MAX_OBJECT_ID = INT32_MAX  # POINT_OBJ_IDS, BOX_OBJ_IDS, MASK_OBJ_IDS, REMOVE_OBJ_IDS: 0..this
+MAX_ANSWER_SIDE = 8192  # ANSWER_SIZE sides in 1..MAX_ANSWER_SIDE (may exceed the frame's)
 # Sequence ids are Triton's correlation ids: an unsigned 64-bit integer (1..2**64 - 1) or a
 # string of 1..MAX_SEQUENCE_ID_BYTES bytes (UTF-8); "7" and 7 are different sequences.
 MAX_SEQUENCE_ID_BYTES = 128  # Triton's HTTP / gRPC frontends refuse longer string ids too
@@ -133,25 +137,54 @@ MAX_SEQUENCE_ID_BYTES = 128  # Triton's HTTP / gRPC frontends refuse longer stri
 # hash it and keep the video on the server that holds its memory (docs/deployment.md).
 SEQUENCE_ROUTING_HEADER = "sam2-sequence-id"
 
-# track_video outputs, one row per tracked object N (ascending object id).
+# track_video answer kinds (ANSWER): the masks of a frame, or something smaller that stands for
+# them. Boxes, scores and presence come with every kind.
+ANSWER_MASKS = "masks"  # default: MASKS bool [N, H, W] at the frame's size
+ANSWER_RLE = "rle"  # RLE_COUNTS: COCO compressed RLE of those masks, encoded by the server
+ANSWER_SMALL_MASKS = "small_masks"  # MASKS bool [N, h, w] at ANSWER_SIZE
+ANSWER_LOGITS = "logits"  # MASK_LOGITS float32 [N, h, w] at ANSWER_SIZE, before thresholding
+ANSWER_KINDS = (ANSWER_MASKS, ANSWER_RLE, ANSWER_SMALL_MASKS, ANSWER_LOGITS)
+SIZED_ANSWERS = (ANSWER_SMALL_MASKS, ANSWER_LOGITS)  # at ANSWER_SIZE rather than the frame's
+
+# track_video outputs, one row per tracked object N (ascending object id). Every answer holds
+# all of them; the mask outputs an answer kind does not use are empty (no rows).
 OBJ_IDS = "OBJ_IDS"  # INT64 [N]
-OBJECT_MASKS = "MASKS"  # BOOL [N, H, W] at the frame's size
+OBJECT_MASKS = "MASKS"  # BOOL [N, H, W] at the frame's size ("masks"), [N, h, w] ("small_masks")
+OBJECT_RLE_COUNTS = RLE_COUNTS  # BYTES [N]: COCO compressed RLE counts of [H, W] masks ("rle")
+OBJECT_LOGITS = "MASK_LOGITS"  # FP32 [N, h, w]: mask logits at ANSWER_SIZE ("logits"), > 0: mask
+FRAME_SIZE = ORIGINAL_SIZE  # INT32 [2]: (H, W) of the sequence's frames; (0, 0) before the first
 OBJECT_SCORES = "SCORES"  # FP32 [N]: predicted IoU of the mask
 OBJECT_SCORE_LOGITS = "OBJECT_SCORE_LOGITS"  # FP32 [N]: > 0 means present
 PRESENT = "PRESENT"  # BOOL [N]
-MASK_BOXES = "MASK_BOXES"  # FP32 [N, 4]: (x0, y0, x1, y1) of the mask, zeros if empty
+# MASK_BOXES: FP32 [N, 4], (x0, y0, x1, y1) inclusive frame pixels of the mask, zeros if empty;
+# for sized answers, the frame pixels the answer's mask covers (docs/serving.md).
+MASK_BOXES = "MASK_BOXES"
 TRACKED_FRAME = "TRACKED_FRAME"  # INT64 [1]: the frame these masks belong to
 STATE_BYTES = "STATE_BYTES"  # INT64 [1]: memory the server holds for this sequence
-TRACK_OUTPUTS = (
+# What every answer kind uses; each kind adds its mask output (ANSWER_OUTPUTS).
+TRACK_COMMON_OUTPUTS = (
     OBJ_IDS,
-    OBJECT_MASKS,
     OBJECT_SCORES,
     OBJECT_SCORE_LOGITS,
     PRESENT,
     MASK_BOXES,
+    FRAME_SIZE,
     TRACKED_FRAME,
     STATE_BYTES,
 )
+ANSWER_OUTPUTS = {
+    ANSWER_MASKS: OBJECT_MASKS,
+    ANSWER_RLE: OBJECT_RLE_COUNTS,
+    ANSWER_SMALL_MASKS: OBJECT_MASKS,
+    ANSWER_LOGITS: OBJECT_LOGITS,
+}
+TRACK_OUTPUTS = (OBJ_IDS, OBJECT_MASKS, OBJECT_RLE_COUNTS, OBJECT_LOGITS) + TRACK_COMMON_OUTPUTS[1:]
+
+
+def track_outputs(answer: str) -> tuple[str, ...]:
+    """The track_video outputs a sequence with answer kind `answer` reads."""
+    return (ANSWER_OUTPUTS[answer],) + TRACK_COMMON_OUTPUTS
+
 
 # SAMURAI settings a sequence may override at START: name (configs/samurai.yaml) -> (input, dtype).
 SAMURAI_SETTINGS: dict[str, tuple] = {

@@ -338,6 +338,13 @@ def test_postprocess_masks_multimask_by_default(repositories):
     assert outputs(single)["MASKS"].shape == (2, 1, 30, 40)
 
 
+def metric_value(name: str, model: str, **labels: str) -> float:
+    """What Triton would export for a custom metric of `model` (the latest family of `name`)."""
+    family = pb_utils.MetricFamily.registry[name]
+    wanted = {"model": model, **labels}
+    return sum(m.value for m in family.metrics if m.labels == wanted)
+
+
 # -- segment_interactive -----------------------------------------------------------------------
 
 
@@ -372,6 +379,15 @@ def test_segment_interactive_caches_embeddings_between_requests(repositories, bl
     [gone] = model.execute(request(IMAGE_ID=ids, **click(1.0, 1.0)))
     code, message = error_of(gone)
     assert code == INVALID_ARG and message.startswith("unknown IMAGE_ID")
+
+    # Prometheus metrics of the cache (Triton's custom-metrics API)
+    def value(name: str, **labels: str) -> float:
+        return metric_value(name, "segment_interactive", **labels)
+
+    assert value("sam2_embedding_cache_hits_total") == 3  # boxed, no prompt, released
+    assert value("sam2_embedding_cache_misses_total") == 1  # gone
+    assert value("sam2_embedding_cache_entries") == 0 and value("sam2_embedding_cache_bytes") == 0
+    assert value("sam2_refused_requests_total", reason="invalid_request") == 3
 
 
 def test_segment_interactive_checks_prompts_before_encoding(repositories, bls):
@@ -659,8 +675,34 @@ def test_track_video_triton_slots_exceed_the_models_sequences(track_video):
     assert code == INVALID_ARG and message.startswith(
         f"the server is full: it holds {held} video sequences, its maximum"
     )
+    assert metric_value("sam2_video_sequences", "track_video") == held
+    full = metric_value("sam2_refused_requests_total", "track_video", reason="server_full")
+    assert full >= 1
     ended = track_video.execute(*(frame_request(track_video, i, end=True) for i in ids))
     assert all(not r.has_error() for r in ended) and len(track_video.model.store) == 0
+    assert metric_value("sam2_video_sequences", "track_video") == 0
+
+
+def test_track_video_publishes_frames_objects_state_and_refusals(track_video, bls):
+    def value(name: str, **labels: str) -> float:
+        return metric_value(name, "track_video", **labels)
+
+    seq = next(_corrids)
+    frames, unknown = (
+        value("sam2_video_frames_total"),
+        value("sam2_refused_requests_total", reason="unknown_sequence"),
+    )
+    start = frame_request(track_video, seq, start=True, frame=fake_frame(0), **video_click(1))
+    outputs(track_video.execute(start)[0])
+    outputs(track_video.execute(frame_request(track_video, seq, frame=fake_frame(1)))[0])
+    assert value("sam2_video_frames_total") == frames + 2
+    assert value("sam2_video_objects") == 1 and value("sam2_video_sequences") == 1
+    assert value("sam2_video_state_bytes") == track_video.model.store.nbytes > 0
+    [lost] = track_video.execute(frame_request(track_video, next(_corrids), frame=fake_frame(0)))
+    assert error_of(lost)[0] == INVALID_ARG
+    assert value("sam2_refused_requests_total", reason="unknown_sequence") == unknown + 1
+    outputs(track_video.execute(frame_request(track_video, seq, end=True))[0])
+    assert value("sam2_video_sequences") == 0 and value("sam2_video_state_bytes") == 0
 
 
 def test_track_video_network_failure_is_internal_and_the_next_frame_works(

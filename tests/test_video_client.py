@@ -16,7 +16,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from tritonclient.utils import InferenceServerException
 
-from sam2_triton import wire
+from sam2_triton import rle, wire
 from sam2_triton.client import visualize
 from sam2_triton.client.cli import main, video_prompts_from_args
 from sam2_triton.client.client import Sam2Client
@@ -32,17 +32,34 @@ from sam2_triton.client.video import (
 from sam2_triton.client.video_io import VideoWriter, encode_frame, open_frames
 
 H, W = 24, 32
+OUTPUTS = wire.track_outputs("masks")  # what a session with the default answer reads
 
 
-def frame_outputs(frame_index: int, obj_ids=(1,), h: int = H, w: int = W) -> dict:
-    """A `track_video` answer: object k's mask covers k + frame_index + 1 rows."""
-    n = len(obj_ids)
-    masks = np.zeros((n, h, w), bool)
-    for row in range(n):
+def object_masks(frame_index: int, count: int, h: int = H, w: int = W) -> np.ndarray:
+    """bool [count, h, w]: object k's mask covers k + frame_index + 1 rows, 4 (k + 1) columns."""
+    masks = np.zeros((count, h, w), bool)
+    for row in range(count):
         masks[row, : row + frame_index + 1, : 4 * (row + 1)] = True
+    return masks
+
+
+def frame_outputs(
+    frame_index: int, obj_ids=(1,), h: int = H, w: int = W, answer="masks", answer_size=None
+) -> dict:
+    """A `track_video` answer of kind `answer` on frames of h x w (object_masks; at
+    `answer_size` for the sized kinds, logits +-4), with the outputs that kind reads."""
+    n = len(obj_ids)
+    masks = object_masks(frame_index, n, *(answer_size or (h, w)))
+    if answer == "rle":
+        sent = np.array([r["counts"].encode() for r in rle.encode_masks(masks)], np.object_)
+    elif answer == "logits":
+        sent = np.where(masks, 4.0, -4.0).astype(np.float32)
+    else:
+        sent = masks
     return {
         wire.OBJ_IDS: np.array(obj_ids, np.int64),
-        wire.OBJECT_MASKS: masks,
+        wire.ANSWER_OUTPUTS[answer]: sent.reshape(n, *sent.shape[1:]),
+        wire.FRAME_SIZE: np.array([h, w], np.int32),
         wire.OBJECT_SCORES: np.full(n, 0.9, np.float32),
         wire.OBJECT_SCORE_LOGITS: np.full(n, 3.0, np.float32),
         wire.PRESENT: np.ones(n, bool),
@@ -61,6 +78,7 @@ class FakeSequence:
 
     def __init__(self, fail_tickets=()):
         self.requests = []  # (tensors, start, end)
+        self.answer, self.answer_size = "masks", None  # as START chose
         self.answers = {}
         self.fail_tickets = set(fail_tickets)
         self.closed = False
@@ -69,7 +87,12 @@ class FakeSequence:
         self._next_frame = 0
 
     def submit(self, tensors, outputs, start=False, end=False):
-        assert outputs == wire.TRACK_OUTPUTS
+        if start:
+            answer = tensors.get(wire.ANSWER)
+            self.answer = "masks" if answer is None else answer[0].decode()
+            size = tensors.get(wire.ANSWER_SIZE)
+            self.answer_size = None if size is None else tuple(size.tolist())
+        assert outputs == wire.track_outputs(self.answer)
         self.outstanding_at_submit.append(self.outstanding)
         ticket = len(self.requests)
         self.requests.append((dict(tensors), start, end))
@@ -94,8 +117,8 @@ class FakeSequence:
         if ticket in self.fail_tickets:
             raise Sam2ClientError(f"track_video: request {ticket} rejected")
         if frame < 0:
-            return frame_outputs(-1, obj_ids=())
-        return frame_outputs(frame)
+            return frame_outputs(-1, obj_ids=(), answer=self.answer, answer_size=self.answer_size)
+        return frame_outputs(frame, answer=self.answer, answer_size=self.answer_size)
 
     def close(self):
         self.closed = True
@@ -209,6 +232,7 @@ def test_start_without_settings_sends_samurai_false_only():
     tensors, start, _ = fake.requests[0]
     assert start and tensors[wire.SAMURAI].tolist() == [False]
     assert wire.NUM_FRAMES not in tensors and "KF_SCORE_WEIGHT" not in tensors
+    assert wire.ANSWER not in tensors and wire.ANSWER_SIZE not in tensors  # full-size masks
 
 
 def test_bad_session_settings():
@@ -341,6 +365,93 @@ def test_frame_result_rows_by_object():
     broken[wire.OBJECT_MASKS] = broken[wire.OBJECT_MASKS][:1]
     with pytest.raises(ValueError, match="for 2 object"):
         VideoFrameResult.from_outputs(broken)
+    broken = frame_outputs(0, obj_ids=(1, 2), answer="rle")
+    broken[wire.OBJECT_RLE_COUNTS] = broken[wire.OBJECT_RLE_COUNTS][:1]
+    with pytest.raises(ValueError, match="RLE_COUNTS \\[1\\] for 2 object"):
+        VideoFrameResult.from_outputs(broken, "rle")
+    with pytest.raises(ValueError, match="MASK_LOGITS \\[0, 0, 0\\] for 2 object"):
+        outputs = frame_outputs(0, obj_ids=(1, 2))
+        VideoFrameResult.from_outputs(
+            {**outputs, wire.OBJECT_LOGITS: np.zeros((0, 0, 0))}, "logits"
+        )
+
+
+# Compact answers ---------------------------------------------------------------------------
+
+
+def test_answer_is_chosen_at_start_and_results_follow_it():
+    fake = FakeSequence()
+    video = VideoSession(fake, answer="small_masks", answer_size=(12, 16))
+    first = video.track(pixels(0), boxes={1: [1, 1, 9, 9]})
+    second = video.track(pixels(1))
+    tensors, start, _ = fake.requests[0]
+    assert start and tensors[wire.ANSWER].dtype == np.object_
+    assert tensors[wire.ANSWER].tolist() == [b"small_masks"]
+    assert tensors[wire.ANSWER_SIZE].dtype == np.int64
+    assert tensors[wire.ANSWER_SIZE].tolist() == [12, 16]
+    assert wire.ANSWER not in fake.requests[1][0] and wire.ANSWER_SIZE not in fake.requests[1][0]
+    assert first.answer == "small_masks" and first.frame_size == (H, W)
+    np.testing.assert_array_equal(second.masks, object_masks(1, 1, 12, 16))
+    assert second.rle is None and second.logits is None
+    upscaled = second.frame_masks()  # nearest neighbour: every answer pixel is 2 x 2 pixels
+    assert upscaled.shape == (1, H, W)
+    np.testing.assert_array_equal(upscaled, second.masks.repeat(2, axis=1).repeat(2, axis=2))
+    video.end()
+    assert fake.requests[-1][2]  # END read the same outputs (FakeSequence checks them)
+
+
+def test_rle_answer_decodes_to_the_masks():
+    result = VideoFrameResult.from_outputs(frame_outputs(2, obj_ids=(3, 8), answer="rle"), "rle")
+    expected = object_masks(2, 2)
+    assert [r["size"] for r in result.rle] == [[H, W], [H, W]]
+    assert all(isinstance(r["counts"], str) for r in result.rle)
+    np.testing.assert_array_equal(result.masks, expected)
+    np.testing.assert_array_equal(result.frame_masks(), expected)
+    np.testing.assert_array_equal(result.mask(8), expected[1])
+    empty = VideoFrameResult.from_outputs(frame_outputs(-1, obj_ids=(), answer="rle"), "rle")
+    assert empty.masks.shape == (0, H, W)
+
+
+def test_logits_answer_upscales_as_the_server_does():
+    """Logits at the decoder's 256x256 stand for the full-size masks: upscaled bilinearly here,
+    they give the server's "masks" answer (torch's interpolation) but for logits within float
+    rounding of 0."""
+    import torch
+    import torch.nn.functional as F
+
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
+    logits = np.stack(
+        [8.0 - np.hypot(yy - 100, xx - 60) / 6.0, 5.0 - np.abs(yy - 180) / 4 - np.abs(xx - 170) / 9]
+    ).astype(np.float32)
+    outputs = frame_outputs(0, obj_ids=(1, 2), h=270, w=480)
+    outputs.pop(wire.OBJECT_MASKS)
+    outputs[wire.OBJECT_LOGITS] = logits
+    result = VideoFrameResult.from_outputs(outputs, "logits")
+    np.testing.assert_array_equal(result.masks, logits > 0)
+    server = F.interpolate(
+        torch.from_numpy(logits)[:, None], (270, 480), mode="bilinear", align_corners=False
+    )
+    expected = (server[:, 0] > 0).numpy()
+    upscaled = result.frame_masks()
+    assert upscaled.shape == (2, 270, 480) and expected.any()
+    assert (upscaled != expected).sum() <= 2
+
+
+@pytest.mark.parametrize(
+    "answer, size, message",
+    [
+        ("png", None, "unknown answer 'png' (known: masks, rle, small_masks, logits)"),
+        ("logits", None, "answer 'logits' needs answer_size (h, w)"),
+        ("rle", (8, 8), "answer_size is only used with answer small_masks or logits"),
+        ("small_masks", (0, 8), "answer_size must be (h, w), two whole numbers >= 1"),
+        ("small_masks", (8, 2.5), "two whole numbers"),
+        ("small_masks", (8,), "two whole numbers"),
+    ],
+)
+def test_bad_answer_arguments(answer, size, message):
+    with pytest.raises(ValueError) as raised:
+        VideoSession(FakeSequence(), answer=answer, answer_size=size)
+    assert message in str(raised.value)
 
 
 def test_video_session_from_the_client():
@@ -381,9 +492,11 @@ class FakeGrpcClient:
         self.callback = None
         self.sent = []  # (request_id, sequence controls)
         self.stopped = None
+        self.stream_headers = None
 
-    def start_stream(self, callback):
+    def start_stream(self, callback, headers=None):
         self.callback = callback
+        self.stream_headers = headers
 
     def async_stream_infer(
         self, model, inputs, outputs, request_id, sequence_id, sequence_start, sequence_end
@@ -413,55 +526,57 @@ def stream_transport(timeout_s=5.0):
 
 def test_stream_answers_out_of_order_and_errors_by_request_id():
     transport, fake = stream_transport()
-    tickets = [transport.submit({}, wire.TRACK_OUTPUTS, start=i == 0) for i in range(3)]
+    tickets = [transport.submit({}, OUTPUTS, start=i == 0) for i in range(3)]
     assert [s[1:] for s in fake.sent] == [(99, True, False), (99, False, False), (99, False, False)]
+    assert fake.stream_headers == {"sam2-sequence-id": "99"}  # a proxy routes the stream by it
     fake.answer("1", 11)
     fake.fail(f"[request id: {tickets[2]}] frame 3 is not after the last tracked frame 5")
     fake.answer("0", 10)
-    first = transport.result(tickets[0], wire.TRACK_OUTPUTS)
+    first = transport.result(tickets[0], OUTPUTS)
     assert first[wire.TRACKED_FRAME].tolist() == [10]
     with pytest.raises(Sam2ClientError, match="^track_video: frame 3 is not after"):
-        transport.result(tickets[2], wire.TRACK_OUTPUTS)
-    assert transport.result(tickets[1], wire.TRACK_OUTPUTS)[wire.TRACKED_FRAME].tolist() == [11]
+        transport.result(tickets[2], OUTPUTS)
+    assert transport.result(tickets[1], OUTPUTS)[wire.TRACKED_FRAME].tolist() == [11]
     transport.close()
     assert fake.stopped is False  # nothing outstanding: the stream is closed gracefully
 
 
 def test_stream_error_without_id_goes_to_the_oldest_request():
     transport, fake = stream_transport()
-    first = transport.submit({}, wire.TRACK_OUTPUTS, start=True)
-    second = transport.submit({}, wire.TRACK_OUTPUTS)
+    first = transport.submit({}, OUTPUTS, start=True)
+    second = transport.submit({}, OUTPUTS)
     fake.fail(
         "inference request for sequence 99 to model 'track_video' must specify the "
         "START flag on the first request of the sequence"
     )
     fake.answer(str(second), 1)
     with pytest.raises(Sam2ClientError) as raised:
-        transport.result(first, wire.TRACK_OUTPUTS)
+        transport.result(first, OUTPUTS)
     message = str(raised.value)
     assert message.startswith("track_video: inference request for sequence 99")
     assert "does not hold video sequence 99" in message and "\n" not in message
-    assert transport.result(second, wire.TRACK_OUTPUTS)[wire.OBJ_IDS].tolist() == [1]
+    assert transport.result(second, OUTPUTS)[wire.OBJ_IDS].tolist() == [1]
 
 
 def test_a_broken_stream_fails_every_outstanding_request_and_later_ones():
     transport, fake = stream_transport()
-    tickets = [transport.submit({}, wire.TRACK_OUTPUTS) for _ in range(2)]
+    tickets = [transport.submit({}, OUTPUTS) for _ in range(2)]
     fake.fail("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
     for ticket in tickets:
-        with pytest.raises(Sam2ClientError, match="not reachable over grpc"):
-            transport.result(ticket, wire.TRACK_OUTPUTS)
+        with pytest.raises(Sam2ClientError, match="not reachable over grpc") as raised:
+            transport.result(ticket, OUTPUTS)
+        assert "the stream of video sequence 99 broke" in str(raised.value)
     with pytest.raises(Sam2ClientError, match="not reachable over grpc"):
-        transport.submit({}, wire.TRACK_OUTPUTS)
+        transport.submit({}, OUTPUTS)
 
 
 def test_a_silent_stream_times_out():
     transport, fake = stream_transport(timeout_s=0.2)
-    ticket = transport.submit({}, wire.TRACK_OUTPUTS)
+    ticket = transport.submit({}, OUTPUTS)
     with pytest.raises(
         Sam2ClientError, match="no answer from the server at localhost:1 within 0.2 s"
     ):
-        transport.result(ticket, wire.TRACK_OUTPUTS)
+        transport.result(ticket, OUTPUTS)
     transport.close()
     assert fake.stopped is True  # the stream was given up: cancelled, not waited for
 
@@ -470,13 +585,14 @@ def test_a_silent_stream_times_out():
 
 
 def test_http_requests_carry_the_sequence_controls():
-    bodies = []
+    bodies, routing = [], []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             length = int(self.headers["Content-Length"])
             header_length = int(self.headers.get("Inference-Header-Content-Length", length))
             bodies.append(json.loads(self.rfile.read(length)[:header_length]))
+            routing.append(self.headers.get("sam2-sequence-id"))
             answer = json.dumps(
                 {
                     "error": "inference request for sequence 5 to model "
@@ -505,6 +621,7 @@ def test_http_requests_carry_the_sequence_controls():
         parameters = bodies[0]["parameters"]
         assert parameters["sequence_id"] == 5
         assert parameters["sequence_start"] is True and parameters["sequence_end"] is False
+        assert routing == ["5"]  # the routing header (docs/deployment.md#several-servers)
         inputs = {i["name"]: i for i in bodies[0]["inputs"]}
         assert inputs["BOX_OBJ_IDS"]["datatype"] == "INT64" and inputs["BOXES"]["shape"] == [1, 4]
         assert inputs["IMAGE_RAW"]["datatype"] == "UINT8"
@@ -616,6 +733,14 @@ def cli_error(capsys, argv) -> str:
         (["--box", "0:1:1,2,3,4", "--max-in-flight", "0"], "must be > 0"),
         (["--box", "0:1:1,2,3,4", "--mask-format", "gif"], "invalid choice: 'gif'"),
         (["--box", "0:1:1,2,3,4", "--kf-score-weight", "0.2"], "need --samurai"),
+        (["--box", "0:1:1,2,3,4", "--answer", "png"], "invalid choice: 'png'"),
+        (["--box", "0:1:1,2,3,4", "--answer", "logits"], "--answer logits needs --answer-size"),
+        (
+            ["--box", "0:1:1,2,3,4", "--answer-size", "8x8"],
+            "--answer-size is only used with --answer small_masks or logits",
+        ),
+        (["--box", "0:1:1,2,3,4", "--answer-size", "8by8"], "'8by8' is not HxW (e.g. 256x256)"),
+        (["--box", "0:1:1,2,3,4", "--answer-size", "0x8"], "height and width must be >= 1"),
     ],
 )
 def test_bad_track_command_lines(capsys, tmp_path, argv, message):
@@ -659,10 +784,17 @@ class CannedVideoClient:
     def __exit__(self, *exc):
         pass
 
-    def video_session(self, num_frames=None, samurai=False, samurai_settings=None):
+    def video_session(
+        self,
+        num_frames=None,
+        samurai=False,
+        samurai_settings=None,
+        answer="masks",
+        answer_size=None,
+    ):
         fake = FakeSequence()
         fake.protocol = self.protocol
-        session = VideoSession(fake, num_frames, samurai, samurai_settings)
+        session = VideoSession(fake, num_frames, samurai, samurai_settings, answer, answer_size)
         SESSIONS.append((fake, session))
         return session
 
@@ -755,6 +887,40 @@ def test_track_masks_json_round_trips_through_pycocotools(monkeypatch, capsys, t
         assert record["mask_box"] == [0, 0, 4, 1]
     assert not (out / "masks").exists()
     assert open_frames(out / "overlay.mp4").num_frames == 3
+
+
+def test_track_with_rle_answers_writes_the_servers_rle(monkeypatch, capsys, tmp_path, clip):
+    monkeypatch.setattr("sam2_triton.client.cli.Sam2Client", CannedVideoClient)
+    SESSIONS.clear()
+    out = tmp_path / "out"
+    argv = ["track", str(clip), "--box", "0:1:1,1,9,9", "--answer", "rle", "--mask-format", "rle"]
+    assert main([*argv, "--output", str(out)]) == 0, capsys.readouterr().err
+    fake, session = SESSIONS[0]
+    assert fake.requests[0][0][wire.ANSWER].tolist() == [b"rle"] and session.answer == "rle"
+    records = json.loads((out / "masks.json").read_text())
+    assert [r["frame"] for r in records] == [0, 1, 2, 3]
+    for record in records:
+        sent = frame_outputs(record["frame"], answer="rle")[wire.OBJECT_RLE_COUNTS][0]
+        assert record["segmentation"] == {"size": [H, W], "counts": sent.decode()}
+        assert record["area"] == int(object_masks(record["frame"], 1).sum())
+    assert open_frames(out / "overlay.mp4").num_frames == 4
+
+
+@pytest.mark.parametrize("answer", ["small_masks", "logits"])
+def test_track_with_sized_answers_writes_them_at_their_size(
+    monkeypatch, capsys, tmp_path, clip, answer
+):
+    monkeypatch.setattr("sam2_triton.client.cli.Sam2Client", CannedVideoClient)
+    SESSIONS.clear()
+    out = tmp_path / "out"
+    argv = ["track", str(clip), "--box", "0:1:1,1,9,9", "--answer", answer, "--answer-size"]
+    assert main([*argv, "12x16", "--output", str(out)]) == 0, capsys.readouterr().err
+    first = SESSIONS[0][0].requests[0][0]
+    assert first[wire.ANSWER_SIZE].tolist() == [12, 16]
+    mask = np.asarray(Image.open(out / "masks" / "00002_obj1.png")) > 0
+    np.testing.assert_array_equal(mask, object_masks(2, 1, 12, 16)[0])
+    overlay = open_frames(out / "overlay.mp4")  # drawn at the frame's size
+    assert overlay.num_frames == 4 and overlay.size == (W, H)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

@@ -1,5 +1,6 @@
-"""The video client against the real server (`served` fixture): the library over HTTP and the
-`track` command over gRPC give the same masks; the command writes overlay.mp4 and masks.json.
+"""The video client against the real server (`served` fixture): the library over HTTP (full-size
+masks) and the `track` command over gRPC (masks as the server's RLE) give the same masks; the
+command writes overlay.mp4 and masks.json.
 
 Each tracked frame costs several seconds on CPU, so the video has 3 frames.
 """
@@ -60,6 +61,8 @@ def test_library_over_http_and_command_over_grpc_track_the_same_masks(
             "--box",
             "0:1:" + ",".join(map(str, BOX)),
             "--num-frames-known",
+            "--answer",
+            "rle",
             "--mask-format",
             "rle",
             "--frame-encoding",

@@ -3,6 +3,7 @@ the handler's START / END rules over stand-in networks, no server."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 from sam2_triton.configs import RequestLimits, dataclass_parameters, field_types, get_profile
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.samurai import SamuraiSettings
-from sam2_triton.python_backend.video.frame_requests import parse_frame_request, result_tensors
+from sam2_triton.python_backend.video.answers import AnswerFormat, answer_tensors
+from sam2_triton.python_backend.video.frame_requests import parse_frame_request
 from sam2_triton.python_backend.video.sequences import (
     IdleEvictor,
     SequenceOptions,
@@ -253,6 +255,12 @@ def test_parse_points_boxes_masks_and_options():
         ),
         (dict(FRAME_INDEX=np.array([2**31], np.int64)), "FRAME_INDEX is 2147483648"),
         (dict(FRAME_INDEX=np.array([1.0], np.float32)), "FRAME_INDEX is 1.0: must be an integer"),
+        (
+            dict(ANSWER=np.array([b"png"], np.object_)),
+            "ANSWER is 'png': the answer kinds are masks, rle, small_masks, logits",
+        ),
+        (dict(ANSWER=np.array([b"logits"], np.object_)), "ANSWER 'logits' needs ANSWER_SIZE"),
+        (dict(ANSWER_SIZE=np.array([8, 8], np.int64)), "ANSWER_SIZE is only used with ANSWER"),
     ],
 )
 def test_parse_rejects_bad_tensors(tensors, message):
@@ -263,10 +271,27 @@ def test_parse_rejects_bad_tensors(tensors, message):
 def test_start_only_inputs_are_refused_later():
     with pytest.raises(InputError, match="NUM_FRAMES can only be sent with the sequence's START"):
         parse(start=False, NUM_FRAMES=np.array([3], np.int64))
+    answer = dict(ANSWER=np.array([b"logits"], np.object_), ANSWER_SIZE=np.array([8, 8]))
+    with pytest.raises(
+        InputError, match="ANSWER, ANSWER_SIZE can only be sent with the sequence's START"
+    ):
+        parse(start=False, **answer)
+    assert parse(**answer).options.answer == AnswerFormat("logits", (8, 8))
+    assert parse().options.answer == AnswerFormat()  # full-size masks unless START says
 
 
-def test_result_tensors_without_a_frame_have_zero_rows():
-    tensors = result_tensors(None, (4, 6), 123)
+def test_store_keeps_what_each_sequence_chose_at_start():
+    store = SequenceStore(FakeTracker, settings())
+    store.start(1, SequenceOptions(answer=AnswerFormat("rle")))
+    store.start(2, SequenceOptions())
+    assert store.options(1).answer.kind == "rle" and store.options(2).answer.kind == "masks"
+    store.end(1)
+    with pytest.raises(InputError, match="sequence 1 has ended"):
+        store.options(1)
+
+
+def test_answer_without_a_frame_has_zero_rows():
+    tensors = answer_tensors(None, AnswerFormat(), 123, (4, 6))
     assert tensors["MASKS"].shape == (0, 4, 6) and tensors["MASKS"].dtype == bool
     assert tensors["TRACKED_FRAME"].tolist() == [-1] and tensors["STATE_BYTES"].tolist() == [123]
 
@@ -347,11 +372,9 @@ def test_handler_checks_the_answer_budget_before_removing_objects():
 
     two_objects = 2 * FAKE_SIZE[0] * FAKE_SIZE[1]  # bool masks of two objects on a frame
     video = settings()
-    store = SequenceStore(
-        lambda options: VideoTracker(FakeNetworks(), FAKE_METADATA, max_mask_bytes=two_objects),
-        video,
-    )
-    handler = VideoRequestHandler(store, video, LIMITS)
+    store = SequenceStore(lambda options: VideoTracker(FakeNetworks(), FAKE_METADATA), video)
+    limits = dataclasses.replace(LIMITS, max_mask_bytes=two_objects)
+    handler = VideoRequestHandler(store, video, limits)
     both = dict(
         POINT_OBJ_IDS=np.array([1, 2], np.int64),
         POINT_COORDS=np.array([[[4, 4]], [[9, 9]]], np.float32),
@@ -368,6 +391,88 @@ def test_handler_checks_the_answer_budget_before_removing_objects():
         handler.handle(parse(start=False, image=fake_frame(1), **two_new))
     tracker = store.get(42)
     assert tracker.obj_ids == [1, 2] and tracker.last_frame == 0  # the removal did not happen
+
+
+def test_each_answer_comes_in_the_format_its_sequence_chose():
+    """Three sequences on the same frames: every answer (tracked frame, correction, frame with
+    END, END alone) is in its own sequence's format."""
+    from test_video_tracking import FAKE_SIZE, fake_frame
+
+    handler, store = handler_with_fake_networks()
+    starts = {
+        1: {},
+        2: dict(ANSWER=np.array([b"small_masks"], np.object_), ANSWER_SIZE=np.array([6, 8])),
+        3: dict(ANSWER=np.array([b"rle"], np.object_)),
+    }
+    answers: dict[int, list] = {sid: [] for sid in starts}
+
+    def respond(sequence_id, **kwargs):
+        request = parse(**kwargs)
+        request.sequence_id = sequence_id
+        answers[sequence_id].append(handler.respond(request))
+
+    for sequence_id, options in starts.items():
+        respond(sequence_id, image=fake_frame(0), **click(1), **options)
+        respond(sequence_id, start=False, image=fake_frame(1))
+        respond(sequence_id, start=False, **click(1, x=5.0))  # a correction of frame 1
+        respond(sequence_id, start=False, end=True, image=fake_frame(2))
+        respond(sequence_id, start=False, end=True)  # END alone: no longer held
+    assert len(store) == 0
+    full, small, coded = answers[1], answers[2], answers[3]
+    for step in range(4):
+        masks = full[step]["MASKS"]
+        assert masks.shape == (1, *FAKE_SIZE) and masks.any()
+        assert small[step]["MASKS"].shape == (1, 6, 8) and small[step]["MASKS"].any()
+        assert coded[step]["MASKS"].shape == (0, 0, 0)
+        assert coded[step]["RLE_COUNTS"].shape == (1,)
+        for answer in (small[step], coded[step]):
+            assert answer["TRACKED_FRAME"].tolist() == full[step]["TRACKED_FRAME"].tolist()
+            assert answer["ORIGINAL_SIZE"].tolist() == list(FAKE_SIZE)
+    assert [a["TRACKED_FRAME"].tolist() for a in full] == [[0], [1], [1], [2], [-1]]
+    assert small[4]["MASKS"].shape == (0, 0, 0)  # END alone of an id not held: the default
+    # END alone of a held sequence answers in its format
+    respond(3, image=fake_frame(0), **starts[3])
+    respond(3, start=False, end=True)
+    assert coded[-1]["RLE_COUNTS"].shape == (0,) and coded[-1]["MASKS"].shape == (0, 0, 0)
+
+
+def test_sized_answers_are_budgeted_at_their_size():
+    """The budget counts each answer in its format: a sequence with small masks tracks objects
+    whose full-size masks would not fit (its tracker, as the model makes it, never makes them);
+    float32 logits count 4 bytes a pixel."""
+    from test_video_tracking import FAKE_METADATA, FAKE_SIZE, FakeNetworks, fake_frame
+
+    from sam2_triton.python_backend.video.frame_requests import VideoRequestHandler
+    from sam2_triton.python_backend.video.tracker import VideoTracker
+
+    one_object = FAKE_SIZE[0] * FAKE_SIZE[1]  # a full-size bool mask
+    video = settings()
+    store = SequenceStore(
+        lambda options: VideoTracker(
+            FakeNetworks(),
+            FAKE_METADATA,
+            max_mask_bytes=one_object if options.answer.full_size else None,
+        ),
+        video,
+    )
+    handler = VideoRequestHandler(
+        store, video, dataclasses.replace(LIMITS, max_mask_bytes=one_object)
+    )
+    two = dict(
+        POINT_OBJ_IDS=np.array([1, 2], np.int64),
+        POINT_COORDS=np.array([[[4, 4]], [[9, 9]]], np.float32),
+        POINT_LABELS=np.array([[1], [1]], np.int32),
+    )
+    small = dict(ANSWER=np.array([b"small_masks"], np.object_), ANSWER_SIZE=np.array([12, 16]))
+    answer = handler.respond(parse(image=fake_frame(0), **two, **small))
+    assert answer["MASKS"].shape == (2, 12, 16) and answer["OBJ_IDS"].tolist() == [1, 2]
+    assert handler.respond(parse(start=False, image=fake_frame(1)))["MASKS"].shape == (2, 12, 16)
+    with pytest.raises(InputError, match="2 objects of 32x24 pixels = 1536 bytes"):
+        handler.respond(parse(image=fake_frame(0), **two))  # full-size masks
+    logits = dict(ANSWER=np.array([b"logits"], np.object_), ANSWER_SIZE=np.array([12, 16]))
+    with pytest.raises(InputError, match="2 objects of logits at 16x12 pixels x 4 bytes = 1536"):
+        handler.respond(parse(image=fake_frame(0), **two, **logits))
+    assert 42 not in store  # refused STARTs leave no sequence
 
 
 def test_wire_samurai_inputs_are_the_samurai_settings():
@@ -546,7 +651,7 @@ def test_frame_indices_stop_at_the_last_index():
     last = dict(FRAME_INDEX=np.array([MAX_FRAME_INDEX], np.int64))
     handler.handle(parse(start=True, image=fake_frame(0), **click(1)))
     result = handler.handle(parse(start=False, image=fake_frame(1), **last))
-    tensors = result_tensors(result, (24, 32), 0)
+    tensors = answer_tensors(result, AnswerFormat(), 0)
     assert tensors["TRACKED_FRAME"].tolist() == [MAX_FRAME_INDEX]
     with pytest.raises(InputError, match="frame index 2147483648 is outside 0..2147483647"):
         handler.handle(parse(start=False, image=fake_frame(2)))

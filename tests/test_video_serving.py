@@ -6,7 +6,8 @@ Requests are built with tritonclient directly, so these tests pin the wire contr
 * parity: 8 frames, 2 objects (a click, a box) on frame 0, against SAM2VideoPredictor;
 * isolation: four sequences interleaved from four clients give what each gives alone;
 * bad input: each mistake gets a per-request error naming it, and the server stays healthy;
-* sequence ids (string and integer, whole), refused STARTs, a full server, bounded indices.
+* sequence ids (string and integer, whole), refused STARTs, a full server, bounded indices;
+* answers: RLE, small masks and logits next to full-size masks on the same frames.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 import numpy as np
 import pytest
 from test_video_tracking import BOX, CLICK, HEIGHT, NUM_FRAMES, WIDTH, iou, synthetic_frames
+
+from sam2_triton import rle, wire
 
 # Every test here talks to a server; the idle-eviction test starts its own (served_short_idle).
 pytestmark = pytest.mark.served
@@ -71,17 +74,7 @@ class Sequence:
             **options,
         )
         self.started = True
-        names = (
-            "OBJ_IDS",
-            "MASKS",
-            "SCORES",
-            "OBJECT_SCORE_LOGITS",
-            "PRESENT",
-            "MASK_BOXES",
-            "TRACKED_FRAME",
-            "STATE_BYTES",
-        )
-        return {name: result.as_numpy(name) for name in names}
+        return {name: result.as_numpy(name) for name in wire.TRACK_OUTPUTS}
 
     @staticmethod
     def module_dtype(array: np.ndarray) -> str:
@@ -486,6 +479,106 @@ def test_frame_index_is_bounded(served):
     )
     assert sequence.send(end=True)["TRACKED_FRAME"].tolist() == [-1]
     assert_healthy(served, "grpc")
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+ANSWERS = {  # sequence -> START inputs choosing its answer
+    "masks": {},
+    "rle": {"ANSWER": np.array([b"rle"], np.object_)},
+    "small_masks": {
+        "ANSWER": np.array([b"small_masks"], np.object_),
+        "ANSWER_SIZE": np.array([45, 70], np.int64),
+    },
+    "logits": {
+        "ANSWER": np.array([b"logits"], np.object_),
+        "ANSWER_SIZE": np.array([256, 256], np.int64),
+    },
+}
+
+
+def resized(logits: np.ndarray, size) -> np.ndarray:
+    """float32 [N, h, w]: low-res logits [N, 256, 256] resized as the server resizes them."""
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.tensor(logits, dtype=torch.float32)[:, None]
+    return F.interpolate(tensor, tuple(size), mode="bilinear", align_corners=False)[:, 0].numpy()
+
+
+def test_compact_answers_stand_for_the_same_masks(served):
+    """Four sequences track the same frames with the same prompts, each answering in its own
+    format: the RLE decodes to the full-size masks, the 256x256 logits upscale to them and
+    resize to the small masks; boxes, scores and presence agree."""
+    from sam2_triton.python_backend.video.answers import frame_boxes
+
+    frames = synthetic_frames(2)
+    sequences = {kind: Sequence(served.grpc_url, "grpc") for kind in ANSWERS}
+    answers: dict[str, list] = {kind: [] for kind in ANSWERS}
+    for t, frame in enumerate(frames):
+        for kind, sequence in sequences.items():
+            prompts = {**click_prompt(1, CLICK[0][0]), **box_prompt(2, BOX), **ANSWERS[kind]}
+            answers[kind].append(sequence.send(frame, encoded=False, **(prompts if t == 0 else {})))
+    for kind, sequence in sequences.items():  # a correction of frame 1, answered in each format
+        answers[kind].append(sequence.send(**click_prompt(1, [46.0, 40.0], 0)))
+        answers[kind].append(sequence.send(end=True))
+
+    for step in range(3):
+        full, coded, small, logits = (answers[kind][step] for kind in ANSWERS)
+        masks = full["MASKS"]
+        assert masks.shape == (2, HEIGHT, WIDTH) and masks.any(axis=(1, 2)).all()
+        for answer in (full, coded, small, logits):
+            assert answer["ORIGINAL_SIZE"].tolist() == [HEIGHT, WIDTH]
+            assert answer["TRACKED_FRAME"].tolist() == [min(step, 1)]
+            for name in ("OBJ_IDS", "SCORES", "OBJECT_SCORE_LOGITS", "PRESENT"):
+                np.testing.assert_array_equal(answer[name], full[name], err_msg=name)
+        decoded = [rle.decode(rle.from_counts(c, (HEIGHT, WIDTH))) for c in coded["RLE_COUNTS"]]
+        np.testing.assert_array_equal(np.stack(decoded), masks)
+        np.testing.assert_array_equal(coded["MASK_BOXES"], full["MASK_BOXES"])
+        low_res = logits["MASK_LOGITS"]
+        assert low_res.shape == (2, 256, 256) and low_res.dtype == np.float32
+        np.testing.assert_array_equal(resized(low_res, (HEIGHT, WIDTH)) > 0, masks)
+        assert small["MASKS"].shape == (2, 45, 70)
+        np.testing.assert_array_equal(small["MASKS"], resized(low_res, (45, 70)) > 0)
+        # boxes of small masks: the frame pixels they cover, at most one answer pixel beyond
+        # the full-size bounds (thin parts of a mask may vanish at 45x70: no bound inwards)
+        np.testing.assert_array_equal(
+            small["MASK_BOXES"], frame_boxes(small["MASKS"], (HEIGHT, WIDTH))
+        )
+        beyond = np.concatenate(
+            [
+                full["MASK_BOXES"][:, :2] - small["MASK_BOXES"][:, :2],
+                small["MASK_BOXES"][:, 2:] - full["MASK_BOXES"][:, 2:],
+            ],
+            axis=1,
+        )
+        assert (beyond <= np.ceil([WIDTH / 70, HEIGHT / 45] * 2)).all(), beyond
+        # the outputs a kind does not use are there, with no rows
+        assert coded["MASKS"].shape == (0, 0, 0) and full["RLE_COUNTS"].shape == (0,)
+        assert full["MASK_LOGITS"].shape == (0, 0, 0) and logits["MASKS"].shape == (0, 0, 0)
+    ended = answers["rle"][3]
+    assert ended["TRACKED_FRAME"].tolist() == [-1] and ended["RLE_COUNTS"].shape == (0,)
+
+    sequence = Sequence(served.http_url, "http")
+    expect_error(
+        sequence,
+        "ANSWER is 'png': the answer kinds are masks, rle, small_masks, logits",
+        SMALL,
+        ANSWER=np.array([b"png"], np.object_),
+    )
+    expect_error(
+        sequence,
+        "ANSWER 'logits' needs ANSWER_SIZE (h, w)",
+        SMALL,
+        start=True,
+        ANSWER=np.array([b"logits"], np.object_),
+    )
+    sequence.send(SMALL, start=True, **ANSWERS["rle"])
+    expect_error(
+        sequence, "ANSWER can only be sent with the sequence's START", SMALL, **ANSWERS["rle"]
+    )
+    assert sequence.send(SMALL, end=True)["RLE_COUNTS"].shape == (0,)  # no objects
+    assert_healthy(served, "http")
 
 
 # -- idle sequences ----------------------------------------------------------------------------

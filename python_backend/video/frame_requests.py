@@ -5,7 +5,8 @@ tensors; names and meanings: model_repository/README.md). `parse_frame_request` 
 `FrameRequest` (integer inputs within sam2_triton/wire.py's ranges); `VideoRequestHandler.handle`
 checks it whole, then applies it (START, removals, prompts, track or correct, END) to the
 `SequenceStore`'s tracker, so a bad request leaves the sequence as it was (a refused START leaves
-no sequence under its id); `result_tensors` -> the output tensors.
+no sequence under its id); `VideoRequestHandler.respond` does the same and returns the output
+tensors, in the answer format the sequence chose at START (python_backend/video/answers.py).
 
 Design notes (one request step by step): docs/serving.md
 """
@@ -21,6 +22,7 @@ from sam2_triton.configs import RequestLimits
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.prompts import check_finite, check_within_image
 from sam2_triton.python_backend.samurai import SamuraiSettings
+from sam2_triton.python_backend.video.answers import AnswerFormat, answer_tensors
 from sam2_triton.python_backend.video.sequences import (
     SequenceId,
     SequenceOptions,
@@ -29,30 +31,24 @@ from sam2_triton.python_backend.video.sequences import (
 )
 from sam2_triton.python_backend.video.tracker import FrameResult, VideoTracker
 from sam2_triton.wire import (
+    ANSWER,
+    ANSWER_SIZE,
     BOX_OBJ_IDS,
     BOX_PROMPTS,
     FRAME_INDEX,
-    MASK_BOXES,
     MASK_OBJ_IDS,
     MASK_PROMPTS,
     MAX_FRAME_INDEX,
     MAX_NUM_FRAMES,
     MAX_OBJECT_ID,
     NUM_FRAMES,
-    OBJ_IDS,
-    OBJECT_MASKS,
-    OBJECT_SCORE_LOGITS,
-    OBJECT_SCORES,
     PADDING_LABEL,
     POINT_COORDS,
     POINT_LABELS,
     POINT_OBJ_IDS,
-    PRESENT,
     REMOVE_OBJ_IDS,
     SAMURAI,
     SAMURAI_SETTINGS,
-    STATE_BYTES,
-    TRACKED_FRAME,
     VIDEO_POINT_LABELS,
 )
 
@@ -65,7 +61,7 @@ SAMURAI_INT_RANGES: dict[str, tuple[int, int]] = {
     if np.issubdtype(dtype, np.integer)
 }
 # Inputs read only with START: the sequence's options.
-START_ONLY_INPUTS = (NUM_FRAMES, SAMURAI) + tuple(SAMURAI_INPUTS)
+START_ONLY_INPUTS = (NUM_FRAMES, SAMURAI, ANSWER, ANSWER_SIZE) + tuple(SAMURAI_INPUTS)
 PROMPT_INPUTS = (
     POINT_OBJ_IDS,
     POINT_COORDS,
@@ -245,7 +241,8 @@ def _options(
     if overrides and not samurai:
         raise InputError(f"SAMURAI settings {sorted(overrides)} were sent without SAMURAI = true")
     settings = samurai_defaults.with_overrides(overrides) if samurai else None
-    return SequenceOptions(num_frames=num_frames, samurai=settings)
+    answer = AnswerFormat.from_tensors(tensors.get(ANSWER), tensors.get(ANSWER_SIZE))
+    return SequenceOptions(num_frames=num_frames, samurai=settings, answer=answer)
 
 
 def parse_frame_request(
@@ -304,19 +301,35 @@ class VideoRequestHandler:
     def handle(self, request: FrameRequest) -> FrameResult | None:
         """Track / correct as the request says; None when it tracks nothing. A refused or
         failed request is handled by `refused` (the InputError or other exception is raised)."""
+        return self._handle(request)[0]
+
+    def respond(self, request: FrameRequest) -> dict[str, np.ndarray]:
+        """`handle`, then the response tensors in the sequence's answer format (chosen at
+        START; the default format for an END alone of a sequence not held)."""
+        result, options = self._handle(request)
+        image = request.image
+        size = None if image is None else (int(image.shape[0]), int(image.shape[1]))
+        state_bytes = self.state_bytes(request.sequence_id)
+        return answer_tensors(result, options.answer, state_bytes, size)
+
+    def _handle(self, request: FrameRequest) -> tuple[FrameResult | None, SequenceOptions]:
+        """(what `handle` returns, the options of the request's sequence)."""
         self.store.evict_idle()
         sequence_id = request.sequence_id
         if request.end and not request.start and request.carries_nothing:
+            options = self._held_options(sequence_id)
             self.store.end(sequence_id)  # END alone always succeeds, held or not
-            return None
+            return None, options
         try:
             if request.start:
-                tracker = self.store.new_tracker(sequence_id, request.options)
+                options = request.options
+                tracker = self.store.new_tracker(sequence_id, options)
             else:
                 tracker = self.store.get(sequence_id)
-            result = self._apply(tracker, request)
+                options = self.store.options(sequence_id)
+            result = self._apply(tracker, request, options.answer)
             if request.start and not request.end:
-                self.store.hold(sequence_id, tracker)
+                self.store.hold(sequence_id, tracker, options)
         except Exception as exc:
             self.refused(sequence_id, request.start, request.end, exc)
             raise
@@ -324,7 +337,14 @@ class VideoRequestHandler:
             self.store.end(sequence_id)
         else:  # idle time counts from the end of the last request, not its start
             self.store.touch(sequence_id)
-        return result
+        return result, options
+
+    def _held_options(self, sequence_id: SequenceId) -> SequenceOptions:
+        """The options of a held sequence; the defaults when the id holds none."""
+        try:
+            return self.store.options(sequence_id)
+        except InputError:
+            return SequenceOptions()
 
     def refused(self, sequence_id: SequenceId, start: bool, end: bool, error: Exception) -> None:
         """What a refused (InputError) or failed request leaves: END ends the sequence; a START
@@ -348,8 +368,10 @@ class VideoRequestHandler:
 
     # -- checks, then changes ---------------------------------------------------------------
 
-    def _apply(self, tracker: VideoTracker, request: FrameRequest) -> FrameResult | None:
-        frame_idx, size = self._check(tracker, request)
+    def _apply(
+        self, tracker: VideoTracker, request: FrameRequest, answer: AnswerFormat
+    ) -> FrameResult | None:
+        frame_idx, size = self._check(tracker, request, answer)
         for obj_id in request.remove:
             tracker.remove_object(obj_id)
         if frame_idx is None:
@@ -373,10 +395,10 @@ class VideoRequestHandler:
             raise
 
     def _check(
-        self, tracker: VideoTracker, request: FrameRequest
+        self, tracker: VideoTracker, request: FrameRequest, answer: AnswerFormat
     ) -> tuple[int | None, tuple[int, int] | None]:
         """(frame to track or correct, its size), or (None, None); InputError if the request
-        does not fit the sequence."""
+        does not fit the sequence or its answer (in `answer`'s format) the mask budget."""
         known = set(tracker.obj_ids)
         unknown = [obj_id for obj_id in request.remove if obj_id not in known]
         if unknown:
@@ -415,7 +437,7 @@ class VideoRequestHandler:
                 raise InputError("FRAME_INDEX was sent without an image or prompts")
             return None, None
         self._check_prompts(request, size)
-        tracker.check_answer_size(size, len(after))  # the answer's masks fit the budget
+        answer.check_budget(size, len(after), self.limits.max_mask_bytes)
         return frame_idx, size
 
     def _check_prompted_frames(self, tracker: VideoTracker, request: FrameRequest) -> None:
@@ -452,32 +474,3 @@ class VideoRequestHandler:
                 )
         for obj_id, mask in request.masks.items():
             VideoTracker.check_mask_size(obj_id, mask, size)
-
-
-def result_tensors(
-    result: FrameResult | None, size: tuple[int, int] | None, state_bytes: int
-) -> dict[str, np.ndarray]:
-    """The response tensors (sam2_triton/wire.py, track_video outputs), rows by ascending id."""
-    if result is None:
-        height, width = size or (0, 0)
-        return {
-            OBJ_IDS: np.zeros((0,), np.int64),
-            OBJECT_MASKS: np.zeros((0, height, width), bool),
-            OBJECT_SCORES: np.zeros((0,), np.float32),
-            OBJECT_SCORE_LOGITS: np.zeros((0,), np.float32),
-            PRESENT: np.zeros((0,), bool),
-            MASK_BOXES: np.zeros((0, 4), np.float32),
-            TRACKED_FRAME: np.array([-1], np.int64),
-            STATE_BYTES: np.array([state_bytes], np.int64),
-        }
-    order = np.argsort(np.asarray(result.obj_ids, dtype=np.int64), kind="stable")
-    return {
-        OBJ_IDS: np.asarray(result.obj_ids, dtype=np.int64)[order],
-        OBJECT_MASKS: np.ascontiguousarray(result.masks[order], dtype=bool),
-        OBJECT_SCORES: result.scores[order].astype(np.float32),
-        OBJECT_SCORE_LOGITS: result.object_score_logits[order].astype(np.float32),
-        PRESENT: result.present[order].astype(bool),
-        MASK_BOXES: result.boxes[order].astype(np.float32),
-        TRACKED_FRAME: np.array([result.frame_idx], np.int64),
-        STATE_BYTES: np.array([state_bytes], np.int64),
-    }

@@ -2,8 +2,9 @@
 
     store = SequenceStore(make_tracker, VideoSettings(...))
     tracker = store.new_tracker(corrid, options)  # InputError if the server is full
-    store.hold(corrid, tracker)     # once its START request succeeded (`start` does both)
+    store.hold(corrid, tracker, options)  # once its START request succeeded (`start`: both)
     tracker = store.get(corrid)     # InputError if unknown, ended or evicted
+    options = store.options(corrid)  # what the sequence chose at START (its answer format)
     store.end(corrid)               # frees the tracker at once
     store.evict_idle()              # called on every request and by `IdleEvictor`'s timer
 
@@ -22,13 +23,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sam2_triton.configs import dataclass_from_parameters
-from sam2_triton.python_backend.errors import InputError
+from sam2_triton.python_backend.errors import InputError, ServerFullError, UnknownSequenceError
 from sam2_triton.python_backend.samurai import SamuraiSettings
+from sam2_triton.python_backend.video.answers import AnswerFormat
 from sam2_triton.python_backend.video.tracker import VideoTracker
 from sam2_triton.wire import MAX_SEQUENCE_ID_BYTES
 
 FORGOTTEN_IDS_KEPT = 4096  # ended / evicted ids remembered for the error message
-PREPROCESSING_MODES = ("video", "image")
+PREPROCESSING_MODES = ("video", "image", "device")
 MEMORY_STORAGES = ("bfloat16", "float32")
 # Triton's sequence slots beyond max_sequences (under 1 KiB each in Triton): a START the model
 # refuses keeps its Triton slot until the client sends END or the sequence idles out, and only
@@ -100,11 +102,13 @@ class SequenceOptions:
 
     num_frames: int | None = None  # the video's length when known (None: a stream)
     samurai: SamuraiSettings | None = None  # None: plain SAM 2
+    answer: AnswerFormat = AnswerFormat()  # what each answer holds (default: full-size masks)
 
 
 @dataclass
 class _Entry:
     tracker: VideoTracker
+    options: SequenceOptions
     last_used: float
 
 
@@ -123,6 +127,7 @@ class SequenceStore:
         self._entries: dict[SequenceId, _Entry] = {}
         self._forgotten: OrderedDict[SequenceId, str] = OrderedDict()  # id -> why it is gone
         self._lock = threading.RLock()
+        self.evictions = 0  # sequences dropped for idleness so far (metrics)
 
     def __len__(self) -> int:
         with self._lock:
@@ -138,11 +143,17 @@ class SequenceStore:
         with self._lock:
             return sum(entry.tracker.nbytes for entry in self._entries.values())
 
+    @property
+    def num_objects(self) -> int:
+        """Objects over all held sequences (tracked or prompted)."""
+        with self._lock:
+            return sum(len(entry.tracker.obj_ids) for entry in self._entries.values())
+
     def start(self, sequence_id: SequenceId, options: SequenceOptions) -> VideoTracker:
         """A fresh tracker held under `sequence_id` at once (replacing what the id held)."""
         with self._lock:
             tracker = self.new_tracker(sequence_id, options)
-            self.hold(sequence_id, tracker)
+            self.hold(sequence_id, tracker, options)
             return tracker
 
     def new_tracker(self, sequence_id: SequenceId, options: SequenceOptions) -> VideoTracker:
@@ -152,12 +163,14 @@ class SequenceStore:
             self._check_room(sequence_id)
         return self.make_tracker(options)
 
-    def hold(self, sequence_id: SequenceId, tracker: VideoTracker) -> None:
-        """Hold `tracker` under `sequence_id`, replacing that id's sequence; InputError (and
-        nothing changed) if the server is full."""
+    def hold(
+        self, sequence_id: SequenceId, tracker: VideoTracker, options: SequenceOptions
+    ) -> None:
+        """Hold `tracker` (made for `options`) under `sequence_id`, replacing that id's
+        sequence; InputError (and nothing changed) if the server is full."""
         with self._lock:
             self._check_room(sequence_id)
-            self._entries[sequence_id] = _Entry(tracker, self.clock())
+            self._entries[sequence_id] = _Entry(tracker, options, self.clock())
             self._forgotten.pop(sequence_id, None)
 
     def _check_room(self, sequence_id: SequenceId) -> None:
@@ -169,7 +182,7 @@ class SequenceStore:
         held = self._held_besides(sequence_id)
         if held >= limit:
             timeout = self.settings.idle_timeout_s
-            raise InputError(
+            raise ServerFullError(
                 f"the server is full: it holds {held} video sequences, its maximum; no new "
                 f"sequence can start now. Retry later (a sequence is freed by its END or after "
                 f"{timeout:g} s without a request)"
@@ -181,12 +194,21 @@ class SequenceStore:
     def get(self, sequence_id: SequenceId) -> VideoTracker:
         """The tracker of a started sequence; InputError saying why if there is none."""
         with self._lock:
-            entry = self._entries.get(sequence_id)
-            if entry is None:
-                why = self._forgotten.get(sequence_id, "was never started (send START first)")
-                raise InputError(f"video sequence {sequence_id!r} {why}")
+            entry = self._entry(sequence_id)
             entry.last_used = self.clock()
             return entry.tracker
+
+    def options(self, sequence_id: SequenceId) -> SequenceOptions:
+        """What a held sequence chose at START; InputError saying why if there is none."""
+        with self._lock:
+            return self._entry(sequence_id).options
+
+    def _entry(self, sequence_id: SequenceId) -> _Entry:
+        entry = self._entries.get(sequence_id)
+        if entry is None:
+            why = self._forgotten.get(sequence_id, "was never started (send START first)")
+            raise UnknownSequenceError(f"video sequence {sequence_id!r} {why}")
+        return entry
 
     def touch(self, sequence_id: SequenceId) -> None:
         """Restart the idle clock of a held sequence (after a request finished)."""
@@ -214,6 +236,7 @@ class SequenceStore:
         with self._lock:
             now = self.clock()
             idle = [sid for sid, entry in self._entries.items() if now - entry.last_used >= timeout]
+            self.evictions += len(idle)
             for sequence_id in idle:
                 del self._entries[sequence_id]
                 self._remember(

@@ -15,9 +15,11 @@ from sam2_triton.export.metadata import load_metadata
 from sam2_triton.python_backend.embedding_cache import EmbeddingCache
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.image_predictor import ImagePredictor
+from sam2_triton.python_backend.metrics import EMBEDDING_CACHE_METRICS
 from sam2_triton.python_backend.triton_io import (
     has_prompts,
     image_networks,
+    model_metrics,
     model_parameters,
     optional_input,
     read_image,
@@ -38,6 +40,7 @@ class TritonPythonModel:
             max_mask_bytes=self.limits.max_mask_bytes,
         )
         self.cache = EmbeddingCache(int(params["embedding_cache_bytes"]))
+        self.metrics = model_metrics(EMBEDDING_CACHE_METRICS, "segment_interactive")
 
     def _handle(self, request):
         image_id = scalar(request, "IMAGE_ID", None, str)
@@ -96,4 +99,13 @@ class TritonPythonModel:
         }
 
     def execute(self, requests):
-        return respond_each(requests, self._handle, "segment_interactive")
+        responses = respond_each(requests, self._handle, "segment_interactive", self.metrics)
+        self._publish_cache()
+        return responses
+
+    def _publish_cache(self) -> None:
+        self.metrics.set("sam2_embedding_cache_bytes", self.cache.nbytes)
+        self.metrics.set("sam2_embedding_cache_entries", len(self.cache))
+        self.metrics.sync_counter("sam2_embedding_cache_hits_total", self.cache.hits)
+        self.metrics.sync_counter("sam2_embedding_cache_misses_total", self.cache.misses)
+        self.metrics.sync_counter("sam2_embedding_cache_evictions_total", self.cache.evictions)

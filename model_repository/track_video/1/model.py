@@ -4,7 +4,9 @@ request per frame.
 Each sequence's memory lives in this instance (python_backend/video: VideoTracker per sequence
 in a SequenceStore); the networks are called through BLS. Sequences idle longer than
 `idle_timeout_s` are evicted here, since Triton does not tell the model when it drops one.
-See config.pbtxt and model_repository/README.md for the tensors; design notes: docs/serving.md.
+Each sequence chooses at START what its answers hold (full-size masks, RLE, smaller masks or
+logits: python_backend/video/answers.py). See config.pbtxt and model_repository/README.md for
+the tensors; design notes: docs/serving.md.
 """
 
 import json
@@ -13,9 +15,11 @@ from pathlib import Path
 from sam2_triton.configs import RequestLimits
 from sam2_triton.export.metadata import load_metadata
 from sam2_triton.python_backend.errors import InputError
+from sam2_triton.python_backend.metrics import TRACK_VIDEO_METRICS
 from sam2_triton.python_backend.samurai import SamuraiSettings
 from sam2_triton.python_backend.triton_io import (
     BlsVideoNetworks,
+    model_metrics,
     model_parameters,
     optional_input,
     read_optional_image,
@@ -27,7 +31,6 @@ from sam2_triton.python_backend.video.frame_requests import (
     START_ONLY_INPUTS,
     VideoRequestHandler,
     parse_frame_request,
-    result_tensors,
 )
 from sam2_triton.python_backend.video.sequences import (
     IdleEvictor,
@@ -58,7 +61,9 @@ class TritonPythonModel:
                 preprocessing=settings.preprocessing,
                 memory_storage=settings.memory_storage,
                 samurai=options.samurai,
-                max_mask_bytes=self.limits.max_mask_bytes,
+                # the tracker upscales to the frame's size only for full-size answers; the
+                # handler checks every answer against the budget in its own format
+                max_mask_bytes=self.limits.max_mask_bytes if options.answer.full_size else None,
             )
 
         self.store = SequenceStore(make_tracker, settings)
@@ -66,6 +71,8 @@ class TritonPythonModel:
         self.evictor = IdleEvictor(
             self.store, settings.idle_timeout_s / EVICTION_CHECKS_PER_TIMEOUT
         ).start()
+        self.metrics = model_metrics(TRACK_VIDEO_METRICS, "track_video")
+        self.frames = 0  # frames tracked or corrected (the frames counter's total)
 
     def _handle(self, request):
         sequence_id, start, end = sequence_controls(request)
@@ -78,12 +85,23 @@ class TritonPythonModel:
         except InputError as exc:
             self.handler.refused(sequence_id, start, end, exc)
             raise
-        result = self.handler.handle(frame)
-        size = None if image is None else image.shape[:2]
-        return result_tensors(result, size, self.handler.state_bytes(sequence_id))
+        tensors = self.handler.respond(frame)
+        if frame.image is not None or frame.prompted_ids:
+            self.frames += 1
+        return tensors
 
     def execute(self, requests):
-        return respond_each(requests, self._handle, "track_video")
+        responses = respond_each(requests, self._handle, "track_video", self.metrics)
+        self._publish()
+        return responses
+
+    def _publish(self) -> None:
+        """The metrics after a batch (evictions by the evictor thread show with the next)."""
+        self.metrics.set("sam2_video_sequences", len(self.store))
+        self.metrics.set("sam2_video_objects", self.store.num_objects)
+        self.metrics.set("sam2_video_state_bytes", self.store.nbytes)
+        self.metrics.sync_counter("sam2_video_frames_total", self.frames)
+        self.metrics.sync_counter("sam2_video_evictions_total", self.store.evictions)
 
     def finalize(self):
         self.evictor.stop()
