@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 Record = Mapping[str, Any]
 PlotFunction = Callable[[Record, Path], Path]
@@ -495,7 +497,165 @@ def plot_soak(record: Record, path: Path) -> Path:
     return _save(figure, path)
 
 
+LOG_SCALE_SPAN = 20  # a value axis spanning more than this factor is drawn on a log scale
+SERIES_COLOURS = (REFERENCE_COLOUR, SERVED_COLOUR, "#55a868", "#c44e52", "#8172b3", "#937860")
+SERIES_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _lines(
+    ax: Axes,
+    series: Mapping[str, list[tuple[float, float]]],
+    label: Callable[[float], str],
+    log: bool = False,
+) -> None:
+    """One line per series of (x, y) points, each point labelled with `label(y)`."""
+    for (name, points), colour, marker in zip(
+        series.items(), SERIES_COLOURS * len(series), SERIES_MARKERS * len(series)
+    ):
+        xs, ys = [x for x, _ in points], [y for _, y in points]
+        ax.plot(xs, ys, marker=marker, color=colour, label=name)
+        for x, y in points:
+            ax.annotate(
+                label(y),
+                (x, y),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=7,
+                color=colour,
+            )
+    xs = sorted({x for points in series.values() for x, _ in points})
+    if log:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.grid(alpha=0.3)
+
+
+def plot_orchestration(record: Record, path: Path) -> Path:
+    """benchmarks/orchestration.py: the tracker's host milliseconds and device-to-host
+    transfers per frame with instant networks, against objects, one line per mode and answer."""
+    kind = "orchestration"
+    header = _header(record, kind)
+    cases = field(record, "cases", kind=kind)
+    if not cases:
+        raise ValueError(f"{kind} record has no cases")
+    timing: dict[str, list[tuple[float, float]]] = {}
+    transfers: dict[str, list[tuple[float, float]]] = {}
+    devices = set()
+    for case in cases:
+        name = f"{field(case, 'mode', kind=kind)}, {field(case, 'answer', kind=kind)} answer"
+        objects = number(case, "objects", kind=kind)
+        devices.add(str(field(case, "device", kind=kind)))
+        timing.setdefault(name, []).append((objects, number(case, "host_ms_per_frame", kind=kind)))
+        transfers.setdefault(name, []).append(
+            (objects, number(case, "transfers_per_frame", kind=kind))
+        )
+    for series in (timing, transfers):
+        for points in series.values():
+            points.sort()
+    size = record.get("size", "")
+    preprocessing = record.get("preprocessing")
+    figure = _figure(
+        2,
+        f"tracker orchestration on {', '.join(sorted(devices))}, instant networks"
+        + (f", {size} frames" if size else "")
+        + (f", {preprocessing} preprocessing" if preprocessing else ""),
+        header,
+        width=5.5,
+    )
+    time_ax, transfer_ax = figure.axes
+    _lines(time_ax, timing, "{:.1f}".format, log=True)
+    time_ax.set_ylabel("host time per frame (ms, median)")
+    time_ax.set_ylim(bottom=0)
+    counts = sorted({x for points in transfers.values() for x, _ in points})
+    _bars(
+        transfer_ax,
+        [f"{x:g}" for x in counts],
+        {
+            name: ([dict(points).get(x, 0.0) for x in counts], None)
+            for name, points in transfers.items()
+        },
+        SERIES_COLOURS,
+        fmt="{:g}",
+    )
+    transfer_ax.set_ylabel("device-to-host transfers per frame")
+    transfer_ax.set_ylim(0, max(y for p in transfers.values() for _, y in p) * 1.4 + 1)
+    for ax in figure.axes:
+        ax.set_xlabel("objects tracked")
+        ax.legend(loc="upper left", fontsize=8)
+    return _save(figure, path)
+
+
+def _rate_label(value: float) -> str:
+    """A rate with three significant digits, whole numbers from 100 up (no exponents)."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def plot_gpu_suite(record: Record, path: Path) -> Path:
+    """benchmarks/gpu_suite.py: FPS of each measured system against objects (one video) and
+    against videos tracked at once (one object each), on a log scale where the values span
+    more than LOG_SCALE_SPAN; the systems not measured are listed under the plot with their
+    reason."""
+    kind = "gpu_suite"
+    header = _header(record, kind)
+    systems = field(record, "systems", kind=kind)
+    cases = field(record, "cases", kind=kind)
+    if not cases:
+        raise ValueError(f"{kind} record has no cases")
+    by_objects: dict[str, list[tuple[float, float]]] = {}
+    by_streams: dict[str, list[tuple[float, float]]] = {}
+    for case in cases:
+        name = str(field(case, "system", kind=kind))
+        label = str(field(systems, name, "label", kind=kind))
+        objects = number(case, "objects", kind=kind)
+        streams = number(case, "streams", kind=kind)
+        fps = number(case, "fps", kind=kind)
+        if streams == 1:
+            by_objects.setdefault(label, []).append((objects, fps))
+        if objects == 1:
+            by_streams.setdefault(label, []).append((streams, fps))
+    panels = [("objects (one video)", by_objects)]
+    if any(x > 1 for points in by_streams.values() for x, _ in points):
+        panels.append(("videos tracked at once (one object each)", by_streams))
+    for _, series in panels:
+        for points in series.values():
+            points.sort()
+    device = field(record, "device", kind=kind)
+    frames = int(number(record, "frames_per_video", kind=kind))
+    size = field(record, "size", kind=kind)
+    figure = _figure(
+        len(panels),
+        f"video tracking on {device}, {frames} frames of {size} per video, "
+        f"weights {record.get('weights')}",
+        header,
+        width=6.0,
+    )
+    for ax, (xlabel, series) in zip(figure.axes, panels):
+        _lines(ax, series, _rate_label, log=True)
+        ax.set_xlabel(xlabel)
+        values = [y for points in series.values() for _, y in points]
+        if max(values) > LOG_SCALE_SPAN * min(values):  # systems apart by orders of magnitude
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_ylabel("throughput (frames/s, all videos; log scale)")
+        else:
+            ax.set_ylim(0, max(values) * 1.2)
+            ax.set_ylabel("throughput (frames/s, all videos)")
+        ax.legend(loc="best", fontsize=7)
+    missing = [
+        f"{name}: {entry.get('status', 'not run')}: {entry.get('reason', '')}"
+        for name, entry in systems.items()
+        if entry.get("status") != "measured"
+    ]
+    if missing:
+        notes = "\n".join(textwrap.shorten(line, 160) for line in missing)
+        figure.supxlabel("not measured:\n" + notes, fontsize=7, ha="left", x=0.01)
+    return _save(figure, path)
+
+
 PLOTS: dict[str, PlotFunction] = {
+    "gpu_suite": plot_gpu_suite,
+    "orchestration": plot_orchestration,
     "networks": plot_networks,
     "memory_attention": plot_memory_attention,
     "image_serving": plot_image_serving,

@@ -70,6 +70,53 @@ RECORDS = {
             ],
         },
     ),
+    "orchestration": (
+        report.plot_orchestration,
+        {
+            **HEADER,
+            "size": "1280x720",
+            "preprocessing": "device",
+            "cases": [
+                {
+                    "device": "cpu",
+                    "mode": mode,
+                    "objects": objects,
+                    "answer": answer,
+                    "host_ms_per_frame": 20.0 + objects * (3.0 if answer == "full" else 1.0),
+                    "transfers_per_frame": 3.0 if answer == "full" else 2.0,
+                }
+                for mode in ("sam2", "samurai")
+                for answer in ("full", "compact")
+                for objects in (1, 4, 16)
+            ],
+        },
+    ),
+    "gpu_suite": (
+        report.plot_gpu_suite,
+        {
+            **HEADER,
+            "weights": "random",
+            "device": "cuda:0",
+            "size": "960x540",
+            "frames_per_video": 30,
+            "systems": {
+                "official": {"label": "SAM2VideoPredictor (eager)", "status": "measured"},
+                "tracker": {"label": "VideoTracker, PyTorch", "status": "measured"},
+                "served": {"label": "track_video", "status": "unavailable", "reason": "none"},
+            },
+            "cases": [
+                {"system": system, "objects": objects, "streams": streams, "fps": fps}
+                for system, base in (("official", 40.0), ("tracker", 90.0))
+                for objects, streams, fps in (
+                    (1, 1, base),
+                    (3, 1, base / 2),
+                    (8, 1, base / 5),
+                    (1, 4, base * 2),
+                    (1, 16, base * 3),
+                )
+            ],
+        },
+    ),
     "perf_analyzer": (
         report.plot_perf_analyzer,
         {
@@ -118,6 +165,11 @@ def test_plot_writes_a_png(kind, tmp_path):
         ("video_tracking", ("cases", 1, "served_fps")),
         ("perf_analyzer", ("rows", 2, "p99_ms")),
         ("perf_analyzer", ("machine",)),
+        ("orchestration", ("cases", 3, "transfers_per_frame")),
+        ("orchestration", ("cases", 0, "device")),
+        ("gpu_suite", ("cases", 4, "fps")),
+        ("gpu_suite", ("systems", "tracker", "label")),
+        ("gpu_suite", ("frames_per_video",)),
     ],
 )
 def test_plot_refuses_a_record_without_a_required_field(kind, keys, tmp_path):
@@ -143,7 +195,13 @@ def test_plot_refuses_a_field_that_is_not_a_number(tmp_path):
 
 @pytest.mark.parametrize(
     "kind, key",
-    [("networks", "networks"), ("memory_attention", "batches"), ("video_tracking", "cases")],
+    [
+        ("networks", "networks"),
+        ("memory_attention", "batches"),
+        ("video_tracking", "cases"),
+        ("orchestration", "cases"),
+        ("gpu_suite", "cases"),
+    ],
 )
 def test_plot_refuses_an_empty_record(kind, key, tmp_path):
     plot, record = RECORDS[kind]
@@ -157,6 +215,13 @@ def test_video_plot_with_objects_only(tmp_path):
     plot, record = RECORDS["video_tracking"]
     only_objects = {**record, "cases": record["cases"][:2]}
     assert_png(plot(only_objects, tmp_path / "video.png"))
+
+
+def test_gpu_suite_plot_with_one_video_only(tmp_path):
+    """A run without the videos sweep (--streams 1): one panel, still a PNG."""
+    plot, record = RECORDS["gpu_suite"]
+    one_video = {**record, "cases": [c for c in record["cases"] if c["streams"] == 1]}
+    assert_png(plot(one_video, tmp_path / "suite.png"))
 
 
 def test_write_report_puts_the_plot_next_to_the_json(tmp_path):
