@@ -9,8 +9,16 @@
 #                         SERVE_ADDRESS says otherwise (Ctrl-C stops)
 #   make test             the test suite (what CI runs, after `make check`)
 #   make test-fast        the unit tier alone: no model weights, no server (about a minute)
+#   make test-multi-server  two servers behind the NGINX router (about five minutes)
 #   make check            ruff (lint + format check) and mypy over the tree; `make fmt` fixes
 #                         what ruff can fix
+#   make bench-orchestration  the video tracker's own cost per frame (host time, device-to-host
+#                         transfers) with instant stand-in networks, on DEVICE (default cpu)
+#   make bench-gpu        video tracking speed on DEVICE (default cuda): the official predictor
+#                         (eager, vos_optimized) against this tracker in process and served;
+#                         `make bench-gpu DEVICE=cpu` is a small version with random weights
+#   make wheelhouse       the wheels that install the benchmarks on a machine without network
+#                         beside its torch (tools/wheelhouse.py), into WHEELHOUSE
 #
 # Variables: MODEL (size, default tiny), PROFILE (deployment profile of engines), SERVE_PROFILE
 # (profile of the served repository, default cpu), HTTP_PORT / GRPC_PORT / METRICS_PORT,
@@ -39,9 +47,10 @@ MODELS := tiny small base_plus large sam2_tiny sam2_small sam2_base_plus sam2_la
 TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
 SAM2_SPEC ?= sam2==1.1.0
 
-.PHONY: install system-deps run export export-all download lint check fmt test test-fast fidelity-all \
-        bench-networks bench-serving bench-video soak perf-analyzer perf-analyzer-video repository serve \
-        engines verify-engines clean
+.PHONY: install system-deps run export export-all download lint check fmt test test-fast \
+        test-multi-server fidelity-all \
+        bench-networks bench-serving bench-video bench-orchestration bench-gpu soak perf-analyzer \
+        perf-analyzer-video repository serve engines verify-engines wheelhouse clean
 
 install: $(VENV)/.installed
 
@@ -123,6 +132,12 @@ test: install
 test-fast: install
 	$(PY) -m pytest -m "not model and not served"
 
+# Two CPU servers of the test export behind Debian's NGINX (tests/test_multi_server.py): videos
+# stay on one server over HTTP and gRPC, a killed server's videos fail at once, the others go on.
+# About five minutes, so not part of `make test` (CI's time); needs nginx (make system-deps).
+test-multi-server: install
+	$(PY) -m pytest -m multi_server tests/test_multi_server.py
+
 # Fidelity and lint for every size (about an hour on 2 CPU cores).
 fidelity-all: install
 	SAM2_TRITON_TEST_MODELS=all $(PY) -m pytest tests/test_fidelity.py tests/test_lint.py
@@ -148,6 +163,23 @@ bench-video: install
 	$(PY) -m sam2_triton.benchmarks.video_tracking --export-dir $(ARTIFACTS)/$(MODEL) --model $(MODEL) \
 	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} $${CHECKPOINT:---random-weights} $(PORTS) \
 	  --json $(BENCH_OUT)/video_tracking.json
+
+# The tracker's orchestration (benchmarks/orchestration.py): host milliseconds and device-to-host
+# transfers per frame of VideoTracker with instant stand-in networks on DEVICE (default cpu),
+# 1280x720 frames, 1 / 4 / 16 objects, SAM 2 and SAMURAI, full and compact answers.
+bench-orchestration: install
+	$(PY) -m sam2_triton.benchmarks.orchestration --device $(or $(DEVICE),cpu) \
+	  --json $(BENCH_OUT)/orchestration.json
+
+# Video tracking speed on DEVICE (benchmarks/gpu_suite.py; default cuda): SAM2VideoPredictor
+# (eager and vos_optimized) against this tracker in process (PyTorch, TensorRT where installed)
+# and served, 1 / 3 / 8 objects and 1 / 4 / 16 videos. Weights: CHECKPOINT=file, else the
+# official checkpoint (downloaded when missing); DEVICE=cpu (a small version: 1 / 3 objects,
+# 1 / 2 videos, 3 frames) or RANDOM_WEIGHTS=1 uses random weights, with a warning.
+bench-gpu: install
+	$(PY) -m sam2_triton.benchmarks.gpu_suite --device $(or $(DEVICE),cuda) --model $(MODEL) \
+	  $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),$(if $(or $(RANDOM_WEIGHTS),$(filter cpu,$(DEVICE))),--random-weights)) \
+	  $(PORTS) --work-dir build/gpu_suite --json $(BENCH_OUT)/gpu_suite_$(or $(DEVICE),cuda).json
 
 # Reliability soak (benchmarks/soak.py): SOAK_MINUTES (default 20) of concurrent good and bad
 # image and video requests against a CPU server of the export on loopback; errors by kind,
@@ -176,6 +208,18 @@ engines: install
 
 verify-engines: install
 	$(CLI) verify-engines --model-dir $(ARTIFACTS)/$(MODEL) --profile $(PROFILE)
+
+# Wheels for a machine without network (tools/wheelhouse.py): this project and sam2 built here,
+# everything else they need for WHEELHOUSE_PYTHON with the target's torch WHEELHOUSE_TORCH left to
+# it; WHEELHOUSE_FLAGS adds options (--serving: the Triton server and client in serving/;
+# --provided torch numpy: keep the target's numpy; --local: for this interpreter). Install there:
+#   pip install --no-index --no-deps --find-links DIR -r DIR/requirements.txt
+WHEELHOUSE ?= build/wheelhouse
+WHEELHOUSE_PYTHON ?= 3.12
+WHEELHOUSE_TORCH ?= 2.11.0
+wheelhouse: install
+	$(PY) tools/wheelhouse.py --output $(WHEELHOUSE) --python-version $(WHEELHOUSE_PYTHON) \
+	  --torch $(WHEELHOUSE_TORCH) $(WHEELHOUSE_FLAGS)
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache build demo perf_analyzer_segment.csv

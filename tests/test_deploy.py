@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import free_port
 
 from sam2_triton.serving.kubernetes import ClusterSettings, manifests, render_manifests
 from sam2_triton.serving.router import RouterSettings, Upstream, header_variable
 from sam2_triton.serving.router import render_nginx_config as render_router
 from sam2_triton.wire import SEQUENCE_ROUTING_HEADER
-from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "deploy" / "kubernetes" / "sam2-triton.yaml"
