@@ -451,10 +451,29 @@ def test_full_server_refuses_a_start_at_once(served):
         assert "a sequence is freed by its END or after 600 s without a request" in message
         held.pop(0).send(end=True)
         assert refused[0].send(SMALL, start=True, timeout_s=60)["TRACKED_FRAME"].tolist() == [0]
+        # the model's Prometheus metrics on Triton's metrics port (python_backend/metrics.py)
+        assert served_metric(served, "sam2_video_sequences") == limit
+        assert served_metric(served, "sam2_refused_requests_total", reason="server_full") >= 4
+        assert served_metric(served, "sam2_video_frames_total") >= limit
     finally:
         for sequence in held + refused:  # END alone always succeeds: frees Triton's slots
             sequence.send(start=False, end=True)
     assert_healthy(served, "grpc")
+
+
+def served_metric(served, name: str, model: str = "track_video", **labels: str) -> float:
+    """The value of a custom metric of `model` on the server's metrics port (0 if absent)."""
+    import re
+    import urllib.request
+
+    url = f"http://127.0.0.1:{served.server.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    total = 0.0
+    for found in re.finditer(rf"^{name}{{([^}}]*)}} (\S+)$", text, re.M):
+        pairs = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
+        if pairs == {"model": model, **labels}:
+            total += float(found.group(2))
+    return total
 
 
 def test_frame_index_is_bounded(served):
