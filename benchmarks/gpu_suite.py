@@ -50,7 +50,6 @@ import contextlib
 import io
 import shutil
 import statistics
-import threading
 import time
 import traceback
 import warnings
@@ -63,6 +62,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sam2_triton.benchmarks.concurrency import concurrently
 from sam2_triton.benchmarks.orchestration import (
     parse_size,
     preprocessing_mode,
@@ -104,7 +104,6 @@ TRACKER_PRECISION = {"cuda": "bf16", "cpu": "fp32"}
 OFFICIAL_AUTOCAST = {"cuda": torch.bfloat16}  # sam2/benchmark.py; the CPU runs fp32
 TENSORRT_PROFILE = "gpu-bf16"
 SERVED_PROFILE = {"cuda": "gpu-torch", "cpu": "cpu"}
-OBJECT_SCORE_BIAS_SHIFT = 10.0  # random weights: prompted objects present (as the tests do)
 VOS_CPU_REASON = (
     "not run on the CPU: vos_optimized compiles every component with "
     "torch.compile(mode='max-autotune'), which sam2's own benchmark runs on CUDA only "
@@ -119,27 +118,15 @@ class Unavailable(Exception):
 # -- weights -----------------------------------------------------------------------------------
 
 
-def write_random_checkpoint(spec: ModelSpec, path: Path, seed: int = 0) -> Path:
-    """An official-format checkpoint of random weights, as the tests write theirs: every
-    parameter perturbed, the object-score head's bias raised by OBJECT_SCORE_BIAS_SHIFT so that
-    prompted objects are present (random weights would mark every object absent)."""
-    from sam2_triton.export.checkpoints import build_sam2_model, write_checkpoint
-
-    model: Any = build_sam2_model(spec, random_weights=True, seed=seed)  # warns: RANDOM weights
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.02)
-        head = model.sam_mask_decoder.pred_obj_score_head
-        (head.layers[-1] if hasattr(head, "layers") else head).bias.add_(OBJECT_SCORE_BIAS_SHIFT)
-    return write_checkpoint(model, path)
-
-
 def suite_weights(
     spec: ModelSpec, checkpoint: str | None, random_weights: bool, work_dir: Path
 ) -> tuple[Path, str]:
     """(checkpoint file every system loads, how the record names the weights)."""
-    from sam2_triton.export.checkpoints import RANDOM_WEIGHTS_WARNING, resolve_weights
+    from sam2_triton.export.checkpoints import (
+        RANDOM_WEIGHTS_WARNING,
+        resolve_weights,
+        write_random_checkpoint,
+    )
 
     if random_weights:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING} (speed does not depend on them)", flush=True)
@@ -279,30 +266,6 @@ class Runner(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def concurrently(calls: Sequence[Callable[[], None]]) -> None:
-    """Run the calls in one thread each, all started together; re-raise the first error."""
-    if len(calls) == 1:
-        calls[0]()
-        return
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(len(calls))
-
-    def worker(call: Callable[[], None]) -> None:
-        try:
-            barrier.wait()
-            call()
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(c,)) for c in calls]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 @contextlib.contextmanager
@@ -550,13 +513,18 @@ def prepare_tracker(ctx: Context) -> Runner:
 
     precision = TRACKER_PRECISION.get(ctx.device.type, "fp32")
     networks = TorchVideoNetworks(ctx.checkpoint, ctx.spec.name, ctx.device, precision)
+    return _tracker_runner(ctx, networks, f"PyTorch networks, {precision}")
+
+
+def _tracker_runner(ctx: Context, networks: Any, runtime: str) -> Runner:
+    """The in-process tracker over `networks` (described by `runtime` in the record)."""
     preprocessing = preprocessing_mode()
     return TrackerRunner(
         networks,
         ctx.metadata(),
         ctx.device,
         preprocessing,
-        f"PyTorch networks, {precision}, {preprocessing} preprocessing",
+        f"{runtime}, {preprocessing} preprocessing",
     )
 
 
@@ -576,14 +544,7 @@ def prepare_tracker_tensorrt(ctx: Context) -> Runner:
     print(f"building TensorRT engines ({profile.name}) in {engine_dir} ...", flush=True)
     build_engines(export_dir, engine_dir, profile)
     networks = TensorrtVideoNetworks(engine_dir, ctx.device)
-    preprocessing = preprocessing_mode()
-    return TrackerRunner(
-        networks,
-        ctx.metadata(),
-        ctx.device,
-        preprocessing,
-        f"TensorRT engines, {profile.name} profile, {preprocessing} preprocessing",
-    )
+    return _tracker_runner(ctx, networks, f"TensorRT engines, {profile.name} profile")
 
 
 def prepare_served(ctx: Context) -> Runner:

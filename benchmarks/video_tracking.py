@@ -25,7 +25,6 @@ import argparse
 import functools
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sam2_triton.benchmarks.concurrency import concurrently
 from sam2_triton.benchmarks.networks import (
     add_model_arguments,
     add_server_arguments,
@@ -115,26 +115,6 @@ def timed(fn: Callable[[], int]) -> tuple[float, int]:
     return time.perf_counter() - start, frames
 
 
-def concurrently(fns: Sequence[Callable[[], int]]) -> int:
-    counts = [0] * len(fns)
-    errors: list[BaseException] = []
-
-    def worker(i: int) -> None:
-        try:
-            counts[i] = fns[i]()
-        except BaseException as exc:  # re-raised in the caller
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(fns))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return sum(counts)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
@@ -196,7 +176,7 @@ def main() -> None:
                         functools.partial(served_run, url, args.protocol, videos[i], c)
                         for i, c in plan
                     ]
-                    return calls[0]() if len(calls) == 1 else concurrently(calls)
+                    return sum(concurrently(calls))
 
                 runs: dict[str, list[float]] = {"reference": [], "served": []}
                 for _ in range(args.repeat):

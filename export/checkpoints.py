@@ -19,7 +19,7 @@ import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -326,6 +326,27 @@ def write_checkpoint(model: torch.nn.Module, path: os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict()}, path)
     return path
+
+
+# Random weights put every object at "absent" (object-score logits < 0); raising the
+# object-score head's bias by this much makes prompted objects present, as with trained weights.
+OBJECT_SCORE_BIAS_SHIFT = 10.0
+
+
+def write_random_checkpoint(spec: ModelSpec, path: os.PathLike, seed: int = 0) -> Path:
+    """An official-format checkpoint of random weights for tests and speed runs (warns, as any
+    random-weights model does): every parameter perturbed (so zero biases and unit norms cannot
+    hide a mistake), the object-score head's bias raised by OBJECT_SCORE_BIAS_SHIFT."""
+    import torch
+
+    model: Any = build_sam2_model(spec, random_weights=True, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.02)
+        head = model.sam_mask_decoder.pred_obj_score_head
+        (head.layers[-1] if hasattr(head, "layers") else head).bias.add_(OBJECT_SCORE_BIAS_SHIFT)
+    return write_checkpoint(model, path)
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ No weights can be downloaded in CI, so the tests write an official-format checkp
 perturbed (so zero-initialised biases and unit norms cannot hide a mistake), load it back
 through the real loading code, and export from the loaded model. Random weights put every
 object at "absent" (object-score logits < 0), which would make every video mask empty; the
-object-score head's bias is raised by OBJECT_SCORE_BIAS_SHIFT so that, as with trained weights,
-prompted objects are present and tracked masks are not trivially empty.
+object-score head's bias is raised (export.checkpoints.write_random_checkpoint) so that, as with
+trained weights, prompted objects are present and tracked masks are not trivially empty.
 
 `SAM2_TRITON_TEST_MODELS` chooses the sizes the fidelity tests run on: a comma-separated
 list of names from configs/models.yaml, or "all". Default: tiny.
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from sam2_triton.serving.local_server import LocalTritonServer
 
 TEST_MODELS_ENV = "SAM2_TRITON_TEST_MODELS"
-OBJECT_SCORE_BIAS_SHIFT = 10.0
 
 
 # -- test tiers --------------------------------------------------------------------------------
@@ -85,17 +84,10 @@ class ExportedModel:
 
 
 def write_test_checkpoint(spec: ModelSpec, path: Path, seed: int = 0) -> Path:
-    from sam2_triton.export.checkpoints import build_sam2_model, write_checkpoint
+    from sam2_triton.export.checkpoints import write_random_checkpoint
 
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        model = build_sam2_model(spec, random_weights=True, seed=seed)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn(param.shape, generator=generator) * 0.02)
-        head = model.sam_mask_decoder.pred_obj_score_head
-        (head.layers[-1] if hasattr(head, "layers") else head).bias.add_(OBJECT_SCORE_BIAS_SHIFT)
-    return write_checkpoint(model, path)
+        return write_random_checkpoint(spec, path, seed)
 
 
 @pytest.fixture(scope="session")

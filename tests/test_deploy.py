@@ -168,7 +168,10 @@ def _grpc_backend(name: str, port: int):
 
 
 @contextmanager
-def _nginx(upstreams: list[Upstream], root: Path) -> Iterator[tuple[int, int]]:
+def running_nginx(upstreams: list[Upstream], root: Path) -> Iterator[tuple[int, int]]:
+    """Debian's NGINX routing to `upstreams` on loopback, its files in `root`: (HTTP port, gRPC
+    port) once it answers; stopped on exit."""
+    root.mkdir(parents=True, exist_ok=True)
     http_port, grpc_port = free_port(), free_port()
     config = render_router(
         upstreams,
@@ -236,7 +239,7 @@ def test_router_keeps_each_sequence_on_one_server_and_spreads_the_rest(tmp_path)
         _http_backend("b", ports[1][0]),
         _grpc_backend("a", ports[0][1]),
         _grpc_backend("b", ports[1][1]),
-        _nginx(upstreams, tmp_path) as (http_port, grpc_port),
+        running_nginx(upstreams, tmp_path) as (http_port, grpc_port),
     ):
         sequences = [f"video-{i}" for i in range(24)]
         for call, port in ((_post, http_port), (_grpc_call, grpc_port)):
@@ -253,7 +256,7 @@ def test_router_skips_a_server_that_refuses_connections(tmp_path):
     upstreams = [Upstream("127.0.0.1", h, g) for h, g in ports]
     with (
         _http_backend("a", ports[0][0]),
-        _nginx(upstreams, tmp_path) as (http_port, _),
+        running_nginx(upstreams, tmp_path) as (http_port, _),
     ):  # "b" is down: nothing listens on its port
         answers = Counter(_post(http_port, f"video-{i}") for i in range(20))
         assert answers == Counter({"a": 20})

@@ -17,7 +17,6 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SERVED_VIDEO_SETTINGS, free_port, running_server
-from test_deploy import NGINX, needs_nginx
+from conftest import SERVED_VIDEO_SETTINGS, running_server
+from test_deploy import needs_nginx, running_nginx
 from tritonclient.utils import InferenceServerException
 
 from sam2_triton.client import FramePrompts, Sam2Client, Sam2ClientError
-from sam2_triton.serving.router import RouterSettings, Upstream, render_nginx_config
+from sam2_triton.serving.router import Upstream
 from sam2_triton.wire import SEQUENCE_ROUTING_HEADER
 
 WIDTH, HEIGHT = 96, 72
@@ -92,39 +91,10 @@ def repository(exported, tmp_path_factory) -> Path:
 
 @contextmanager
 def _router(servers, root: Path) -> Iterator[tuple[str, str]]:
-    root.mkdir(parents=True, exist_ok=True)
-    http_port, grpc_port = free_port(), free_port()
+    """NGINX in front of `servers`: its HTTP and gRPC URLs."""
     upstreams = [Upstream("127.0.0.1", s.http_port, s.grpc_port) for s in servers]
-    config = root / "nginx.conf"
-    config.write_text(
-        render_nginx_config(
-            upstreams,
-            RouterSettings(
-                http_listen=f"127.0.0.1:{http_port}",
-                grpc_listen=f"127.0.0.1:{grpc_port}",
-                pid_file=str(root / "nginx.pid"),
-                error_log=str(root / "error.log"),
-                access_log=str(root / "access.log"),
-                temp_dir=str(root),
-                worker_processes="1",
-            ),
-        )
-    )
-    assert NGINX is not None
-    process = subprocess.Popen([NGINX, "-c", str(config), "-p", str(root)])
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{http_port}/router/health", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None, "NGINX did not start"
-                time.sleep(0.05)
+    with running_nginx(upstreams, root) as (http_port, grpc_port):
         yield f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _requests_served(metrics_port: int) -> float:

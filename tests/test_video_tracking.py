@@ -46,8 +46,8 @@ def synthetic_frames(num_frames: int = NUM_FRAMES) -> list:
 
 CLICK = ([[40.0, 40.0]], [1])  # obj 1: one positive click on the disc (frame 0)
 BOX = [96.0, 16.0, 138.0, 58.0]  # obj 2: a box around the square (frame 0)
-# The test checkpoint's object-score head is biased (conftest.OBJECT_SCORE_BIAS_SHIFT) so that
-# objects are present and the masks themselves are compared, not "absent" everywhere.
+# The test checkpoint's object-score head is biased (export.checkpoints.OBJECT_SCORE_BIAS_SHIFT)
+# so that objects are present and the masks themselves are compared, not "absent" everywhere.
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
