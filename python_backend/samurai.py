@@ -6,11 +6,18 @@ picks the recent frames whose memories the next frame attends to. Motion state i
 (`ObjectMotionState`), settings shared per sequence (`SamuraiSettings`, configs/samurai.yaml).
 
 Units and shapes: boxes float64 [4] (x0, y0, x1, y1), pixels of the caller's mask frame (the
-1024x1024 model frame in the tracker), pixel-edge boxes around pixels > 0; the filter state
-(cx, cy, w / h, h and their velocities per frame) float64 [8], covariance [8, 8], one step per
-frame; candidate masks [K, H, W] (pixels > 0 are foreground), predicted IoUs [K].
+1024x1024 model frame in the tracker), SAMURAI's box: the inclusive pixel indices of the
+foreground's extremes (pixels > 0); the filter state (cx, cy, w / h, h and their velocities per
+step) float64 [8], covariance [8, 8], one step per multimask decoder call; candidate masks
+[K, H, W] (pixels > 0 are foreground), predicted IoUs [K] (float32, as the decoder gives them).
 
-Design notes: docs/video-tracker.md (SAMURAI mode)
+Every default computes what SAMURAI's own code computes (github.com/yangchris11/samurai at
+commit 76ba195: `sam2/sam2/modeling/sam2_base.py`, `sam2/sam2/utils/kalman_filter.py`), rule by
+rule; where SAMURAI's behaviour looks accidental, a named setting offers ours
+(`memory_candidates_from_frame`, `measure_empty_masks`, `filter_on_click_prompts`,
+`restart_filter_on_prompt`).
+
+Design notes: docs/video-tracker.md (SAMURAI mode), docs/samurai-rules.md (the rules)
 """
 
 from __future__ import annotations
@@ -23,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from sam2_triton.configs import CONFIG_DIR, field_types, read_yaml
+from sam2_triton.configs import CONFIG_DIR, field_types, get_model, read_yaml
 from sam2_triton.errors import ConfigError
-from sam2_triton.python_backend.boxes import mask_edge_box
+from sam2_triton.python_backend.boxes import mask_bounds
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.setting_values import (
     check_finite,
@@ -36,6 +43,7 @@ from sam2_triton.python_backend.setting_values import (
 )
 
 SAMURAI_FILE = CONFIG_DIR / "samurai.yaml"
+PER_MODEL_KEY = "per_model"  # configs/samurai.yaml: model name -> settings that differ for it
 
 # SAM 2 has num_maskmem = 7 temporal memory slots: slot 0 for conditioning frames, 1..6 for
 # the most recent (here: selected) frames. More recent memories than 6 have no slot.
@@ -73,11 +81,20 @@ class SamuraiSettings:
     min_obj_score_logits: float  # logit, finite (applied by the video tracker)
     max_memory_candidates: int  # >= 1
     num_recent_memories: int  # 1..MAX_RECENT_MEMORIES
+    # Where SAMURAI's behaviour looks accidental (docs/samurai-rules.md), a setting offers ours;
+    # the defaults are SAMURAI's.
+    memory_candidates_from_frame: int  # >= 0; the memory walk's oldest frame (SAMURAI: 2)
+    measure_empty_masks: bool  # an empty chosen mask is measured as the box (0, 0, 0, 0)
+    filter_on_click_prompts: bool  # single-click prompts and corrections step the filter
+    restart_filter_on_prompt: bool  # a prompt or correction restarts the object's filter
 
     @classmethod
-    def load(cls, path: Path = SAMURAI_FILE) -> SamuraiSettings:
-        """The settings in `path` (cached per path); ConfigError if it is malformed."""
-        return _load_settings(Path(path))
+    def load(cls, path: Path = SAMURAI_FILE, model: str | None = None) -> SamuraiSettings:
+        """The settings in `path` for `model` (a name or alias of configs/models.yaml: its
+        `per_model` entry applies; None: the common values); cached; ConfigError if the file
+        is malformed or the model unknown."""
+        name = None if model is None else get_model(model).name
+        return _load_settings(Path(path), name)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> SamuraiSettings:
         """A copy with `overrides` (name -> value; numpy scalars accepted) applied, validated.
@@ -109,17 +126,30 @@ class SamuraiSettings:
             check_finite(name, getattr(self, name))
         for name in ("stable_frames_threshold", "max_memory_candidates"):
             check_int_range(name, getattr(self, name), 1, None)
+        check_int_range("memory_candidates_from_frame", self.memory_candidates_from_frame, 0, None)
         check_int_range("num_recent_memories", self.num_recent_memories, 1, MAX_RECENT_MEMORIES)
 
 
 @functools.cache
-def _load_settings(path: Path) -> SamuraiSettings:
-    data = read_yaml(path)
+def _load_settings(path: Path, model: str | None) -> SamuraiSettings:
+    data = dict(read_yaml(path))
+    per_model = data.pop(PER_MODEL_KEY, None) or {}
     known = field_types(SamuraiSettings)
     unknown = sorted(set(data) - set(known))
     missing = sorted(set(known) - set(data))
     if unknown or missing:
         raise ConfigError(f"{path}: unknown settings {unknown}, missing settings {missing}")
+    if not isinstance(per_model, dict):
+        raise ConfigError(f"{path}: {PER_MODEL_KEY} must map model names to settings")
+    for name, values in per_model.items():
+        canonical = get_model(str(name)).name
+        if canonical != name or not isinstance(values, dict) or set(values) - set(known):
+            raise ConfigError(
+                f"{path}: {PER_MODEL_KEY}.{name} must be a model's name mapping settings "
+                f"(of {sorted(known)}) to values"
+            )
+    if model is not None:
+        data.update(per_model.get(model, {}))
     try:
         return SamuraiSettings(
             **{name: typed_value(name, data[name], known[name]) for name in known}
@@ -132,11 +162,12 @@ def _load_settings(path: Path) -> SamuraiSettings:
 
 
 def xyxy_to_xyah(box: np.ndarray) -> np.ndarray:
-    """(x0, y0, x1, y1) [4] -> (cx, cy, w / h, h) [4] float64; ValueError if h <= 0."""
+    """(x0, y0, x1, y1) [4] -> (cx, cy, w / h, h) [4] float64. A box of height 0 (one row, or
+    the empty box (0, 0, 0, 0)) is measured with h = 1, as SAMURAI's `xyxy_to_xyah` does."""
     x0, y0, x1, y1 = np.asarray(box, dtype=np.float64)
     height = y1 - y0
-    if not height > 0:
-        raise ValueError(f"box {tuple(box)} has no height: the aspect w / h is undefined")
+    if height == 0:
+        height = 1.0
     return np.array([(x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / height, height])
 
 
@@ -148,23 +179,21 @@ def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two xyxy boxes [4]; a box with no area (x1 <= x0 or y1 <= y0) has IoU 0."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    inter_w = min(a[2], b[2]) - max(a[0], b[0])
-    inter_h = min(a[3], b[3]) - max(a[1], b[1])
-    intersection = max(inter_w, 0.0) * max(inter_h, 0.0)
-    union = _area(a) + _area(b) - intersection
-    return float(intersection / union) if union > 0 else 0.0
-
-
-def _area(box: np.ndarray) -> float:
-    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+    """IoU of two xyxy boxes [4] as SAMURAI's `_compute_iou` computes it: the intersection's
+    sides clamped at 0, the areas (x1 - x0) * (y1 - y0) not clamped; 0 where the union is 0.
+    A box with no area (x1 <= x0 or y1 <= y0) has IoU 0 (or -0.0) with any box."""
+    x0, y0, x1, y1 = np.asarray(a, dtype=np.float64)
+    u0, v0, u1, v1 = np.asarray(b, dtype=np.float64)
+    intersection = max(0.0, min(x1, u1) - max(x0, u0)) * max(0.0, min(y1, v1) - max(y0, v0))
+    union = (x1 - x0) * (y1 - y0) + (u1 - u0) * (v1 - v0) - intersection
+    return float(intersection / union) if union != 0 else 0.0
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray | None:
-    """Pixel-edge xyxy box [4] float64 around the pixels > 0 of `mask` [H, W]; None if empty."""
-    return mask_edge_box(np.asarray(mask) > 0)
+    """SAMURAI's box of `mask` [H, W]: the inclusive pixel indices (x_min, y_min, x_max, y_max)
+    of its pixels > 0, float64 [4]; None if it has none."""
+    bounds, present = mask_bounds((np.asarray(mask) > 0)[None])
+    return bounds[0].astype(np.float64) if present[0] else None
 
 
 # --- Kalman filter ----------------------------------------------------------------------------
@@ -266,8 +295,9 @@ class ObjectMotionState:
     """One object's SAMURAI state in one sequence.
 
     `mean` [8] / `covariance` [8, 8] are the filter's (None before the first initialisation);
-    `stable_count` counts frames accepted since the filter was (re)initialised, 0 meaning
-    "initialise on the next frame"; `records` maps frame index -> FrameRecord.
+    `stable_count` is SAMURAI's `stable_frames`: steps accepted since the filter was
+    (re)initialised, up to stable_frames_threshold, 0 meaning "initialise on the next step";
+    `records` maps frame index -> FrameRecord (tracked frames only).
     """
 
     mean: np.ndarray | None = None
@@ -280,7 +310,7 @@ class ObjectMotionState:
         self.records[record.frame_idx] = record
 
     def restart(self) -> None:
-        """Forget the filter (a prompt restarts it: the next frame initialises it)."""
+        """Forget the filter: the next step initialises it (`restart_filter_on_prompt`)."""
         self.mean, self.covariance, self.stable_count = None, None, 0
 
     def prune(self, keep: Collection[int]) -> None:
@@ -318,18 +348,26 @@ def choose_mask(
 ) -> tuple[int, float | None]:
     """Choose one of K candidate masks [K, H, W] with predicted IoUs [K]; updates `state` in place.
 
-    Returns (chosen index, motion score of the chosen mask or None while not stable):
-    1. No filter or stable_count 0: initialise from the argmax-IoU mask; stable_count = 1.
+    One call is one filter step: SAMURAI's Kalman branch of `_forward_sam_heads`
+    (sam2_base.py:419-498). Returns (chosen index, motion score of the chosen mask or None
+    while not stable):
+    1. No filter or stable_count 0: initialise from the argmax-IoU mask's box (no predict);
+       stable_count = 1.
     2. stable_count < stable_frames_threshold: predict; argmax IoU; update and count up if
-       that IoU > stable_ious_threshold, else stable_count = 0.
+       that IoU > stable_ious_threshold, else stable_count = 0 (the prediction is kept).
     3. Stable: predict; score = w * IoU(predicted box, candidate box) + (1 - w) * predicted IoU
-       (an empty candidate has motion 0); argmax score; stable_count = 0 if its predicted IoU
-       < stable_ious_threshold, else update and count up.
-    A chosen mask that is empty cannot be measured: the filter is not updated and
-    stable_count becomes 0 (in case 1 the filter is cleared).
+       (an empty candidate has motion 0); argmax score (the first on ties); stable_count = 0 if
+       its predicted IoU < stable_ious_threshold, else update (the count stays).
+    IoU thresholds compare float32 values, and (1 - w) * predicted IoU is float32, as in
+    SAMURAI's torch code. A chosen mask that is empty is measured as the box (0, 0, 0, 0)
+    (h = 1, see `xyxy_to_xyah`); with `measure_empty_masks` off it is not measured: the filter
+    is not updated and stable_count becomes 0 (in case 1 the filter is cleared).
     """
     masks, ious = _check_candidates(candidate_masks, predicted_ious)
     return choose_box(state, [mask_box(mask) for mask in masks], ious, settings, kalman)
+
+
+EMPTY_BOX = np.zeros(4)  # SAMURAI's box of an empty mask (x0, y0, x1, y1)
 
 
 def choose_box(
@@ -339,39 +377,64 @@ def choose_box(
     settings: SamuraiSettings,
     kalman: BoxKalmanFilter = KALMAN_FILTER,
 ) -> tuple[int, float | None]:
-    """`choose_mask` on the candidates' boxes (xyxy [4], None for an empty mask)."""
-    ious = np.asarray(predicted_ious, dtype=np.float64).reshape(-1)
+    """`choose_mask` on the candidates' boxes (inclusive xyxy [4], None for an empty mask)."""
+    ious = np.asarray(predicted_ious, dtype=np.float32).reshape(-1)
     if len(candidate_boxes) == 0 or len(candidate_boxes) != ious.shape[0]:
         raise ValueError(
             f"need K >= 1 candidate boxes and K predicted IoUs, got "
             f"{len(candidate_boxes)} boxes and {ious.shape[0]} IoUs"
         )
     if state.mean is None or state.covariance is None or state.stable_count == 0:
-        return _initialise(state, candidate_boxes, ious, kalman), None
+        return _initialise(state, candidate_boxes, ious, settings, kalman), None
     state.mean, state.covariance = kalman.predict(state.mean, state.covariance)
+    threshold = np.float32(settings.stable_ious_threshold)
     if state.stable_count < settings.stable_frames_threshold:
         index = int(np.argmax(ious))
         motion_score = None
-        accepted = ious[index] > settings.stable_ious_threshold
+        accepted = bool(ious[index] > threshold)
+        count_up = True
     else:
         motion = _motion_scores(xyah_to_xyxy(state.mean), candidate_boxes)
         weight = settings.kf_score_weight
-        index = int(np.argmax(weight * motion + (1.0 - weight) * ious))
+        scores = weight * motion + (np.float32(1.0 - weight) * ious).astype(np.float64)
+        index = int(np.argmax(scores))
         motion_score = float(motion[index])
-        accepted = not ious[index] < settings.stable_ious_threshold
-    box = candidate_boxes[index] if accepted else None
-    if box is None:
+        accepted = not ious[index] < threshold
+        count_up = False  # SAMURAI's counter stays where it reached the threshold
+    box = _measured_box(candidate_boxes[index], settings)
+    if not accepted or box is None:
         state.stable_count = 0
     else:
         measurement = xyxy_to_xyah(box)
         state.mean, state.covariance = kalman.update(state.mean, state.covariance, measurement)
-        state.stable_count += 1
+        state.stable_count += int(count_up)
     return index, motion_score
+
+
+def boxes_read(
+    state: ObjectMotionState, predicted_ious: np.ndarray, settings: SamuraiSettings
+) -> np.ndarray:
+    """bool [K]: the candidates whose boxes the next `choose_box` step of `state` reads: all of
+    them once stable (motion scores), else only the argmax-IoU one (a caller may leave the
+    others unmeasured)."""
+    ious = np.asarray(predicted_ious, dtype=np.float32).reshape(-1)
+    stable = state.mean is not None and state.stable_count >= settings.stable_frames_threshold
+    read = np.full(ious.shape, stable)
+    read[int(np.argmax(ious))] = True
+    return read
+
+
+def _measured_box(box: np.ndarray | None, settings: SamuraiSettings) -> np.ndarray | None:
+    """The box the filter measures for a chosen candidate: an empty one's is (0, 0, 0, 0), or
+    None (not measured) with `measure_empty_masks` off."""
+    if box is not None:
+        return box
+    return EMPTY_BOX if settings.measure_empty_masks else None
 
 
 def _check_candidates(masks: np.ndarray, ious: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     masks = np.asarray(masks)
-    ious = np.asarray(ious, dtype=np.float64).reshape(-1)
+    ious = np.asarray(ious, dtype=np.float32).reshape(-1)
     if masks.ndim != 3 or masks.shape[0] == 0 or masks.shape[0] != ious.shape[0]:
         raise ValueError(
             f"need candidate masks [K, H, W] with K >= 1 and K predicted IoUs, got masks "
@@ -384,10 +447,11 @@ def _initialise(
     state: ObjectMotionState,
     boxes: Sequence[np.ndarray | None],
     ious: np.ndarray,
+    settings: SamuraiSettings,
     kalman: BoxKalmanFilter,
 ) -> int:
     index = int(np.argmax(ious))
-    box = boxes[index]
+    box = _measured_box(boxes[index], settings)
     if box is None:
         state.mean, state.covariance, state.stable_count = None, None, 0
     else:
@@ -397,7 +461,7 @@ def _initialise(
 
 
 def _motion_scores(predicted_box: np.ndarray, boxes: Sequence[np.ndarray | None]) -> np.ndarray:
-    """IoU [K] of the predicted box with each candidate's box (0 for an empty candidate)."""
+    """IoU [K] float64 of the predicted box with each candidate's box (0 for an empty one)."""
     scores = np.zeros(len(boxes))
     for k, box in enumerate(boxes):
         if box is not None:
@@ -418,19 +482,24 @@ def select_memory_frames(
     """Past frames whose memories fill temporal slots 1..n, newest first (item i -> slot i + 1).
 
     Walks back from the previous frame (t - 1; t + 1 when tracking in `reverse`) over the
-    frames that have a record and are not conditioning frames (those keep slot 0). The
-    previous frame is always kept; older ones when predicted IoU > memory_bank_iou_threshold,
-    object-score logit > memory_bank_obj_score_threshold and motion score >
-    memory_bank_kf_score_threshold (or None). The walk stops after max_memory_candidates kept
-    frames; the newest num_recent_memories of them are returned, so at most
-    min(max_memory_candidates, num_recent_memories). Slot i + 1 counts frames back: in SAM 2's
-    t_pos numbering it is t_pos = num_maskmem - 1 - i.
+    frames that have a record and are not conditioning frames (those keep slot 0), down to
+    frame memory_candidates_from_frame (SAMURAI's walk stops before frame 2: sam2_base.py:666;
+    not in `reverse`). The previous frame is always kept; older ones when predicted IoU >
+    memory_bank_iou_threshold, object-score logit > memory_bank_obj_score_threshold and
+    motion score > memory_bank_kf_score_threshold (or None). The walk stops after
+    max_memory_candidates kept frames; the newest num_recent_memories of them are returned, so
+    at most min(max_memory_candidates, num_recent_memories). Slot i + 1 counts frames back: in
+    SAM 2's t_pos numbering it is t_pos = num_maskmem - 1 - i.
     """
     previous = current_frame + (1 if reverse else -1)
     if reverse:
         walk = sorted(f for f in records_by_frame if f >= previous)
     else:
-        walk = sorted((f for f in records_by_frame if f <= previous), reverse=True)
+        oldest = settings.memory_candidates_from_frame
+        walk = sorted(
+            (f for f in records_by_frame if f == previous or oldest <= f < previous),
+            reverse=True,
+        )
     kept: list[int] = []
     for frame in walk:
         if len(kept) >= settings.max_memory_candidates:

@@ -21,6 +21,7 @@ from sam2_triton.python_backend.samurai import (
     ObjectMotionState,
     SamuraiSettings,
     box_iou,
+    boxes_read,
     choose_box,
     choose_mask,
     mask_box,
@@ -41,6 +42,12 @@ FACT_DEFAULTS = {
     "min_obj_score_logits": -1.0,
     "max_memory_candidates": 15,
     "num_recent_memories": 6,
+    # SAMURAI's behaviour where it looks accidental (docs/samurai-rules.md): its walk stops
+    # before frame 2, it measures empty masks, steps on single clicks, never restarts
+    "memory_candidates_from_frame": 2,
+    "measure_empty_masks": True,
+    "filter_on_click_prompts": True,
+    "restart_filter_on_prompt": False,
 }
 
 
@@ -150,8 +157,9 @@ def test_box_conversions_round_trip():
     xyah = xyxy_to_xyah(box)
     np.testing.assert_allclose(xyah, [25.0, 60.0, 30.0 / 80.0, 80.0])
     np.testing.assert_allclose(xyah_to_xyxy(xyah), box)
-    with pytest.raises(ValueError, match="no height"):
-        xyxy_to_xyah(np.array([0.0, 5.0, 10.0, 5.0]))
+    # SAMURAI measures a box of height 0 with h = 1 (kalman_filter.py:314-315)
+    np.testing.assert_array_equal(xyxy_to_xyah(np.array([0.0, 5.0, 10.0, 5.0])), [5, 5, 10, 1])
+    np.testing.assert_array_equal(xyxy_to_xyah(np.zeros(4)), [0, 0, 0, 1])
 
 
 def test_box_iou():
@@ -164,12 +172,12 @@ def test_box_iou():
 def test_mask_box():
     mask = np.zeros((8, 12), dtype=bool)
     assert mask_box(mask) is None
-    mask[5, 3] = True
-    np.testing.assert_array_equal(mask_box(mask), [3, 5, 4, 6])
+    mask[5, 3] = True  # SAMURAI's box: inclusive pixel indices (sam2_base.py:426-432)
+    np.testing.assert_array_equal(mask_box(mask), [3, 5, 3, 5])
     mask[2:4, 7:10] = True
-    np.testing.assert_array_equal(mask_box(mask), [3, 2, 10, 6])
+    np.testing.assert_array_equal(mask_box(mask), [3, 2, 9, 5])
     logits = np.where(mask, 2.5, -3.0)  # pixels > 0, not != 0
-    np.testing.assert_array_equal(mask_box(logits), [3, 2, 10, 6])
+    np.testing.assert_array_equal(mask_box(logits), [3, 2, 9, 5])
 
 
 # --- mask choice ------------------------------------------------------------------------------
@@ -206,7 +214,8 @@ def _track(state, settings, frames):
         index, motion = choose_mask(state, *_good_candidates(t), settings)
         assert index == 1
         assert (motion is None) == (t < settings.stable_frames_threshold)
-        assert state.stable_count == t + 1
+        # SAMURAI's counter stops at the threshold (sam2_base.py:495-498)
+        assert state.stable_count == min(t + 1, settings.stable_frames_threshold)
 
 
 def test_motion_aware_choice_prefers_the_mask_on_the_predicted_box(settings):
@@ -221,7 +230,7 @@ def test_motion_aware_choice_prefers_the_mask_on_the_predicted_box(settings):
     assert index == 1
     assert motion == pytest.approx(box_iou(xyah_to_xyxy(predicted_mean), mask_box(_true_mask(t))))
     assert motion > 0.8
-    assert state.stable_count == stable_frames + 1
+    assert state.stable_count == stable_frames
     # The filter follows the object: its velocity is about SPEED pixels per frame in x.
     assert state.mean[4] == pytest.approx(SPEED, abs=0.3)
 
@@ -263,10 +272,28 @@ def test_empty_candidate_has_motion_score_zero(settings):
     t = settings.stable_frames_threshold
     empty = np.zeros(FRAME, dtype=bool)
     masks = np.stack([empty, empty, _true_mask(t)])
+    before = state.copy()
     index, motion = choose_mask(state, masks, np.array([0.9, 0.8, 0.5]), settings)
     # 0.75 * 0.9 beats at most 0.25 * 1 + 0.75 * 0.5 for the true mask.
     assert (index, motion) == (0, 0.0)
-    assert state.stable_count == 0  # an empty mask cannot be measured
+    # SAMURAI measures the empty mask as the box (0, 0, 0, 0), i.e. (0, 0, 0, 1): the filter is
+    # pulled toward the corner and stays stable (sam2_base.py:463-470, 495-498)
+    predicted = KALMAN.predict(before.mean, before.covariance)
+    expected, _ = KALMAN.update(*predicted, np.array([0.0, 0.0, 0.0, 1.0]))
+    np.testing.assert_allclose(state.mean, expected)
+    assert state.stable_count == settings.stable_frames_threshold
+    # measure_empty_masks off (ours): not measured, the filter restarts on the next frame
+    ours = before.copy()
+    choose_mask(ours, masks, np.array([0.9, 0.8, 0.5]), _ours(settings))
+    assert ours.stable_count == 0
+    np.testing.assert_array_equal(ours.mean, predicted[0])
+
+
+def _ours(settings):
+    return settings.with_overrides({"measure_empty_masks": False})
+
+
+KALMAN = BoxKalmanFilter()
 
 
 def test_objects_are_independent(settings):
@@ -281,7 +308,7 @@ def test_objects_are_independent(settings):
     np.testing.assert_array_equal(second.covariance, snapshot.covariance)
     assert second.stable_count == snapshot.stable_count == 3
     assert second.records == snapshot.records
-    assert first.stable_count == settings.stable_frames_threshold + 1
+    assert first.stable_count == settings.stable_frames_threshold
 
 
 # --- memory selection -------------------------------------------------------------------------
@@ -311,7 +338,11 @@ def test_memory_returns_at_most_num_recent(settings):
     assert select_memory_frames(records, 31, settings) == [30, 29, 28, 27, 26, 25]
     fewer = settings.with_overrides({"num_recent_memories": 2})
     assert select_memory_frames(records, 31, fewer) == [30, 29]
-    assert select_memory_frames(_records(2), 3, settings) == [2, 1, 0]
+    # SAMURAI's walk never reaches frames 0 and 1 (sam2_base.py:666); t - 1 always counts
+    assert select_memory_frames(_records(2), 3, settings) == [2]
+    assert select_memory_frames(_records(2), 2, settings) == [1]
+    every = settings.with_overrides({"memory_candidates_from_frame": 0})
+    assert select_memory_frames(_records(2), 3, every) == [2, 1, 0]
     assert select_memory_frames({}, 3, settings) == []
 
 
@@ -453,7 +484,7 @@ def test_malformed_file_is_a_config_error(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         SamuraiSettings.load(path)
-    lines = [f"{name}: {value}" for name, value in FACT_DEFAULTS.items()]
+    lines = [f"{name}: {str(value).lower()}" for name, value in FACT_DEFAULTS.items()]
     path = tmp_path / "missing.yaml"
     path.write_text("\n".join(lines[1:] + ["extra_setting: 1"]))
     expected = r"unknown settings \['extra_setting'\], missing settings \['kf_score_weight'\]"
@@ -464,3 +495,27 @@ def test_malformed_file_is_a_config_error(tmp_path):
     path.write_text(text.replace("stable_frames_threshold: 15", "stable_frames_threshold: -2"))
     with pytest.raises(ConfigError, match="stable_frames_threshold must be >= 1"):
         SamuraiSettings.load(path)
+    path = tmp_path / "model.yaml"
+    path.write_text(text + "\nper_model:\n  huge:\n    kf_score_weight: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown model size 'huge'"):
+        SamuraiSettings.load(path)
+
+
+def test_boxes_read_by_the_next_step(settings):
+    """Until the filter is stable a step reads only the argmax-IoU candidate's box (the tracker
+    measures no other); once stable, every candidate's (motion scores)."""
+    state = ObjectMotionState()
+    ious = np.float32([0.2, 0.9, 0.5])
+    assert boxes_read(state, ious, settings).tolist() == [False, True, False]
+    _track(state, settings, range(settings.stable_frames_threshold - 1))
+    assert boxes_read(state, ious, settings).tolist() == [False, True, False]
+    _track(state, settings, [settings.stable_frames_threshold - 1])
+    assert boxes_read(state, ious, settings).tolist() == [True, True, True]
+    # a step given only the read boxes chooses as with all of them
+    masks, all_ious = _good_candidates(settings.stable_frames_threshold)
+    partial, full = state.copy(), state.copy()
+    boxes = [mask_box(m) for m in masks]
+    read = boxes_read(partial, all_ious, settings)
+    assert choose_box(
+        partial, [b if r else None for b, r in zip(boxes, read)], all_ious, settings
+    ) == (choose_box(full, boxes, all_ious, settings))

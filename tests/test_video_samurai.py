@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from test_samurai_rules import samurai_box
 from test_video_tracking import fake_frame, fake_tracker, rect_logits
 
-from sam2_triton.python_backend.masks import masks_at_original_size
-from sam2_triton.python_backend.samurai import SamuraiSettings, mask_box
-from sam2_triton.python_backend.video.heads import NO_OBJ_SCORE, upscaled_mask_box
+from sam2_triton.python_backend.boxes import mask_bounds_torch, upsampled_mask_bounds_torch
+from sam2_triton.python_backend.samurai import SamuraiSettings, choose_box, mask_box
+from sam2_triton.python_backend.video.heads import NO_OBJ_SCORE
 
 BOX_SIZE = 40  # low-res pixels
 START = {1: (20, 40), 2: (150, 30)}  # (x0, y0) of each object's true box at frame 0, low-res
@@ -87,7 +90,8 @@ def test_samurai_follows_each_object_with_its_own_filter(settings):
     assert first.predicted_box() == pytest.approx(
         [LOW_RES_TO_MODEL * v for v in (x, y, x + BOX_SIZE, y + BOX_SIZE)], abs=6.0
     )
-    assert first.stable_count == second.stable_count == NUM_FRAMES - 1
+    # SAMURAI's counter stops at the threshold (sam2_base.py:495-498 never counts up)
+    assert first.stable_count == second.stable_count == STABLE_FRAMES
     # objects are still batched: one attention and one decoder batch per frame
     assert ("attend", 2, 7, 11) in networks.calls and ("decode", 2, 2, 1) in networks.calls
 
@@ -118,21 +122,48 @@ def test_samurai_presence_threshold(settings):
     assert networks.memory_inputs[FAINT_FRAME][1][1, 0] == pytest.approx(FAINT_SCORE)
 
 
-def test_samurai_correction_restarts_the_filter(settings):
+def test_samurai_click_correction_steps_the_filter(settings):
+    """SAMURAI's filter runs on every multimask decoder call (sam2_base.py:420) and no prompt
+    resets it (sam2_base.py:202-205): a single-click correction of the last frame is one more
+    step of the object's filter, from where it stood, and the next frame stays stable."""
     networks, tracker, _ = run(settings)
+    last = NUM_FRAMES - 1
+    expected = tracker.objects[1].motion.copy()
+    masks, ious, _ = script(1, last)
+    choose_box(expected, [samurai_box(m) for m in masks[1:]], ious[1:], settings)
+    tracker.add_prompt(last, 1, points=[[1, 12]], labels=[1])
+    tracker.correct(last)
+    first, second = tracker.objects[1].motion, tracker.objects[2].motion
+    np.testing.assert_array_equal(first.mean, expected.mean)
+    np.testing.assert_array_equal(first.covariance, expected.covariance)
+    assert first.stable_count == STABLE_FRAMES and last not in first.records
+    assert second.stable_count == STABLE_FRAMES and last in second.records
+    networks.clear()
+    tracker.track(last + 1, fake_frame(last + 1))
+    assert tracker.objects[1].motion.records[last + 1].motion_score is not None  # still stable
+    frames = {key: frames for _, key, frames, _ in networks.attended}
+    assert frames[1][:2] == (0, last)  # the corrected frame is a conditioning frame now
+
+
+def test_samurai_correction_restarts_the_filter_when_asked(settings):
+    """restart_filter_on_prompt with filter_on_click_prompts off: a correction restarts the
+    object's filter (not SAMURAI's rule; docs/samurai-rules.md, R1 and R4)."""
+    ours = settings.with_overrides(
+        {"restart_filter_on_prompt": True, "filter_on_click_prompts": False}
+    )
+    networks, tracker, _ = run(ours)
     last = NUM_FRAMES - 1
     tracker.add_prompt(last, 1, points=[[1, 12]], labels=[1])
     tracker.correct(last)
     first, second = tracker.objects[1].motion, tracker.objects[2].motion
     assert first.stable_count == 0 and first.mean is None and last not in first.records
-    assert second.stable_count == last and last in second.records
+    assert second.stable_count == STABLE_FRAMES and last in second.records
     networks.clear()
     tracker.track(last + 1, fake_frame(last + 1))
-    assert first.stable_count == 0  # the state object was replaced by the tracked frame's
     restarted = tracker.objects[1].motion
     assert restarted.stable_count == 1 and restarted.records[last + 1].motion_score is None
     frames = {key: frames for _, key, frames, _ in networks.attended}
-    assert frames[1][:2] == (0, last)  # the corrected frame is a conditioning frame now
+    assert frames[1][:2] == (0, last)
 
 
 def _random_logits(rng, kind: int) -> np.ndarray:
@@ -151,10 +182,20 @@ def _random_logits(rng, kind: int) -> np.ndarray:
     return logits
 
 
-def test_upscaled_mask_box_equals_the_box_of_the_upscaled_mask():
+def test_upsampled_mask_bounds_equal_the_bounds_of_the_upsampled_mask():
+    """SAMURAI measures its boxes on the candidates upsampled to 1024 x 1024 (sam2_base.py:408-
+    432): the banded device computation gives what the whole upsampled map gives."""
     rng = np.random.default_rng(3)
-    for trial in range(120):
-        logits = _random_logits(rng, trial % 4)
-        full = masks_at_original_size(logits[None, None], (1024, 1024))[0, 0]
-        np.testing.assert_array_equal(upscaled_mask_box(logits), mask_box(full), err_msg=str(trial))
-    assert upscaled_mask_box(np.full((256, 256), -1.0, np.float32)) is None
+    logits = torch.from_numpy(np.stack([_random_logits(rng, t % 4) for t in range(120)]))
+    logits[7] = -1.0  # empty
+    full = F.interpolate(logits[:, None], size=(1024, 1024), mode="bilinear", align_corners=False)
+    expected, expected_present = mask_bounds_torch(full[:, 0] > 0)
+    low_res, low_res_present = mask_bounds_torch(logits > 0)
+    bounds, present = upsampled_mask_bounds_torch(
+        logits, low_res.numpy(), low_res_present.numpy(), LOW_RES_TO_MODEL
+    )
+    np.testing.assert_array_equal(present.numpy(), expected_present.numpy())
+    np.testing.assert_array_equal(bounds.numpy(), expected.numpy())
+    assert not present[7] and 0 < int(present.sum()) < 120
+    for i in (0, 1, 3):  # and SAMURAI's box of one upsampled mask is those bounds
+        np.testing.assert_array_equal(mask_box(full[i, 0].numpy()), expected[i].numpy())
