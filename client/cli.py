@@ -346,6 +346,11 @@ def cmd_track(args) -> int:
             if sized
             else f"--answer-size is only used with --answer {' or '.join(wire.SIZED_ANSWERS)}"
         )
+    if args.fallback_url and args.snapshot_every is None:
+        raise UsageError("--fallback-url needs --snapshot-every K (how often to take a snapshot)")
+    failover = {}  # snapshots every K frames, the servers to resume on
+    if args.snapshot_every is not None:
+        failover = {"snapshot_every": args.snapshot_every, "fallback_urls": args.fallback_url}
     source = open_frames(args.source)
     beyond = sorted(frame for frame in prompts if frame >= source.num_frames)
     if beyond:
@@ -374,6 +379,7 @@ def cmd_track(args) -> int:
             samurai_settings=settings if args.samurai else None,
             answer=args.answer,
             answer_size=args.answer_size,
+            **failover,
         ) as video,
         VideoWriter(root / VIDEO_OVERLAY_FILE, args.fps or source.fps) as writer,
     ):
@@ -571,6 +577,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_IN_FLIGHT,
         metavar="N",
         help=f"frames on their way at once over gRPC (default {DEFAULT_MAX_IN_FLIGHT})",
+    )
+    track.add_argument(
+        "--snapshot-every",
+        type=parse_positive(int),
+        metavar="K",
+        help="take a snapshot of the video's state every K frames and keep the frames since "
+        "(sends one frame at a time); with --fallback-url, a lost server's video resumes on "
+        "the next fallback server",
+    )
+    track.add_argument(
+        "--fallback-url",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a server to resume the video on when the current one is lost (same protocol; "
+        "repeat for more, tried in order; needs --snapshot-every)",
     )
     add_setting_options(
         track.add_argument_group("SAMURAI settings (with --samurai; server defaults if left out)"),

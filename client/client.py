@@ -143,6 +143,9 @@ class Sam2Client:
         sequence_id: int | None = None,
         answer: str = wire.ANSWER_MASKS,
         answer_size: Sequence[int] | None = None,
+        snapshot_every: int | None = None,
+        fallback_urls: Sequence[str] = (),
+        restore_from: bytes | None = None,
     ) -> VideoSession:
         """A video to track with `track_video`: `track` / `track_frames` / `correct` / `end`.
 
@@ -155,6 +158,11 @@ class Sam2Client:
         (h, w); 256x256 logits are the decoder's own. The session has its own connection (over
         gRPC its own stream); nothing is sent before the first frame. See
         `sam2_triton.client.video`.
+
+        Failover: `restore_from` starts the video from `VideoSession.snapshot()` bytes (its
+        options come with it: pass none of num_frames / samurai / answer); `snapshot_every` K
+        takes a snapshot every K frames and, when the server is lost, resumes the video on the
+        next of `fallback_urls` ("host:port", same protocol) from it (`VideoSession`).
         """
         transport = SequenceTransport(
             self.url,
@@ -165,7 +173,15 @@ class Sam2Client:
         )
         try:
             return VideoSession(
-                transport, num_frames, samurai, samurai_settings, answer, answer_size
+                transport,
+                num_frames,
+                samurai,
+                samurai_settings,
+                answer,
+                answer_size,
+                snapshot_every=snapshot_every,
+                fallback_urls=fallback_urls,
+                restore_from=restore_from,
             )
         except BaseException:
             transport.close()

@@ -53,7 +53,25 @@ SEQUENCE_ID_BITS = 63  # positive in a signed int64 too (Triton's correlation id
 
 # Triton's own answer to a non-START request of a sequence it does not hold.
 _UNKNOWN_SEQUENCE = "must specify the START flag"
+# Statuses of a request whose server is gone or unreachable (no status at all: no answer).
+_SERVER_LOST_STATUSES = (
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.CANCELLED",
+    "StatusCode.DEADLINE_EXCEEDED",
+)
 _REQUEST_ID = re.compile(r"\[request id: ([^\]]*)\]")
+
+
+def server_lost(error: Sam2ClientError) -> bool:
+    """Whether `error` means the sequence's server is gone: no answer (connection refused or
+    cut, timeout), a broken gRPC stream, or a server that does not hold the sequence (restarted,
+    or another one behind the same address)."""
+    return (
+        error.status is None
+        or error.status in _SERVER_LOST_STATUSES
+        or _UNKNOWN_SEQUENCE in str(error)
+        or "does not hold video sequence" in str(error)
+    )
 
 
 def new_sequence_id() -> int:
@@ -247,6 +265,13 @@ def answer_tensors(answer: str, answer_size: Sequence[int] | None) -> dict[str, 
     return tensors
 
 
+def batch_of_one(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A track_video request's tensors with Triton's batch axis first (size 1): the model
+    batches frames of several sequences (max_batch_size > 0), so every tensor has one, which
+    the answers' tensors have too."""
+    return {name: np.asarray(array)[None] for name, array in tensors.items()}
+
+
 class SequenceTransport(Transport):
     """A Transport for one Triton sequence of `model`: each request carries `sequence_id` and
     the START / END flags. A request is sent with `submit`, which returns a ticket, and its
@@ -306,7 +331,7 @@ class SequenceTransport(Transport):
             try:
                 answer = self._client.infer(
                     self.model,
-                    self.make_inputs(tensors),
+                    self.make_inputs(batch_of_one(tensors)),
                     outputs=self.make_outputs(outputs),
                     request_id=str(ticket),
                     headers=self.routing_headers,
@@ -326,7 +351,7 @@ class SequenceTransport(Transport):
                 self._stream_open = True
             self._client.async_stream_infer(
                 self.model,
-                self.make_inputs(tensors),
+                self.make_inputs(batch_of_one(tensors)),
                 outputs=self.make_outputs(outputs),
                 request_id=str(ticket),
                 **controls,
@@ -355,7 +380,7 @@ class SequenceTransport(Transport):
                 raise Sam2ClientError(
                     f"{self.model}: the server's answer has no {name} output", model=self.model
                 )
-            arrays[name] = array
+            arrays[name] = array[0]  # the batch axis: one request
         return arrays
 
     def close(self) -> None:
@@ -450,6 +475,34 @@ class SequenceTransport(Transport):
         return failure
 
 
+def snapshot_options(data: bytes) -> dict[str, Any]:
+    """The START options a snapshot holds: answer, answer_size (or None), num_frames (or
+    None), samurai (bool); ValueError when `data` is not a snapshot."""
+    header, _ = wire.snapshot_header(data)
+    try:
+        sequence, state = header.get("sequence", {}), header["state"]
+        size = sequence.get("answer_size")
+        return {
+            "answer": sequence.get("answer", wire.ANSWER_MASKS),
+            "answer_size": None if size is None else tuple(int(v) for v in size),
+            "num_frames": state["num_frames"],
+            "samurai": state["samurai"] is not None,
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ValueError("the sequence snapshot's header lacks its options") from None
+
+
+def snapshot_answer(data: bytes) -> tuple[str, tuple[int, int] | None]:
+    """(answer kind, answer size or None) of the sequence a snapshot holds."""
+    options = snapshot_options(data)
+    return options["answer"], options["answer_size"]
+
+
+def _snapshot_tensor(data: bytes) -> np.ndarray:
+    """RESTORE_SNAPSHOT: the snapshot's bytes as UINT8 [B]."""
+    return np.frombuffer(bytes(data), dtype=np.uint8)
+
+
 class VideoSession:
     """One video tracked by the server (`Sam2Client.video_session`); requests in frame order.
 
@@ -460,6 +513,15 @@ class VideoSession:
     "logits" at `answer_size` (h, w). `last_frame` is the index of the last tracked frame (None
     before the first). Use it as a context manager, or call `end()`: the server holds the
     sequence's memory until END (or until it has been idle for the server's timeout).
+
+    Failover (docs/serving.md#snapshots): `snapshot()` returns the sequence's state as bytes;
+    `restore_from` starts the session from such a snapshot (on any server of the same model,
+    size, weights and precision; its options come with it). With `snapshot_every` K, the
+    session asks for a snapshot with every K-th frame (the state before that frame) and keeps
+    the requests sent since (at most K frames); when the server is lost (`server_lost`), it
+    starts the sequence on the next of `fallback_urls` from the last snapshot (or from scratch
+    before the first), re-sends those requests, and goes on; results are the same as if
+    nothing happened. Requests then go one at a time (`track_frames` too).
     """
 
     def __init__(
@@ -470,13 +532,28 @@ class VideoSession:
         samurai_settings: Mapping[str, Any] | None = None,
         answer: str = wire.ANSWER_MASKS,
         answer_size: Sequence[int] | None = None,
+        snapshot_every: int | None = None,
+        fallback_urls: Sequence[str] = (),
+        restore_from: bytes | None = None,
     ):
         if num_frames is not None and (int(num_frames) != num_frames or num_frames < 1):
             raise ValueError(f"num_frames must be a whole number >= 1, got {num_frames!r}")
         settings = samurai_tensors(samurai_settings or {})
         if settings and not samurai:
             raise ValueError("samurai_settings are only used with samurai=True")
+        if snapshot_every is not None and (
+            int(snapshot_every) != snapshot_every or snapshot_every < 1
+        ):
+            raise ValueError(f"snapshot_every must be a whole number >= 1, got {snapshot_every!r}")
+        if fallback_urls and snapshot_every is None:
+            raise ValueError("fallback_urls need snapshot_every (how often to take a snapshot)")
         self._transport = transport
+        self.snapshot_every = None if snapshot_every is None else int(snapshot_every)
+        self.fallback_urls = list(fallback_urls)  # servers not tried yet, in order
+        self.failovers = 0  # times the session moved to another server
+        self.last_snapshot: bytes | None = None if restore_from is None else bytes(restore_from)
+        self._since_snapshot: list[dict[str, np.ndarray]] = []  # requests to re-send
+        self._frames_since_snapshot = 0
         self._start_tensors = {
             wire.SAMURAI: np.array([bool(samurai)], np.bool_),
             **settings,
@@ -484,8 +561,20 @@ class VideoSession:
         }
         if num_frames is not None:
             self._start_tensors[wire.NUM_FRAMES] = np.array([int(num_frames)], np.int64)
+        if restore_from is not None:
+            if samurai or settings or num_frames is not None or answer != wire.ANSWER_MASKS:
+                raise ValueError(
+                    "a session started from a snapshot keeps the snapshot's options: do not "
+                    "pass num_frames, samurai, samurai_settings or answer with restore_from"
+                )
+            answer, answer_size = snapshot_answer(restore_from)
+            self._start_tensors = {wire.RESTORE_SNAPSHOT: _snapshot_tensor(restore_from)}
+        if restore_from is not None:
+            num_frames = snapshot_options(restore_from)["num_frames"]
         self.num_frames = None if num_frames is None else int(num_frames)
-        self.samurai = bool(samurai)
+        self.samurai = bool(samurai) or (
+            restore_from is not None and snapshot_options(restore_from)["samurai"]
+        )
         self.answer = answer
         self.answer_size = None if answer_size is None else tuple(int(v) for v in answer_size)
         self._outputs = wire.track_outputs(answer)
@@ -526,11 +615,118 @@ class VideoSession:
             raise
         if ticket == self._start_ticket:
             self._start_ticket = None
+        return self._result(outputs)
+
+    def _result(self, outputs: Mapping[str, np.ndarray]) -> VideoFrameResult:
         result = VideoFrameResult.from_outputs(outputs, self.answer)
         if result.frame_index >= 0:
             self.last_frame = result.frame_index
         self.state_bytes = result.state_bytes
         return result
+
+    # -- snapshots and failover ---------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The sequence's state now, after every request answered so far, as opaque bytes
+        (bounded by the server's max_snapshot_bytes): start a session from it with
+        `Sam2Client.video_session(restore_from=...)` on any server of the same model, size,
+        weights and precision. The frame it was taken on cannot be corrected after a restore."""
+        outputs = self._send_or_fail_over({wire.TAKE_SNAPSHOT: np.array([True])})
+        data = outputs[wire.SNAPSHOT].tobytes()
+        self._keep_snapshot(data)
+        return data
+
+    def _keep_snapshot(self, data: bytes) -> None:
+        """`data` is the state before every request kept for re-sending: forget them."""
+        self.last_snapshot = data
+        self._since_snapshot.clear()
+        self._frames_since_snapshot = 0
+
+    def _outputs_for(self, tensors: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+        if wire.TAKE_SNAPSHOT in tensors:
+            return (*self._outputs, wire.SNAPSHOT)
+        return self._outputs
+
+    def _request(self, tensors: dict[str, np.ndarray]) -> VideoFrameResult:
+        """One request answered before the next; with `snapshot_every`, snapshots on every
+        K-th frame and failover (class docstring)."""
+        if self.snapshot_every is None:
+            return self._collect(self._submit(tensors))
+        is_frame = wire.IMAGE in tensors or wire.IMAGE_RAW in tensors
+        take = is_frame and self._frames_since_snapshot >= self.snapshot_every
+        sent = {**tensors, wire.TAKE_SNAPSHOT: np.array([True])} if take else tensors
+        outputs = self._send_or_fail_over(sent)
+        if take:  # the state before this request
+            self._keep_snapshot(outputs[wire.SNAPSHOT].tobytes())
+        self._since_snapshot.append(tensors)
+        self._frames_since_snapshot += int(is_frame)
+        return self._result(outputs)
+
+    def _send_or_fail_over(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The outputs of one request; when the server is lost and `fallback_urls` remain, the
+        sequence moves to the next server (`_fail_over`)."""
+        try:
+            return self._send(tensors)
+        except Sam2ClientError as error:
+            if not server_lost(error) or not self.fallback_urls:
+                raise
+            return self._fail_over(tensors, error)
+
+    def _send(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request, answered before anything else is sent; its outputs."""
+        if self.ended:
+            raise Sam2ClientError(f"video session {self.sequence_id} has ended")
+        start = not self._started
+        if start:
+            tensors = {**tensors, **self._start_tensors}
+        names = self._outputs_for(tensors)
+        ticket = self._transport.submit(tensors, names, start=start)
+        self._started = True
+        try:
+            return self._transport.result(ticket, names)
+        except Sam2ClientError:
+            if start:
+                self._started = False
+            raise
+
+    def _fail_over(self, tensors: dict[str, np.ndarray], error: Sam2ClientError) -> dict:
+        """Start the sequence on the next fallback server from the last snapshot (from scratch
+        before the first), re-send the requests since, then `tensors`; its outputs. Raises the
+        last server-lost error when no fallback server is left."""
+        while self.fallback_urls:
+            url = self.fallback_urls.pop(0)
+            old = self._transport
+            self._transport = SequenceTransport(
+                url, old.protocol, old.model, old.sequence_id, old.timeout_s
+            )
+            try:
+                old.close()
+            except Exception:  # noqa: BLE001 - the lost server's connection may fail to close
+                pass
+            self._started = False
+            self.failovers += 1
+            try:
+                return self._replay(tensors)
+            except Sam2ClientError as again:
+                if not server_lost(again):
+                    raise
+                error = again
+        raise error
+
+    def _replay(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.last_snapshot is not None:
+            start = {wire.RESTORE_SNAPSHOT: _snapshot_tensor(self.last_snapshot)}
+        else:
+            start = self._start_tensors
+        outputs: dict[str, np.ndarray] = {}
+        for i, sent in enumerate([*self._since_snapshot, tensors]):
+            if i == 0:
+                sent = {**sent, **start}
+            names = self._outputs_for(sent)
+            ticket = self._transport.submit(sent, names, start=i == 0)
+            outputs = self._transport.result(ticket, names)
+            self._started = True
+        return outputs
 
     def _frame_tensors(
         self, frame: ImageLike, prompts: FramePrompts, frame_index: int | None
@@ -555,7 +751,7 @@ class VideoSession:
         Returns the masks of all objects on this frame.
         """
         prompts = FramePrompts(points, boxes, masks, remove)
-        return self._collect(self._submit(self._frame_tensors(frame, prompts, frame_index)))
+        return self._request(self._frame_tensors(frame, prompts, frame_index))
 
     def correct(
         self,
@@ -571,7 +767,7 @@ class VideoSession:
         if not tensors:
             raise ValueError("correct needs at least one of points, boxes, masks")
         tensors.update(_frame_index_tensor(self.last_frame))
-        return self._collect(self._submit(tensors))
+        return self._request(tensors)
 
     def track_frames(
         self,
@@ -603,6 +799,9 @@ class VideoSession:
         try:
             for index, frame in enumerate(frames, start=first):
                 tensors = self._frame_tensors(frame, prompts.get(index, FramePrompts()), index)
+                if self.snapshot_every is not None:  # one at a time: failover re-sends them
+                    yield self._request(tensors)
+                    continue
                 while len(in_flight) >= limit:
                     yield self._collect(in_flight.popleft())
                 in_flight.append(self._submit(tensors))
@@ -636,7 +835,9 @@ class VideoSession:
                 ticket = self._transport.submit({}, self._outputs, end=True)
                 self._transport.result(ticket, self._outputs)
         except Sam2ClientError as error:
-            if _UNKNOWN_SEQUENCE not in str(error):  # else: already gone (evicted when idle)
+            # already gone: evicted when idle, or (with failover) its server was lost
+            gone = self.snapshot_every is not None and server_lost(error)
+            if _UNKNOWN_SEQUENCE not in str(error) and not gone:
                 raise
         finally:
             self._transport.close()

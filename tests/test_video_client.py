@@ -482,7 +482,8 @@ class _Answer:
         return type("Response", (), {"id": self._id})()
 
     def as_numpy(self, name):
-        return self._outputs.get(name)
+        array = self._outputs.get(name)
+        return None if array is None else array[None]  # Triton's batch axis: one request
 
 
 class FakeGrpcClient:
@@ -623,7 +624,8 @@ def test_http_requests_carry_the_sequence_controls():
         assert parameters["sequence_start"] is True and parameters["sequence_end"] is False
         assert routing == ["5"]  # the routing header (docs/deployment.md#several-servers)
         inputs = {i["name"]: i for i in bodies[0]["inputs"]}
-        assert inputs["BOX_OBJ_IDS"]["datatype"] == "INT64" and inputs["BOXES"]["shape"] == [1, 4]
+        assert inputs["BOX_OBJ_IDS"]["datatype"] == "INT64"
+        assert inputs["BOXES"]["shape"] == [1, 1, 4]  # Triton's batch axis first
         assert inputs["IMAGE_RAW"]["datatype"] == "UINT8"
         assert inputs["SAMURAI"]["datatype"] == "BOOL"
         video.end()  # START was rejected: nothing to end
