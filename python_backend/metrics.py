@@ -25,7 +25,13 @@ class MetricSpec:
 
 
 # Why a request was refused (InputError.reason; errors raised elsewhere are "internal").
-REFUSAL_REASONS = ("invalid_request", "server_full", "unknown_sequence", "internal")
+REFUSAL_REASONS = (
+    "invalid_request",
+    "server_full",
+    "unknown_sequence",
+    "snapshot_refused",
+    "internal",
+)
 
 REFUSED = MetricSpec(
     "sam2_refused_requests_total",
@@ -39,6 +45,11 @@ TRACK_VIDEO_METRICS = (
     MetricSpec("sam2_video_state_bytes", GAUGE, "Bytes of sequence state held by track_video"),
     MetricSpec("sam2_video_frames_total", COUNTER, "Frames tracked or corrected"),
     MetricSpec("sam2_video_evictions_total", COUNTER, "Sequences dropped after the idle timeout"),
+    MetricSpec(
+        "sam2_video_frames_batched_total",
+        COUNTER,
+        "Frames tracked in one batch with frames of other sequences",
+    ),
     REFUSED,
 )
 EMBEDDING_CACHE_METRICS = (
