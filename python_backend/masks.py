@@ -8,9 +8,10 @@ Upscaling is torch's bilinear interpolation (align_corners=False), as the refere
 chunk of masks at a time; answers over the request limit `max_mask_bytes` are refused before
 anything is allocated (docs/serving.md#memory).
 
-The image path works on host numpy arrays; the video tracker keeps its logits on a device and
-uses the `_torch` twins (`stability_scores_torch`, `masks_at_original_size_torch`,
-`clamp_low_res_torch`), which compute the same values where the tensors are.
+The image predictor and the video tracker keep their logits on a device and use the `_torch`
+functions (`select_masks_torch`, `stability_scores_torch`, `masks_at_original_size_torch`,
+`clamp_low_res_torch`); the host-array forms serve the automatic mask generator, whose
+post-processing is host code, and compute the same values.
 """
 
 from __future__ import annotations
@@ -80,18 +81,30 @@ def stability_scores_torch(logits: torch.Tensor, threshold: float, offset: float
 def select_masks(
     logits: np.ndarray, iou: np.ndarray, multimask_output: bool, choice: TokenChoice | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """[N, 4, h, w] logits and [N, 4] IoU -> [N, K, h, w], [N, K] (K = 3 or 1); `choice` is
-    needed for single-mask answers."""
+    """`select_masks_torch` of host arrays: [N, 4, h, w] logits and [N, 4] IoU -> float32
+    [N, K, h, w], [N, K] (K = 3 or 1)."""
+    with torch.inference_mode():
+        chosen, scores = select_masks_torch(
+            float32_tensor(logits), float32_tensor(iou), multimask_output, choice
+        )
+    return chosen.numpy(), scores.numpy()
+
+
+def select_masks_torch(
+    logits: torch.Tensor, iou: torch.Tensor, multimask_output: bool, choice: TokenChoice | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, 4, h, w] logits and [N, 4] IoU -> [N, K, h, w], [N, K] (K = 3 or 1), on their
+    device; `choice` is needed for single-mask answers."""
     if multimask_output:
         return logits[:, 1:], iou[:, 1:]
     if choice is None:
         raise ValueError("a single-mask answer needs the decoder's TokenChoice")
     if not choice.dynamic_multimask_via_stability:
         return logits[:, :1], iou[:, :1]
-    rows = np.arange(logits.shape[0])
-    best = 1 + np.argmax(iou[:, 1:], axis=-1)
-    stable = stability_scores(logits[:, 0], 0.0, choice.stability_delta) >= choice.stability_thresh
-    token = np.where(stable, 0, best)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    best = 1 + torch.argmax(iou[:, 1:], dim=-1)  # the first best, as numpy's argmax
+    stable = stability_scores_torch(logits[:, 0], 0.0, choice.stability_delta)
+    token = torch.where(stable >= choice.stability_thresh, 0, best)
     return logits[rows, token][:, None], iou[rows, token][:, None]
 
 
@@ -117,7 +130,7 @@ def check_mask_budget(shape: tuple[int, ...], max_mask_bytes: int, unit: str = "
         )
 
 
-def _float32_tensor(array: np.ndarray) -> torch.Tensor:
+def float32_tensor(array: np.ndarray) -> torch.Tensor:
     """A float32 CPU tensor of a host array: a view when it is already contiguous float32 and
     writable, else a copy (torch tensors cannot be read-only)."""
     array = np.ascontiguousarray(array, dtype=np.float32)
@@ -126,7 +139,7 @@ def _float32_tensor(array: np.ndarray) -> torch.Tensor:
 
 def upscale_logits(logits: np.ndarray, original_size: tuple[int, int]) -> torch.Tensor:
     """[N, K, h, w] low-res logits -> [N, K, H, W] float32 tensor at the original size."""
-    tensor = _float32_tensor(logits)
+    tensor = float32_tensor(logits)
     return F.interpolate(
         tensor, tuple(int(s) for s in original_size), mode="bilinear", align_corners=False
     )
@@ -139,7 +152,7 @@ def masks_at_original_size(
     `masks_at_original_size_torch`, which does the work on the CPU tensors viewing them)."""
     with torch.inference_mode():
         masks = masks_at_original_size_torch(
-            _float32_tensor(logits),
+            float32_tensor(logits),
             original_size,
             max_mask_bytes,
         )

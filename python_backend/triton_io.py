@@ -67,8 +67,13 @@ def scalar(request, name: str, default, kind: type):
 
 def read_image(request, limits: RequestLimits) -> np.ndarray:
     """Exactly one of IMAGE (encoded bytes [1]) and IMAGE_RAW (uint8 [H, W, 3]) -> RGB uint8."""
-    encoded = optional_input(request, IMAGE)
-    raw = optional_input(request, IMAGE_RAW)
+    return image_of(optional_input(request, IMAGE), optional_input(request, IMAGE_RAW), limits)
+
+
+def image_of(
+    encoded: np.ndarray | None, raw: np.ndarray | None, limits: RequestLimits
+) -> np.ndarray:
+    """`read_image` of the IMAGE / IMAGE_RAW arrays (None: not sent) -> RGB uint8."""
     if (encoded is None) == (raw is None):
         raise InputError(
             "send exactly one of IMAGE (encoded bytes) and IMAGE_RAW (uint8 [height, width, 3])"
@@ -143,21 +148,40 @@ def respond_each(
 ) -> list:
     """One response per request: outputs of `handle`, INVALID_ARG for InputError, INTERNAL
     (logged with traceback) for anything else; each refusal counted in `metrics` by reason."""
-    responses = []
+    outcomes: list[dict[str, np.ndarray] | Exception] = []
     for request in requests:
         try:
-            responses.append(response(handle(request)))
-        except InputError as exc:
-            responses.append(error_response(str(exc)))
+            outcomes.append(handle(request))
+        except Exception as exc:
+            outcomes.append(exc)
+    return respond_outcomes(outcomes, model, metrics)
+
+
+def respond_outcomes(
+    outcomes: Sequence[dict[str, np.ndarray] | Exception],
+    model: str,
+    metrics: ModelMetrics | None = None,
+) -> list:
+    """One response per outcome (a request's outputs, or the exception that failed it alone):
+    the outputs, INVALID_ARG for InputError, INTERNAL (logged with traceback) for anything
+    else; each refusal counted in `metrics` by reason."""
+    responses = []
+    for outcome in outcomes:
+        if isinstance(outcome, InputError):
+            responses.append(error_response(str(outcome)))
             if metrics is not None:
-                metrics.refused(exc.reason)
-        except Exception as exc:  # a bug or a failed network call: report, keep serving
-            log.exception("%s: request failed", model)
+                metrics.refused(outcome.reason)
+        elif isinstance(outcome, Exception):  # a bug or a failed network call: report, serve on
+            log.error("%s: request failed", model, exc_info=outcome)
             responses.append(
-                error_response(f"{model}: internal error: {type(exc).__name__}: {exc}", False)
+                error_response(
+                    f"{model}: internal error: {type(outcome).__name__}: {outcome}", False
+                )
             )
             if metrics is not None:
                 metrics.refused("internal")
+        else:
+            responses.append(response(outcome))
     return responses
 
 
@@ -168,59 +192,6 @@ def model_metrics(specs: Sequence[MetricSpec], model: str) -> ModelMetrics:
 
 class NetworkCallError(RuntimeError):
     """A BLS call to a network model failed."""
-
-
-def call_model(
-    model_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str]
-) -> dict[str, np.ndarray]:
-    """BLS: run `model_name` on `inputs`, return the requested outputs as numpy arrays."""
-    request = pb_utils.InferenceRequest(
-        model_name=model_name,
-        inputs=[
-            pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in inputs.items()
-        ],
-        requested_output_names=list(outputs),
-    )
-    result = request.exec()
-    if result.has_error():
-        raise NetworkCallError(f"{model_name}: {result.error().message()}")
-    return {name: pb_utils.get_output_tensor_by_name(result, name).as_numpy() for name in outputs}
-
-
-class BlsImageNetworks:
-    """`ImageNetworks` (python_backend/image_predictor.py) over BLS calls to the network models."""
-
-    ENCODER_OUTPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
-    DECODER_OUTPUTS = ("masks", "iou_scores")
-
-    def __init__(
-        self, encoder_model: str = "image_encoder", decoder_model: str = "mask_decoder"
-    ) -> None:
-        self.encoder_model = encoder_model
-        self.decoder_model = decoder_model
-
-    def encode(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        return call_model(self.encoder_model, {"image": image}, self.ENCODER_OUTPUTS)
-
-    def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return call_model(self.decoder_model, dict(inputs), self.DECODER_OUTPUTS)
-
-
-class InProcessDecoderNetworks(BlsImageNetworks):
-    """Image encoder over BLS, mask decoder in this process (ONNX Runtime on CPU).
-
-    For CPU deployments: a click then costs the decoder alone, without shipping the cached
-    16 MiB of embeddings through shared memory to the mask_decoder model and back.
-    """
-
-    def __init__(self, export_dir, encoder_model: str = "image_encoder") -> None:
-        from sam2_triton.python_backend.onnx_networks import OnnxNetworks
-
-        super().__init__(encoder_model=encoder_model)
-        self.decoder = OnnxNetworks(export_dir, ["mask_decoder"], allow_spinning=False)
-
-    def decode(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.decoder.run("mask_decoder", **inputs)
 
 
 def call_model_on_device(
@@ -291,9 +262,71 @@ class BlsVideoNetworks:
         return self._call("memory_attention", inputs, ("conditioned_features",))
 
 
-def image_networks(parameters: dict[str, str], version_dir) -> BlsImageNetworks:
+class BlsImageNetworks:
+    """`ImageNetworks` (python_backend/image_predictor.py) over BLS calls to the network
+    models: torch tensors on `device` in and out, passed by DLPack (`call_model_on_device`)."""
+
+    ENCODER_OUTPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1")
+    DECODER_OUTPUTS = ("masks", "iou_scores")
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        encoder_model: str = "image_encoder",
+        decoder_model: str = "mask_decoder",
+    ) -> None:
+        from sam2_triton.python_backend.video.device import resolve_device
+
+        self.device = resolve_device(device)
+        self.encoder_model = encoder_model
+        self.decoder_model = decoder_model
+
+    def encode(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return call_model_on_device(
+            self.encoder_model, {"image": image}, self.ENCODER_OUTPUTS, self.device
+        )
+
+    def decode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return call_model_on_device(self.decoder_model, inputs, self.DECODER_OUTPUTS, self.device)
+
+
+class InProcessDecoderNetworks(BlsImageNetworks):
+    """Image encoder over BLS, mask decoder in this process (ONNX Runtime on CPU).
+
+    For CPU deployments: a click then costs the decoder alone, without shipping the cached
+    16 MiB of embeddings through shared memory to the mask_decoder model and back.
+    """
+
+    def __init__(self, export_dir, encoder_model: str = "image_encoder") -> None:
+        from sam2_triton.python_backend.video.networks import OnnxVideoNetworks
+
+        super().__init__("cpu", encoder_model=encoder_model)
+        self.decoder = OnnxVideoNetworks(
+            export_dir, networks=("mask_decoder",), allow_spinning=False
+        )
+
+    def decode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.decoder.decode(inputs)
+
+
+def serving_device(args: dict[str, str], parameters: dict[str, str]) -> torch.device:
+    """The device a Python model works on: its `device` parameter ("gpu": the GPU of this
+    instance, `model_instance_device_id`; else cpu)."""
+    from sam2_triton.python_backend.video.device import resolve_device
+
+    if parameters.get("device", "cpu") == "gpu":
+        return resolve_device(f"cuda:{int(args['model_instance_device_id'])}")
+    return resolve_device("cpu")
+
+
+def image_networks(
+    parameters: dict[str, str], version_dir, device: torch.device | None = None
+) -> BlsImageNetworks:
     """The networks a BLS model uses, as its `decoder` parameter says: "bls" (the mask_decoder
-    model) or "in_process" (an ONNX Runtime session here; version_dir holds the graph)."""
+    model) or "in_process" (an ONNX Runtime session here, CPU deployments; version_dir holds
+    the graph); tensors on `device` (default cpu)."""
     if parameters.get("decoder", "bls") == "in_process":
+        if device is not None and device.type != "cpu":
+            raise ValueError("the in-process decoder runs on CPU deployments only")
         return InProcessDecoderNetworks(version_dir)
-    return BlsImageNetworks()
+    return BlsImageNetworks(device or "cpu")

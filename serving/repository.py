@@ -55,7 +55,9 @@ class PythonModel:
 
     name: str
     needs_metadata: bool
-    # groups: "limits", "cache", "generator", "decoder", "video", "prompts_required"
+    # groups: "limits", "cache", "generator", "decoder", "video", "prompts_required", "device"
+    # ("device": the model keeps its tensors on the serving device, a GPU of its own instance
+    # on GPU profiles)
     parameters: tuple[str, ...]
     template: str = ""  # folder of model_repository/ it is made from, when not `name`
 
@@ -67,9 +69,9 @@ PYTHON_MODELS = (
     PythonModel("preprocess_segment", False, ("limits", "prompts_required"), "preprocess_image"),
     PythonModel("preprocess_prompts", True, ("limits",)),
     PythonModel("postprocess_masks", True, ("limits",)),
-    PythonModel("segment_interactive", True, ("limits", "cache", "decoder")),
-    PythonModel("automatic_mask_generator", True, ("limits", "generator", "decoder")),
-    PythonModel("track_video", True, ("limits", "video")),
+    PythonModel("segment_interactive", True, ("limits", "cache", "decoder", "device")),
+    PythonModel("automatic_mask_generator", True, ("limits", "generator", "decoder", "device")),
+    PythonModel("track_video", True, ("limits", "video", "device")),
 )
 # Engine axes that bound the objects of one video frame (all go through each network at once).
 OBJECT_AXES = (
@@ -119,8 +121,10 @@ def _tensors(kind: str, specs: Iterable[TensorSpec], batching: bool) -> str:
     return f"{kind} [\n{entries}\n]"
 
 
-def _instance_group(kind: str, count: int = 1) -> str:
-    return f"instance_group [ {{ count: {count} kind: {kind} }} ]"
+def _instance_group(kind: str, count: int = 1, gpus: tuple[int, ...] | None = None) -> str:
+    """One instance group; KIND_GPU without `gpus` means `count` instances on every GPU."""
+    placement = f" gpus: [ {', '.join(str(g) for g in gpus)} ]" if gpus is not None else ""
+    return f"instance_group [ {{ count: {count} kind: {kind}{placement} }} ]"
 
 
 def _warmup(contract: GraphContract, profile: DeploymentProfile, batching: bool) -> str:
@@ -266,7 +270,12 @@ class RepositoryBuilder:
             parameters["generator_defaults"] = json.dumps(self.settings["automatic_mask_generator"])
         if "video" in model.parameters:
             parameters.update(dataclass_parameters(self.video_settings()))
-            parameters["samurai_defaults"] = json.dumps(dataclasses.asdict(SamuraiSettings.load()))
+            parameters["samurai_defaults"] = json.dumps(
+                dataclasses.asdict(SamuraiSettings.load(model=self.metadata["model"]["name"]))
+            )
+            # the networks' precision: part of the model identity sequence snapshots carry
+            parameters["precision"] = self.profile.precision
+            parameters["video_batch_limits"] = json.dumps(self.video_batch_limits())
         if "decoder" in model.parameters:
             parameters["decoder"] = "in_process" if self.decoder_in_process else "bls"
             if self.decoder_in_process:
@@ -274,12 +283,22 @@ class RepositoryBuilder:
                     self.export_dir / CONTRACTS["mask_decoder"].file,
                     version / CONTRACTS["mask_decoder"].file,
                 )
+        kind, gpus = "KIND_CPU", None
+        if "device" in model.parameters:
+            # GPU profiles: instances on GPUs, working on their GPU's memory
+            # (triton_io.serving_device); the network models' outputs reach them by DLPack.
+            # track_video's sequences stay on one instance (the sequence batcher's rule), so
+            # it gets one on each GPU; the embedding cache is one instance's memory, which
+            # every IMAGE_ID request must reach: the first GPU's alone.
+            parameters["device"] = "gpu" if self.on_gpu else "cpu"
+            if self.on_gpu:
+                kind, gpus = "KIND_GPU", ((0,) if "cache" in model.parameters else None)
         # Pre/post-processing is CPU work: on a GPU server two instances overlap requests.
         count = 2 if self.on_gpu and model.name.startswith(("preprocess", "postprocess")) else 1
         text = render(
             template / "config.pbtxt.in",
             profile=self.profile.name,
-            instance_group=_instance_group("KIND_CPU", count),
+            instance_group=_instance_group(kind, count, gpus),
             parameters=_parameters(parameters),
             **self.video_template_values(),
         )
@@ -309,6 +328,15 @@ class RepositoryBuilder:
             max_prompted_frames=min(self.video.max_prompted_frames, prompted),
         )
 
+    def video_batch_limits(self) -> dict[str, int]:
+        """Rows one call of each network may hold when track_video batches the frames of
+        several sequences (batching.BatchLimits): the engines' batch axes."""
+        axes = {"image_encoder": "batch", "mask_decoder": "num_prompts"}
+        return {
+            network: self.profile.axis_range(network, axes.get(network, "batch"))[2]
+            for network in ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+        }
+
     def video_template_values(self) -> dict[str, str]:
         """Placeholders of track_video's config (ignored by the other templates)."""
         settings = self.video_settings()
@@ -320,6 +348,8 @@ class RepositoryBuilder:
         return {
             "max_sequence_idle_microseconds": str(int(round(settings.idle_timeout_s * 1e6))),
             "triton_sequence_slots": str(settings.triton_sequence_slots),
+            "max_batch_frames": str(settings.max_batch_frames),
+            "batch_queue_delay_us": str(settings.batch_queue_delay_us),
             "samurai_inputs": samurai_inputs,
         }
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import triton_stub as pb_utils
 from conftest import SERVED_VIDEO_SETTINGS
 from google.protobuf import json_format, text_format
@@ -127,6 +128,8 @@ class LoadedModel:
                 value = false_true[int(bool(value))]
             controls[control_input.name] = np.array([value], numpy_dtype(control_dtype(control)))
         tensors = {**controls, **inputs}
+        if self.batching:  # Triton's batch axis: one request
+            tensors = {name: array[None] for name, array in tensors.items()}
         return pb_utils.InferenceRequest(
             inputs=[pb_utils.Tensor(name, array) for name, array in tensors.items()],
             correlation_id=corrid,
@@ -151,6 +154,11 @@ def load_model(repository: Path, name: str) -> LoadedModel:
     directory = repository / name
     config = read_config(directory / "config.pbtxt")
     config.name = config.name or name  # Triton fills the name in from the folder
+    device = config.parameters.get("device")
+    if device is not None and device.string_value == "gpu" and not torch.cuda.is_available():
+        # GPU profiles' models keep their tensors on their GPU; without one, the same code
+        # runs on the CPU (the generated configs themselves are checked in test_repository)
+        device.string_value = "cpu"
     config_json = json_format.MessageToDict(
         config, preserving_proto_field_name=True, including_default_value_fields=True
     )
@@ -194,6 +202,13 @@ def fake_network_functions(fake: FakeNetworks) -> dict[str, Callable[[dict], dic
     }
 
 
+class _CpuSession:
+    """What the runners ask of an ONNX Runtime session's placement: the CPU provider."""
+
+    def get_providers(self) -> list[str]:
+        return ["CPUExecutionProvider"]
+
+
 class FakeOnnxNetworks:
     """In place of OnnxNetworks (same constructor, no graph opened): every run is checked
     against the I/O contract, as the real runner checks it, then answered by FakeNetworks."""
@@ -204,6 +219,8 @@ class FakeOnnxNetworks:
         self.options = options
         self.functions = fake_network_functions(FakeNetworks())
         self.runs: list[tuple[str, int]] = []  # (network, leading size of the first input)
+        self.metadata = FAKE_METADATA
+        self.sessions = {name: _CpuSession() for name in self.networks}
 
     def run(self, network: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         assert network in self.networks
@@ -503,6 +520,11 @@ def test_network_without_batching_answers_each_request(repositories, onnx_runner
 _corrids = iter(range(100, 10**6))
 
 
+def answer(response) -> dict[str, np.ndarray]:
+    """A track_video response's outputs without Triton's batch axis (one request)."""
+    return {name: array[0] for name, array in outputs(response).items()}
+
+
 def frame_request(model: LoadedModel, corrid, start=False, end=False, frame=None, **tensors):
     """A track_video request: a frame (IMAGE_RAW) or none, other inputs, Triton's controls."""
     image = {} if frame is None else {"IMAGE_RAW": frame}
@@ -532,11 +554,11 @@ def test_track_video_routes_sequences_and_fails_requests_alone(track_video, bls)
         frame_request(track_video, b, start=True, frame=fake_frame(0), **video_click(2)),
         frame_request(track_video, never, frame=fake_frame(0)),
     )
-    first = outputs(started_a)
+    first = answer(started_a)
     assert first["OBJ_IDS"].tolist() == [1] and first["TRACKED_FRAME"].tolist() == [0]
     assert first["MASKS"].shape == (1, *FAKE_SIZE) and first["MASKS"].any()
     assert first["STATE_BYTES"][0] > 0
-    assert outputs(started_b)["OBJ_IDS"].tolist() == [2]
+    assert answer(started_b)["OBJ_IDS"].tolist() == [2]
     assert error_of(unknown) == (
         INVALID_ARG,
         f"video sequence {never} was never started (send START first)",
@@ -547,9 +569,9 @@ def test_track_video_routes_sequences_and_fails_requests_alone(track_video, bls)
     next_a, ended_b = track_video.execute(
         frame_request(track_video, a, frame=fake_frame(1)), frame_request(track_video, b, end=True)
     )
-    assert outputs(next_a)["TRACKED_FRAME"].tolist() == [1]
-    assert outputs(next_a)["OBJ_IDS"].tolist() == [1]
-    ended = outputs(ended_b)
+    assert answer(next_a)["TRACKED_FRAME"].tolist() == [1]
+    assert answer(next_a)["OBJ_IDS"].tolist() == [1]
+    ended = answer(ended_b)
     assert ended["TRACKED_FRAME"].tolist() == [-1] and ended["STATE_BYTES"].tolist() == [0]
     assert ended["MASKS"].shape == (0, 0, 0)
     [after_end] = track_video.execute(frame_request(track_video, b, frame=fake_frame(2)))
@@ -561,9 +583,7 @@ def test_track_video_routes_sequences_and_fails_requests_alone(track_video, bls)
 
 def test_track_video_refused_start_and_end_still_change_the_sequence(track_video):
     seq = next(_corrids)
-    outputs(
-        track_video.execute(frame_request(track_video, seq, start=True, frame=fake_frame(0)))[0]
-    )
+    answer(track_video.execute(frame_request(track_video, seq, start=True, frame=fake_frame(0)))[0])
     # a refused START drops what the id held before
     bad_labels = dict(video_click(1), POINT_LABELS=np.array([[7]], np.int32))
     [refused] = track_video.execute(
@@ -574,9 +594,7 @@ def test_track_video_refused_start_and_end_still_change_the_sequence(track_video
     code, message = error_of(later)
     assert code == INVALID_ARG and "could not start" in message and "send START again" in message
     # a refused END still ends the sequence
-    outputs(
-        track_video.execute(frame_request(track_video, seq, start=True, frame=fake_frame(0)))[0]
-    )
+    answer(track_video.execute(frame_request(track_video, seq, start=True, frame=fake_frame(0)))[0])
     [refused_end] = track_video.execute(frame_request(track_video, seq, end=True, **bad_labels))
     assert error_of(refused_end)[0] == INVALID_ARG
     [after] = track_video.execute(frame_request(track_video, seq, frame=fake_frame(1)))
@@ -596,15 +614,15 @@ def test_track_video_string_sequence_ids_are_whole(track_video, bls):
         frame_request(track_video, seven, start=True, frame=fake_frame(0), **video_click(3)),
         frame_request(track_video, 7, start=True, frame=fake_frame(0), **video_click(4)),
     )
-    assert [outputs(r)["OBJ_IDS"].tolist() for r in started] == [[1], [2], [3], [4]]
+    assert [answer(r)["OBJ_IDS"].tolist() for r in started] == [[1], [2], [3], [4]]
     ended_b, next_a, next_seven = track_video.execute(
         frame_request(track_video, b, end=True),
         frame_request(track_video, a, frame=fake_frame(1)),
         frame_request(track_video, seven, frame=fake_frame(1), end=True),
     )
-    assert outputs(ended_b)["STATE_BYTES"].tolist() == [0]
-    assert outputs(next_a)["OBJ_IDS"].tolist() == [1]  # A's own object, B's END left it
-    assert outputs(next_seven)["OBJ_IDS"].tolist() == [3]
+    assert answer(ended_b)["STATE_BYTES"].tolist() == [0]
+    assert answer(next_a)["OBJ_IDS"].tolist() == [1]  # A's own object, B's END left it
+    assert answer(next_seven)["OBJ_IDS"].tolist() == [3]
     after_b, after_seven, seven_int = track_video.execute(
         frame_request(track_video, b, frame=fake_frame(1)),
         frame_request(track_video, seven, frame=fake_frame(2)),
@@ -615,7 +633,7 @@ def test_track_video_string_sequence_ids_are_whole(track_video, bls):
         "video sequence 'video-b' has ended (END was sent); start a new sequence with START",
     )
     assert "video sequence '7' has ended" in error_of(after_seven)[1]
-    assert outputs(seven_int)["OBJ_IDS"].tolist() == [4]  # the integer 7 is another sequence
+    assert answer(seven_int)["OBJ_IDS"].tolist() == [4]  # the integer 7 is another sequence
     # an id Triton would take but the model does not keep is refused and changes nothing
     [too_long] = track_video.execute(
         frame_request(track_video, "v" * 129, start=True, frame=fake_frame(0), **video_click(5))
@@ -625,7 +643,7 @@ def test_track_video_string_sequence_ids_are_whole(track_video, bls):
         "string sequence ids must have 1..128 bytes; this one has 129",
     )
     [last_a] = track_video.execute(frame_request(track_video, a, frame=fake_frame(2), end=True))
-    assert outputs(last_a)["OBJ_IDS"].tolist() == [1]
+    assert answer(last_a)["OBJ_IDS"].tolist() == [1]
     assert len(track_video.model.store) == 0
 
 
@@ -654,7 +672,7 @@ def test_track_video_refused_start_at_the_checks_leaves_no_sequence(track_video)
         f"this request would make it {n}); send START again",
     )
     [end] = track_video.execute(frame_request(track_video, seq, end=True))
-    assert outputs(end)["TRACKED_FRAME"].tolist() == [-1]
+    assert answer(end)["TRACKED_FRAME"].tolist() == [-1]
     assert seq not in track_video.model.store
 
 
@@ -693,15 +711,15 @@ def test_track_video_publishes_frames_objects_state_and_refusals(track_video, bl
         value("sam2_refused_requests_total", reason="unknown_sequence"),
     )
     start = frame_request(track_video, seq, start=True, frame=fake_frame(0), **video_click(1))
-    outputs(track_video.execute(start)[0])
-    outputs(track_video.execute(frame_request(track_video, seq, frame=fake_frame(1)))[0])
+    answer(track_video.execute(start)[0])
+    answer(track_video.execute(frame_request(track_video, seq, frame=fake_frame(1)))[0])
     assert value("sam2_video_frames_total") == frames + 2
     assert value("sam2_video_objects") == 1 and value("sam2_video_sequences") == 1
     assert value("sam2_video_state_bytes") == track_video.model.store.nbytes > 0
     [lost] = track_video.execute(frame_request(track_video, next(_corrids), frame=fake_frame(0)))
     assert error_of(lost)[0] == INVALID_ARG
     assert value("sam2_refused_requests_total", reason="unknown_sequence") == unknown + 1
-    outputs(track_video.execute(frame_request(track_video, seq, end=True))[0])
+    answer(track_video.execute(frame_request(track_video, seq, end=True))[0])
     assert value("sam2_video_sequences") == 0 and value("sam2_video_state_bytes") == 0
 
 
@@ -710,7 +728,7 @@ def test_track_video_network_failure_is_internal_and_the_next_frame_works(
 ):
     seq = next(_corrids)
     start = frame_request(track_video, seq, start=True, frame=fake_frame(0), **video_click(1))
-    outputs(track_video.execute(start)[0])
+    answer(track_video.execute(start)[0])
     attend = bls.models["memory_attention"]
 
     def broken(inputs):
@@ -724,7 +742,7 @@ def test_track_video_network_failure_is_internal_and_the_next_frame_works(
     )
     bls.models["memory_attention"] = attend
     [recovered] = track_video.execute(frame_request(track_video, seq, frame=fake_frame(1)))
-    assert outputs(recovered)["TRACKED_FRAME"].tolist() == [1]
+    assert answer(recovered)["TRACKED_FRAME"].tolist() == [1]
 
 
 # -- model tier: the real CPU repository of the test export --------------------------------------
@@ -821,7 +839,7 @@ def test_served_track_video_equals_the_tracker(exported, network_models):
     seq = next(_corrids)
     try:
         served = [
-            outputs(model.execute(frame_request(model, seq, **step))[0])
+            answer(model.execute(frame_request(model, seq, **step))[0])
             for step in (
                 dict(start=True, frame=frames[0], NUM_FRAMES=np.array([2], np.int64), **prompts),
                 dict(end=True, frame=frames[1]),

@@ -198,3 +198,75 @@ def test_mask_bounds_are_inclusive_and_convert_to_pixel_edges():
     assert mask_bounds(np.zeros((0, 4, 4), bool))[0].shape == (0, 4)
     none, absent = mask_bounds(np.zeros((2, 0, 4), bool))
     assert none.tolist() == [[0, 0, 0, 0]] * 2 and absent.tolist() == [False, False]
+
+
+class _StandInImageNetworks:
+    """Instant image networks on `device`: features of the contract's shapes, decoder logits
+    that are the prompt's first x coordinate everywhere (so answers differ per prompt)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.calls: list[dict[str, torch.device]] = []
+
+    def encode(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.calls.append({"image": image.device})
+        zeros = lambda *shape: torch.zeros(shape, device=self.device)  # noqa: E731
+        return {
+            "image_embed": zeros(1, 256, 64, 64),
+            "high_res_feats_0": zeros(1, 32, 256, 256),
+            "high_res_feats_1": zeros(1, 64, 128, 128),
+        }
+
+    def decode(self, inputs):
+        self.calls.append({name: tensor.device for name, tensor in inputs.items()})
+        x = inputs["point_coords"][:, 0, 0].reshape(-1, 1, 1, 1) - 100.0
+        prompts = x.shape[0]
+        return {
+            "masks": x.expand(prompts, 4, 256, 256).contiguous(),
+            "iou_scores": torch.arange(4.0, device=self.device).expand(prompts, 4).contiguous(),
+        }
+
+
+def test_image_predictor_keeps_embeddings_on_its_device_and_moves_only_the_answer():
+    """The interactive path on a device: the EncodedImage (what the cache holds) is device
+    memory counted in bytes, every network input is on the device, and an answer crosses to the
+    host in three transfers however many prompts it has."""
+    from sam2_triton.python_backend.image_predictor import ImagePredictor
+
+    device = torch.device("cpu")
+    networks = _StandInImageNetworks(device)
+    metadata = {
+        "settings": {"directly_add_no_mem_embed": True},
+        "constants": {"no_mem_embed": [[[0.5] * 256]]},
+        "decoder": {
+            "dynamic_multimask_via_stability": True,
+            "dynamic_multimask_stability_delta": 0.05,
+            "dynamic_multimask_stability_thresh": 0.98,
+        },
+    }
+    predictor = ImagePredictor(networks, metadata)
+    assert predictor.device == device
+    encoded = predictor.encode(np.zeros((48, 64, 3), np.uint8))
+    features = encoded.features()
+    assert all(isinstance(t, torch.Tensor) and t.device == device for t in features.values())
+    assert torch.equal(encoded.image_embed, torch.full((1, 256, 64, 64), 0.5))
+    assert encoded.nbytes == 4 * (256 * 64 * 64 + 32 * 256 * 256 + 64 * 128 * 128)
+    cache = EmbeddingCache(2 * encoded.nbytes)
+    assert cache.get(cache.add(encoded)) is encoded and cache.nbytes == encoded.nbytes
+
+    for count in (1, 5):
+        predictor.transfers.reset()
+        prompts = prepare_prompts(
+            (48, 64),
+            LIMITS,
+            point_coords=np.array([[[10.0 * i, 5.0]] for i in range(count)], np.float32),
+            point_labels=np.ones((count, 1), np.int32),
+        )
+        prediction = predictor.predict(encoded, prompts, multimask_output=True)
+        assert predictor.transfers.count == 3
+        assert prediction.masks.shape == (count, 3, 48, 64)
+        assert all(d == device for d in networks.calls[-1].values())
+        # logits = model-space x - 100: prompts beyond x = 100 (model space) are foreground
+        expected = prompts.point_coords[:, 0, 0] > 100.0
+        assert prediction.masks.all(axis=(1, 2, 3)).tolist() == expected.tolist()
+        np.testing.assert_array_equal(prediction.scores, np.tile([1.0, 2.0, 3.0], (count, 1)))

@@ -9,7 +9,13 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from sam2_triton.configs import NETWORKS, RequestLimits, get_profile, load_profiles
+from sam2_triton.configs import (
+    NETWORKS,
+    RequestLimits,
+    get_profile,
+    load_profiles,
+    load_serving_settings,
+)
 from sam2_triton.errors import ConfigError, ExportError
 from sam2_triton.export.contract import CONTRACTS
 from sam2_triton.serving.repository import ENSEMBLES, MARKER_FILE, PYTHON_MODELS, build_repository
@@ -73,6 +79,20 @@ def test_every_profile_generates_valid_configs(exported, tmp_path, profile_name)
     )
     assert configs["image_encoder"].input[0].dims == [3, 1024, 1024]
     assert configs["mask_decoder"].max_batch_size == 0
+    # track_video batches frames of several sequences: ragged inputs, the engines' limits
+    video = configs["track_video"]
+    settings = load_serving_settings()["video"]
+    assert video.max_batch_size == settings["max_batch_frames"] > 1
+    delay = video.sequence_batching.oldest.max_queue_delay_microseconds
+    assert delay == settings["batch_queue_delay_us"]
+    ragged = {i.name for i in video.input if i.allow_ragged_batch}
+    assert {"IMAGE_RAW", "POINT_COORDS", "MASK_PROMPTS"} <= ragged and "IMAGE" not in ragged
+    assert json.loads(video.parameters["video_batch_limits"].string_value) == {
+        "image_encoder": profile.axis_range("image_encoder", "batch")[2],
+        "memory_attention": profile.axis_range("memory_attention", "batch")[2],
+        "mask_decoder": profile.axis_range("mask_decoder", "num_prompts")[2],
+        "memory_encoder": profile.axis_range("memory_encoder", "batch")[2],
+    }
 
     limits = RequestLimits.for_profile(profile)
     for model in PYTHON_MODELS:
@@ -84,6 +104,25 @@ def test_every_profile_generates_valid_configs(exported, tmp_path, profile_name)
             params = {k: v.string_value for k, v in config.parameters.items()}
             assert RequestLimits.from_parameters(params) == limits
     assert configs["segment_interactive"].instance_group[0].count == 1
+    # the models that hold embeddings / sequences work on the serving device: on GPU profiles
+    # an instance on each GPU, told so by their `device` parameter (triton_io.serving_device)
+    for model in PYTHON_MODELS:
+        config = configs[model.name]
+        on_device = "device" in model.parameters
+        assert on_device == (
+            model.name in ("segment_interactive", "automatic_mask_generator", "track_video")
+        )
+        gpu = profile.device == "gpu" and on_device
+        assert config.instance_group[0].kind == (
+            model_config_pb2.ModelInstanceGroup.KIND_GPU
+            if gpu
+            else model_config_pb2.ModelInstanceGroup.KIND_CPU
+        ), model.name
+        if on_device:
+            assert config.parameters["device"].string_value == ("gpu" if gpu else "cpu")
+        # the embedding cache is one process's memory: one instance, pinned to one GPU
+        pinned = gpu and "cache" in model.parameters
+        assert list(config.instance_group[0].gpus) == ([0] if pinned else []), model.name
     in_process = profile.name == "cpu"
     for name in ("segment_interactive", "automatic_mask_generator"):
         assert configs[name].parameters["decoder"].string_value == (

@@ -222,10 +222,10 @@ def test_call_model_returns_the_requested_outputs(monkeypatch):
         return {"y": inputs["x"] * 2, "unasked": np.zeros(1, np.float32)}
 
     monkeypatch.setattr(pb_utils, "bls_handler", answer_with({"doubler": double}))
-    x = np.arange(6, dtype=np.float32).reshape(2, 3).T
-    result = triton_io.call_model("doubler", {"x": x}, ["y"])
-    assert list(result) == ["y"] and np.array_equal(result["y"], x * 2)
-    assert seen["x"].flags.c_contiguous and np.array_equal(seen["x"], x)
+    x = torch.arange(6, dtype=torch.float32).reshape(2, 3).T  # not contiguous
+    result = triton_io.call_model_on_device("doubler", {"x": x}, ["y"], torch.device("cpu"))
+    assert list(result) == ["y"] and torch.equal(result["y"], x * 2)
+    assert seen["x"].flags.c_contiguous and np.array_equal(seen["x"], x.numpy())
 
 
 def test_failed_bls_call_names_the_model(monkeypatch):
@@ -236,9 +236,11 @@ def test_failed_bls_call_names_the_model(monkeypatch):
     with pytest.raises(
         triton_io.NetworkCallError, match="^mask_decoder: RuntimeError: out of memory$"
     ):
-        triton_io.call_model("mask_decoder", {"x": np.zeros(1, np.float32)}, ["y"])
+        triton_io.call_model_on_device(
+            "mask_decoder", {"x": torch.zeros(1)}, ["y"], torch.device("cpu")
+        )
     with pytest.raises(triton_io.NetworkCallError, match="'image_encoder' is not found"):
-        triton_io.BlsImageNetworks().encode(np.zeros((1, 3, 1024, 1024), np.float32))
+        triton_io.BlsImageNetworks().encode(torch.zeros((1, 3, 1024, 1024)))
 
 
 def test_failed_bls_call_inside_a_model_is_an_internal_error(monkeypatch):
@@ -271,9 +273,9 @@ def test_bls_networks_call_the_network_models_for_contract_outputs(monkeypatch):
 
     monkeypatch.setattr(pb_utils, "bls_handler", handler)
     image, video = triton_io.BlsImageNetworks(), triton_io.BlsVideoNetworks()
-    x, t = np.zeros(1, np.float32), torch.zeros(1)
-    image.encode(x)
-    image.decode({"a": x})
+    t = torch.zeros(1)
+    image.encode(t)
+    image.decode({"a": t})
     video.encode(t)
     video.decode({"a": t})
     video.encode_memory({"a": t})
@@ -331,6 +333,19 @@ def test_bls_video_networks_report_a_missing_output(monkeypatch):
 def test_image_networks_follow_the_decoder_parameter():
     assert type(triton_io.image_networks({}, None)) is triton_io.BlsImageNetworks
     assert type(triton_io.image_networks({"decoder": "bls"}, None)) is triton_io.BlsImageNetworks
+    with pytest.raises(ValueError, match="CPU deployments only"):
+        triton_io.image_networks({"decoder": "in_process"}, None, torch.device("meta"))
+
+
+def test_serving_device_follows_the_device_parameter():
+    args = {"model_instance_device_id": "0"}
+    assert triton_io.serving_device(args, {}) == torch.device("cpu")
+    assert triton_io.serving_device(args, {"device": "cpu"}) == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert triton_io.serving_device(args, {"device": "gpu"}) == torch.device("cuda:0")
+    else:  # a GPU profile's model on a machine without one says so at load
+        with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
+            triton_io.serving_device(args, {"device": "gpu"})
 
 
 # -- the stand-in itself -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from sam2_triton.python_backend.triton_io import (
     read_image,
     respond_each,
     scalar,
+    serving_device,
 )
 
 
@@ -27,7 +28,8 @@ class TritonPythonModel:
         self.defaults = json.loads(params["generator_defaults"])
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.predictor = ImagePredictor(
-            image_networks(params, version_dir), load_metadata(version_dir)
+            image_networks(params, version_dir, serving_device(args, params)),
+            load_metadata(version_dir),
         )
 
     def _settings(self, request) -> GeneratorSettings:

@@ -10,6 +10,7 @@ from sam2_triton.configs import RequestLimits
 from sam2_triton.export.metadata import load_metadata
 from sam2_triton.python_backend.image_predictor import ImagePredictor
 from sam2_triton.python_backend.images import check_original_size
+from sam2_triton.python_backend.masks import float32_tensor
 from sam2_triton.python_backend.triton_io import (
     model_parameters,
     required_input,
@@ -31,8 +32,8 @@ class TritonPythonModel:
             required_input(request, "ORIGINAL_SIZE"), self.limits.max_image_pixels
         )
         prediction = self.predictor.postprocess(
-            required_input(request, "masks"),
-            required_input(request, "iou_scores"),
+            float32_tensor(required_input(request, "masks")),
+            float32_tensor(required_input(request, "iou_scores")),
             size,
             scalar(request, "MULTIMASK_OUTPUT", True, bool),
         )

@@ -10,6 +10,7 @@ from sam2_triton.configs import RequestLimits
 from sam2_triton.export.metadata import load_metadata
 from sam2_triton.python_backend.image_predictor import ImagePredictor
 from sam2_triton.python_backend.images import check_original_size
+from sam2_triton.python_backend.masks import float32_tensor
 from sam2_triton.python_backend.triton_io import (
     model_parameters,
     read_prompts,
@@ -33,8 +34,10 @@ class TritonPythonModel:
         )
         prompts = read_prompts(request, size, self.limits)
         self.predictor.check_answer(prompts, scalar(request, "MULTIMASK_OUTPUT", True, bool), size)
-        embed = self.predictor.condition_embedding(required_input(request, "image_embed"))
-        return {"conditioned_image_embed": embed, **prompts.as_decoder_inputs()}
+        embed = self.predictor.condition_embedding(
+            float32_tensor(required_input(request, "image_embed"))
+        )
+        return {"conditioned_image_embed": embed.numpy(), **prompts.as_decoder_inputs()}
 
     def execute(self, requests):
         return respond_each(requests, self._handle, "preprocess_prompts")

@@ -3,7 +3,8 @@
 A request with IMAGE / IMAGE_RAW encodes it (BLS: image_encoder) and returns a new IMAGE_ID;
 requests with IMAGE_ID reuse the cached embeddings, so a click costs the decoder only.
 RELEASE drops the embeddings after answering. Without prompts, MASKS / SCORES /
-LOW_RES_MASKS have zero prompts.
+LOW_RES_MASKS have zero prompts. On GPU profiles the embeddings live in GPU memory (the
+`device` parameter), bounded in bytes like on CPU.
 """
 
 from pathlib import Path
@@ -26,6 +27,7 @@ from sam2_triton.python_backend.triton_io import (
     read_prompts,
     respond_each,
     scalar,
+    serving_device,
 )
 
 
@@ -34,8 +36,10 @@ class TritonPythonModel:
         params = model_parameters(args)
         self.limits = RequestLimits.from_parameters(params)
         version_dir = Path(args["model_repository"]) / args["model_version"]
+        # embeddings stay on the serving device: the cache holds device memory
+        device = serving_device(args, params)
         self.predictor = ImagePredictor(
-            image_networks(params, version_dir),
+            image_networks(params, version_dir, device),
             load_metadata(version_dir),
             max_mask_bytes=self.limits.max_mask_bytes,
         )
