@@ -10,6 +10,9 @@
 #   make test             the test suite (what CI runs, after `make check`)
 #   make test-fast        the unit tier alone: no model weights, no server (about a minute)
 #   make test-multi-server  two servers behind the NGINX router (about five minutes)
+#   make parity-all       graph fidelity, lint and served image + video parity for all eight
+#                         sizes, one table (BENCH_OUT/all_sizes.md)
+#   make bench-precision  bf16 / fp16 against fp32: network errors and tracked-mask IoU
 #   make check            ruff (lint + format check) and mypy over the tree; `make fmt` fixes
 #                         what ruff can fix
 #   make bench-orchestration  the video tracker's own cost per frame (host time, device-to-host
@@ -48,7 +51,7 @@ TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
 SAM2_SPEC ?= sam2==1.1.0
 
 .PHONY: install system-deps run export export-all download lint check fmt test test-fast \
-        test-multi-server fidelity-all \
+        test-multi-server fidelity-all parity-all bench-precision \
         bench-networks bench-serving bench-video bench-orchestration bench-gpu soak perf-analyzer \
         perf-analyzer-video repository serve engines verify-engines wheelhouse clean
 
@@ -141,6 +144,22 @@ test-multi-server: install
 # Fidelity and lint for every size (about an hour on 2 CPU cores).
 fidelity-all: install
 	SAM2_TRITON_TEST_MODELS=all $(PY) -m pytest tests/test_fidelity.py tests/test_lint.py
+
+# Graph fidelity, lint, served image parity (SAM2ImagePredictor) and served video parity
+# (SAM2VideoPredictor, 4 frames) for every size, one pytest run per size (benchmarks/all_sizes.py;
+# 4 to 5 minutes per small size on 2 CPU cores): $(BENCH_OUT)/all_sizes.json and all_sizes.md,
+# the worst graph error, image IoU and video IoU per size; logs beside them.
+# MODELS_CHECKED=tiny,large checks some sizes.
+parity-all: install
+	$(PY) -m sam2_triton.benchmarks.all_sizes --models $(or $(MODELS_CHECKED),all) \
+	  --json $(BENCH_OUT)/all_sizes.json
+
+# Reduced precision in the PyTorch runtime (benchmarks/precision.py): per-network error of bf16 /
+# fp16 autocast against fp32 and mask IoU of a 30-frame, 2-object tracked video against the fp32
+# run, on the CPU; fails when a bound of configs/precision_bounds.py is exceeded.
+bench-precision: install
+	$(PY) -m sam2_triton.benchmarks.precision --model $(MODEL) --frames 30 --objects 2 \
+	  $${CHECKPOINT:+--checkpoint $$CHECKPOINT} --check --json $(BENCH_OUT)/precision.json
 
 # Benchmarks (benchmarks/README.md): each writes $(BENCH_OUT)/<name>.json and a plot <name>.png
 # (BENCH_OUT=docs/benchmarks refreshes the published ones). Run `make run` first for the export.

@@ -8,9 +8,11 @@ Frames per second of tracking a video from its JPEG files, prompts on frame 0:
   - 1 object and 3 objects: the reference `init_state` (loads and resizes the frames) +
     `add_new_points_or_box` + `propagate_in_video` in this process, against one served
     sequence (`track_video`) fed the same JPEG bytes frame by frame through the client;
-  - 4 sequences (1 object each, 4 different videos): the reference tracks them one after the
-    other (one process, as a user of the offline predictor would), the served ones run
-    concurrently from four clients. FPS = all frames / wall time.
+  - N sequences (`--sequences`, 1 object each, N different videos): the reference tracks them
+    one after the other (one process, as a user of the offline predictor would), the served
+    ones run concurrently from N clients, their frames sharing track_video's batches
+    (docs/serving.md, frames of concurrent videos in one batch). FPS = all frames / wall time
+    (aggregate); per-stream FPS = one stream's frames / wall time.
 The server is the one carried by nvidia-pytriton on a CPU-profile repository built from the
 export. Reference and served runs alternate (shared VMs drift); `--repeat` runs each case
 that many times and reports the median. Weights do not change the speed (the test checkpoint's
@@ -197,14 +199,16 @@ def main() -> None:
                         "reference_fps": fps["reference"],
                         "served_fps": fps["served"],
                         "ratio": fps["served"] / fps["reference"],
+                        "reference_per_stream_fps": fps["reference"] / sequences,
+                        "served_per_stream_fps": fps["served"] / sequences,
                         "runs": runs,
                     }
                 )
-    print(f"\n{'':14s}{'reference FPS':>15s}{'served FPS':>12s}{'ratio':>8s}")
+    print(f"\n{'':14s}{'reference FPS':>15s}{'served FPS':>12s}{'ratio':>8s}{'per stream':>12s}")
     for value in cases_measured:
         print(
             f"{value['case']:14s}{value['reference_fps']:15.3f}{value['served_fps']:12.3f}"
-            f"{value['ratio']:8.2f}"
+            f"{value['ratio']:8.2f}{value['served_per_stream_fps']:12.3f}"
         )
     write_report(results, plot_video_tracking, args.json, args.plot)
 

@@ -22,3 +22,10 @@ class UnknownSequenceError(InputError):
     evicted, or lost when a crashed model was reloaded)."""
 
     reason = "unknown_sequence"
+
+
+class SnapshotError(InputError):
+    """A sequence snapshot cannot be taken or restored: too large for the server's bound, not a
+    snapshot, corrupted, of another format version, model, size, weights or precision."""
+
+    reason = "snapshot_refused"

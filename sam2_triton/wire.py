@@ -121,6 +121,17 @@ ANSWER = "ANSWER"  # BYTES [1], with START only: what each answer holds, one of 
 ANSWER_SIZE = "ANSWER_SIZE"  # INT64 [2], with START only: (h, w) of a sized answer, each side
 #                              1..MAX_ANSWER_SIDE; required by SIZED_ANSWERS, refused otherwise
 # POINT_COORDS FP32 [Np, P, 2] and POINT_LABELS INT32 [Np, P] (label -1: padding) as for images.
+# Sequence snapshots (docs/serving.md#snapshots): the state of a sequence as opaque bytes that
+# any server of the same model, size, weights and precision can resume from.
+TAKE_SNAPSHOT = "TAKE_SNAPSHOT"  # BOOL [1], any request: the answer's SNAPSHOT holds the
+#                                  sequence's state after this request
+RESTORE_SNAPSHOT = "RESTORE_SNAPSHOT"  # UINT8 [B], with START only: start the sequence from this
+#                                        snapshot (no other START option: they are in it)
+SNAPSHOT = "SNAPSHOT"  # UINT8 [B] output: the snapshot TAKE_SNAPSHOT asked for; [0] otherwise
+# A snapshot opens with SNAPSHOT_MAGIC, its JSON header's length (uint32, little endian) and the
+# header, which names the model, the format version and the sequence's START options
+# (`snapshot_header`); the rest is the server's (python_backend/video/snapshots.py).
+SNAPSHOT_MAGIC = b"SAM2SEQ\x00"
 
 # Ranges (inclusive) of track_video's integer inputs, checked when a request is parsed; the
 # SAMURAI integer settings are INT32 on the wire and checked by SamuraiSettings.
@@ -197,6 +208,29 @@ SAMURAI_SETTINGS: dict[str, tuple] = {
     "min_obj_score_logits": ("MIN_OBJ_SCORE_LOGITS", np.float32),
     "max_memory_candidates": ("MAX_MEMORY_CANDIDATES", np.int32),
     "num_recent_memories": ("NUM_RECENT_MEMORIES", np.int32),
+    "memory_candidates_from_frame": ("MEMORY_CANDIDATES_FROM_FRAME", np.int32),
+    "measure_empty_masks": ("MEASURE_EMPTY_MASKS", np.bool_),
+    "filter_on_click_prompts": ("FILTER_ON_CLICK_PROMPTS", np.bool_),
+    "restart_filter_on_prompt": ("RESTART_FILTER_ON_PROMPT", np.bool_),
 }
 
 LOW_RES_SIZE = 256  # side of MASK_INPUT / LOW_RES_MASKS
+
+
+def snapshot_header(data: bytes) -> tuple[dict, int]:
+    """(the JSON header of snapshot bytes, where the rest begins); ValueError when `data` is not
+    a snapshot or its header is unreadable. Not verified: servers check the checksum."""
+    import json
+    import struct
+
+    start = len(SNAPSHOT_MAGIC) + 4
+    if not data.startswith(SNAPSHOT_MAGIC) or len(data) < start:
+        raise ValueError("the data is not a sequence snapshot (its first bytes are not MAGIC)")
+    (length,) = struct.unpack_from("<I", data, len(SNAPSHOT_MAGIC))
+    try:
+        header = json.loads(bytes(data[start : start + length]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("the sequence snapshot is corrupted: its header is unreadable") from None
+    if not isinstance(header, dict):
+        raise ValueError("the sequence snapshot is corrupted: its header is not a mapping")
+    return header, start + length

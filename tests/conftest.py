@@ -75,6 +75,34 @@ def selected_model_names():
     return [get_model(name).name for name in value.split(",") if name.strip()]
 
 
+class WorstValues:
+    """The worst value of each measure per model size over a test session (the measures and
+    which way is worse: benchmarks/all_sizes.py, MEASURES). Written as JSON
+    ({measure: value}, over all sizes the session ran) to the file named by the environment
+    variable benchmarks.all_sizes.RESULTS_ENV at the session's end, when it is set."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def record(self, measure: str, value: float) -> None:
+        from sam2_triton.benchmarks.all_sizes import worse
+
+        self.values[measure] = worse(measure, self.values.get(measure), float(value))
+
+
+@pytest.fixture(scope="session")
+def worst_values() -> Iterator[WorstValues]:
+    import json
+
+    from sam2_triton.benchmarks.all_sizes import RESULTS_ENV
+
+    values = WorstValues()
+    yield values
+    path = os.environ.get(RESULTS_ENV)
+    if path and values.values:
+        Path(path).write_text(json.dumps(values.values, indent=2) + "\n")
+
+
 @dataclass
 class ExportedModel:
     spec: ModelSpec
@@ -106,7 +134,13 @@ def test_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session", params=selected_model_names())
-def exported(request, tmp_path_factory, test_checkpoint) -> ExportedModel:
+def exported(request, tmp_path_factory, test_checkpoint) -> Iterator[ExportedModel]:
+    """The test checkpoint of a size, its official model and its export. While it is in use,
+    the model's SAM2VideoPredictor fills holes (fill_hole_area 8) as it does with SAM 2's CUDA
+    extension built: the extension's connected-components kernel is replaced by a CPU one
+    (tests/cpu_components.py), as the tracker fills holes by default."""
+    from cpu_components import installed
+
     from sam2_triton.export.checkpoints import build_sam2_model, sha256_file
     from sam2_triton.export.onnx_export import export_model
 
@@ -125,7 +159,8 @@ def exported(request, tmp_path_factory, test_checkpoint) -> ExportedModel:
             "random_weights": False,
         },
     )
-    return ExportedModel(spec=spec, checkpoint=checkpoint, model=model, directory=directory)
+    with installed(int(model.fill_hole_area)):
+        yield ExportedModel(spec=spec, checkpoint=checkpoint, model=model, directory=directory)
 
 
 # -- a real Triton server (the one carried by nvidia-pytriton) on the test export --------------
@@ -142,6 +177,7 @@ SERVED_VIDEO_SETTINGS = dict(
     idle_timeout_s=600.0,
     preprocessing="video",
     memory_storage="bfloat16",
+    max_snapshot_bytes=64 * 1024 * 1024,
 )
 
 

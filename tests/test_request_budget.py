@@ -351,7 +351,7 @@ def test_segment_interactive_checks_the_budget_before_encoding(repository, bls, 
         request(IMAGE_RAW=np.zeros((*ITEM_1_SIZE, 3), np.uint8), BOXES=np.tile(BOX, (64, 1)))
     )
     assert "limits.max_mask_bytes" in invalid_arg(too_big)
-    assert bls.calls == [] and model.model.predictor.networks.decoder.runs == []
+    assert bls.calls == [] and model.model.predictor.networks.decoder.networks.runs == []
     assert len(model.model.cache) == 0
 
 

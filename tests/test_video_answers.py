@@ -336,8 +336,8 @@ def test_config_template_declares_the_wire_tensors():
     declared_outputs = re.findall(r'name: "(\w+)"', outputs_text)
     samurai_inputs = {name for name, _ in wire.SAMURAI_SETTINGS.values()}
     expected = {wire.IMAGE, wire.IMAGE_RAW, wire.FRAME_INDEX, wire.REMOVE_OBJ_IDS}
-    expected |= set(PROMPT_INPUTS) | set(START_ONLY_INPUTS)
+    expected |= set(PROMPT_INPUTS) | set(START_ONLY_INPUTS) | {wire.TAKE_SNAPSHOT}
     assert declared_inputs == expected - samurai_inputs  # those come from ${samurai_inputs}
-    assert declared_outputs == list(wire.TRACK_OUTPUTS)
+    assert declared_outputs == list(wire.TRACK_OUTPUTS) + [wire.SNAPSHOT]
     assert f'name: "{wire.ANSWER}" data_type: TYPE_STRING dims: [ 1 ]' in text
     assert f'name: "{wire.ANSWER_SIZE}" data_type: TYPE_INT64 dims: [ 2 ]' in text

@@ -44,6 +44,7 @@ def settings(**overrides) -> VideoSettings:
         idle_timeout_s=10.0,
         preprocessing="video",
         memory_storage="bfloat16",
+        max_snapshot_bytes=64 * 1024 * 1024,
     )
     values.update(overrides)
     return VideoSettings(**values)
@@ -153,6 +154,8 @@ def test_parse_points_boxes_masks_and_options():
         NUM_FRAMES=np.array([12], np.int64),
         SAMURAI=np.array([True]),
         KF_SCORE_WEIGHT=np.array([0.5], np.float32),
+        MEASURE_EMPTY_MASKS=np.array([False]),
+        MEMORY_CANDIDATES_FROM_FRAME=np.array([0], np.int32),
     )
     assert request.prompted_ids == [1, 3, 5]
     np.testing.assert_array_equal(request.points[3].coords, [[10, 20]])  # padding dropped
@@ -162,6 +165,9 @@ def test_parse_points_boxes_masks_and_options():
     assert request.options.num_frames == 12
     assert request.options.samurai.kf_score_weight == 0.5
     assert request.options.samurai.stable_frames_threshold == SAMURAI.stable_frames_threshold
+    assert request.options.samurai.measure_empty_masks is False
+    assert request.options.samurai.memory_candidates_from_frame == 0
+    assert request.options.samurai.filter_on_click_prompts is SAMURAI.filter_on_click_prompts
 
 
 @pytest.mark.parametrize(
@@ -478,7 +484,7 @@ def test_sized_answers_are_budgeted_at_their_size():
 def test_wire_samurai_inputs_are_the_samurai_settings():
     """sam2_triton/wire.py's SAMURAI_SETTINGS (which the client sends, the model reads and the
     generated config declares) name every SamuraiSettings field, in capitals, with the
-    integer / float kind of the setting."""
+    integer / float / bool kind of the setting."""
     from sam2_triton.python_backend.video.frame_requests import SAMURAI_INPUTS
     from sam2_triton.wire import SAMURAI_SETTINGS
 
@@ -486,7 +492,8 @@ def test_wire_samurai_inputs_are_the_samurai_settings():
     assert SAMURAI_INPUTS == {setting.upper(): setting for setting in kinds}
     assert list(SAMURAI_SETTINGS) == list(kinds)
     for setting, (_, dtype) in SAMURAI_SETTINGS.items():
-        assert kinds[setting] in (int, float), setting
+        assert kinds[setting] in (int, float, bool), setting
+        assert (dtype is np.bool_) == (kinds[setting] is bool), setting
         assert np.issubdtype(dtype, np.integer) == (kinds[setting] is int), setting
 
 

@@ -13,6 +13,7 @@ Requests are built with tritonclient directly, so these tests pin the wire contr
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 
@@ -21,11 +22,15 @@ import pytest
 from test_video_tracking import BOX, CLICK, HEIGHT, NUM_FRAMES, WIDTH, iou, synthetic_frames
 
 from sam2_triton import rle, wire
+from sam2_triton.benchmarks.all_sizes import VIDEO_PARITY_FRAMES_ENV
 
 # Every test here talks to a server; the idle-eviction test starts its own (served_short_idle).
 pytestmark = pytest.mark.served
 
 MODEL = "track_video"
+# Frames of the parity video: NUM_FRAMES, fewer when the environment variable says so (the
+# all-sizes run, benchmarks/all_sizes.py, keeps the large sizes' CPU time down with it).
+PARITY_FRAMES = int(os.environ.get(VIDEO_PARITY_FRAMES_ENV, NUM_FRAMES))
 _next_id = iter(range(1000, 10**6))
 
 
@@ -59,7 +64,7 @@ class Sequence:
                 arrays["IMAGE_RAW"] = frame
         inputs = []
         for name, array in arrays.items():
-            array = np.asarray(array)
+            array = np.asarray(array)[None]  # Triton's batch axis: one request
             dtype = "BYTES" if array.dtype == np.object_ else self.module_dtype(array)
             tensor = self.module.InferInput(name, list(array.shape), dtype)
             tensor.set_data_from_numpy(array)
@@ -74,7 +79,7 @@ class Sequence:
             **options,
         )
         self.started = True
-        return {name: result.as_numpy(name) for name in wire.TRACK_OUTPUTS}
+        return {name: result.as_numpy(name)[0] for name in wire.TRACK_OUTPUTS}
 
     @staticmethod
     def module_dtype(array: np.ndarray) -> str:
@@ -112,22 +117,22 @@ def reference_logits(model, frames_dir, num_frames):
 
 
 @pytest.mark.slow
-def test_served_tracking_matches_sam2_video_predictor(served, tmp_path):
+def test_served_tracking_matches_sam2_video_predictor(served, worst_values, tmp_path):
     from PIL import Image
 
     frames_dir = tmp_path / "frames"
     frames_dir.mkdir()
-    frames = synthetic_frames(NUM_FRAMES)
+    frames = synthetic_frames(PARITY_FRAMES)
     for t, frame in enumerate(frames):
         Image.fromarray(frame).save(frames_dir / f"{t:05d}.jpg", quality=95)
     # the server gets the JPEG-decoded pixels the reference reads, losslessly (PNG)
     decoded = [
         np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
-        for t in range(NUM_FRAMES)
+        for t in range(PARITY_FRAMES)
     ]
 
     start = time.perf_counter()
-    reference = reference_logits(served.exported.model, frames_dir, NUM_FRAMES)
+    reference = reference_logits(served.exported.model, frames_dir, PARITY_FRAMES)
     reference_s = time.perf_counter() - start
 
     sequence = Sequence(served.grpc_url, "grpc")
@@ -139,9 +144,9 @@ def test_served_tracking_matches_sam2_video_predictor(served, tmp_path):
             prompts = {
                 **click_prompt(1, CLICK[0][0]),
                 **box_prompt(2, BOX),
-                "NUM_FRAMES": np.array([NUM_FRAMES], np.int64),
+                "NUM_FRAMES": np.array([PARITY_FRAMES], np.int64),
             }
-        results.append(sequence.send(frame, end=t == NUM_FRAMES - 1, **prompts))
+        results.append(sequence.send(frame, end=t == PARITY_FRAMES - 1, **prompts))
     served_s = time.perf_counter() - start
 
     ious = []
@@ -158,6 +163,7 @@ def test_served_tracking_matches_sam2_video_predictor(served, tmp_path):
             rows, cols = np.flatnonzero(masks[i].any(1)), np.flatnonzero(masks[i].any(0))
             assert result["MASK_BOXES"][i].tolist() == [cols[0], rows[0], cols[-1], rows[-1]]
     ious = np.array(ious)
+    worst_values.record("video_iou", ious.min())
     print(
         f"\nreference {reference_s:.1f} s, served {served_s:.1f} s; IoU per frame "
         f"(obj 1, obj 2):\n{np.array2string(ious, precision=5)}"
@@ -217,26 +223,33 @@ def run_scenario(served, index: int, barrier=None) -> list:
     return outputs
 
 
-@pytest.mark.slow
-def test_interleaved_sequences_give_what_each_gives_alone(served):
-    alone = [run_scenario(served, i) for i in range(len(SCENARIOS))]
-    together = [None] * len(SCENARIOS)
-    errors = []
-    barrier = threading.Barrier(len(SCENARIOS), timeout=600)
+def in_lockstep(run, count: int) -> list:
+    """`run(i, barrier)` for i in 0..count-1, each on its own thread, the threads meeting at
+    `barrier` where `run` waits on it; the results in order (fails with every error raised)."""
+    results: list = [None] * count
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count, timeout=600)
 
-    def worker(i):
+    def worker(i: int) -> None:
         try:
-            together[i] = run_scenario(served, i, barrier)
-        except Exception as exc:  # reported below
+            results[i] = run(i, barrier)
+        except BaseException as exc:  # reported below
             errors.append(exc)
             barrier.abort()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(SCENARIOS))]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert not errors, errors
+    return results
+
+
+@pytest.mark.slow
+def test_interleaved_sequences_give_what_each_gives_alone(served):
+    alone = [run_scenario(served, i) for i in range(len(SCENARIOS))]
+    together = in_lockstep(lambda i, barrier: run_scenario(served, i, barrier), len(SCENARIOS))
     for i, (solo, mixed) in enumerate(zip(alone, together)):
         for t, (a, b) in enumerate(zip(solo, mixed)):
             assert a["OBJ_IDS"].tolist() == b["OBJ_IDS"].tolist()

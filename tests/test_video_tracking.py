@@ -708,8 +708,9 @@ def _many_objects(count: int, samurai: bool):
 
 @pytest.mark.parametrize("samurai", [False, True], ids=["sam2", "samurai"])
 def test_transfers_per_frame_do_not_grow_with_objects(samurai):
-    """SAM 2: one transfer per tracked frame (the packed scalars); SAMURAI one more (the
-    candidates of every object, for the Kalman filters); masks and boxes one each, once."""
+    """SAM 2: one transfer per tracked frame (the packed scalars); SAMURAI two more (the
+    candidates' low-res bounds and IoUs, then their boxes at 1024, of every object, for the
+    Kalman filters); masks and boxes one each, once."""
     per_frame = {}
     for count in (1, 16):
         _, tracker = _many_objects(count, samurai)
@@ -729,8 +730,9 @@ def test_transfers_per_frame_do_not_grow_with_objects(samurai):
         assert tracker.transfers.reset() == 2
         tracker.add_prompt(3, 1, points=[[1, 12]], labels=[0])
         tracker.correct(3)
-        assert tracker.transfers.reset() == 1  # a correction: the packed scalars only
-    assert per_frame[1] == per_frame[16] == [2 if samurai else 1] * 3
+        # a correction: the packed scalars (and SAMURAI's candidates: one click steps the filter)
+        assert tracker.transfers.reset() == (3 if samurai else 1)
+    assert per_frame[1] == per_frame[16] == [3 if samurai else 1] * 3
 
 
 def test_frame_result_masks_and_boxes_are_computed_when_read():

@@ -10,6 +10,7 @@ through `device.HostTransfers`. Modules, one job each:
   image predictor's) and the resize of mask prompts;
 * `heads`: mask-token / pointer choice and object-presence handling of decoder outputs, mask
   prompts used as output;
+* `holes`: SAM 2's hole filling of the low-res masks (`fill_holes_in_mask_scores`) in torch;
 * `networks`: the `VideoNetworks` protocol (device tensors) and its ONNX Runtime implementation;
 * `tracker`: `VideoTracker` (add_prompt / track / correct / remove_object, SAM 2 or SAMURAI)
   and `FrameResult` (device logits, host scalars, masks and boxes computed when read).

@@ -13,22 +13,29 @@ Design notes (one request step by step): docs/serving.md
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from sam2_triton.configs import RequestLimits
-from sam2_triton.python_backend.errors import InputError
+from sam2_triton.python_backend.errors import InputError, SnapshotError
 from sam2_triton.python_backend.prompts import check_finite, check_within_image
 from sam2_triton.python_backend.samurai import SamuraiSettings
 from sam2_triton.python_backend.video.answers import AnswerFormat, answer_tensors
+from sam2_triton.python_backend.video.batching import (
+    BatchLimits,
+    BatchStats,
+    TrackItem,
+    track_together,
+)
 from sam2_triton.python_backend.video.sequences import (
     SequenceId,
     SequenceOptions,
     SequenceStore,
     VideoSettings,
 )
+from sam2_triton.python_backend.video.snapshots import read_snapshot, restore_tracker
 from sam2_triton.python_backend.video.tracker import FrameResult, VideoTracker
 from sam2_triton.wire import (
     ANSWER,
@@ -47,8 +54,11 @@ from sam2_triton.wire import (
     POINT_LABELS,
     POINT_OBJ_IDS,
     REMOVE_OBJ_IDS,
+    RESTORE_SNAPSHOT,
     SAMURAI,
     SAMURAI_SETTINGS,
+    SNAPSHOT,
+    TAKE_SNAPSHOT,
     VIDEO_POINT_LABELS,
 )
 
@@ -60,8 +70,9 @@ SAMURAI_INT_RANGES: dict[str, tuple[int, int]] = {
     for name, dtype in SAMURAI_SETTINGS.values()
     if np.issubdtype(dtype, np.integer)
 }
-# Inputs read only with START: the sequence's options.
-START_ONLY_INPUTS = (NUM_FRAMES, SAMURAI, ANSWER, ANSWER_SIZE) + tuple(SAMURAI_INPUTS)
+# Inputs read only with START: the sequence's options (or a snapshot holding them).
+START_OPTION_INPUTS = (NUM_FRAMES, SAMURAI, ANSWER, ANSWER_SIZE) + tuple(SAMURAI_INPUTS)
+START_ONLY_INPUTS = START_OPTION_INPUTS + (RESTORE_SNAPSHOT,)
 PROMPT_INPUTS = (
     POINT_OBJ_IDS,
     POINT_COORDS,
@@ -93,6 +104,9 @@ class FrameRequest:
     masks: dict[int, np.ndarray] = field(default_factory=dict)  # bool [H, W]
     remove: list[int] = field(default_factory=list)
     options: SequenceOptions = field(default_factory=SequenceOptions)
+    take_snapshot: bool = False  # TAKE_SNAPSHOT: answer with the state before this request
+    restore: bytes | None = None  # RESTORE_SNAPSHOT (START only): start from this snapshot
+    snapshot: bytes | None = None  # filled by the handler when take_snapshot: the SNAPSHOT
 
     @property
     def prompted_ids(self) -> list[int]:
@@ -100,9 +114,10 @@ class FrameRequest:
 
     @property
     def carries_nothing(self) -> bool:
-        """No frame, frame index, prompt or removal (an END-only request, say)."""
+        """No frame, frame index, prompt, removal or snapshot (an END-only request, say)."""
         return (
-            self.image is None
+            not self.take_snapshot
+            and self.image is None
             and self.frame_index is None
             and not self.prompted_ids
             and not self.remove
@@ -245,6 +260,25 @@ def _options(
     return SequenceOptions(num_frames=num_frames, samurai=settings, answer=answer)
 
 
+def _restore_snapshot(sent: Mapping[str, np.ndarray]) -> bytes | None:
+    """RESTORE_SNAPSHOT's bytes (UINT8 [B]), or None; InputError when START options come with
+    it (the snapshot holds the sequence's options)."""
+    if RESTORE_SNAPSHOT not in sent:
+        return None
+    options = [name for name in START_OPTION_INPUTS if name in sent]
+    if options:
+        raise InputError(
+            f"{', '.join(options)} cannot be sent with {RESTORE_SNAPSHOT}: a sequence started "
+            "from a snapshot keeps the options it was started with"
+        )
+    data = np.asarray(sent[RESTORE_SNAPSHOT])
+    if data.ndim != 1 or data.dtype != np.uint8:
+        raise InputError(
+            f"{RESTORE_SNAPSHOT} must be a 1-D UINT8 tensor, got {data.dtype} {list(data.shape)}"
+        )
+    return data.tobytes()
+
+
 def parse_frame_request(
     sequence_id: SequenceId,
     start: bool,
@@ -268,6 +302,8 @@ def parse_frame_request(
     remove = []
     if REMOVE_OBJ_IDS in sent:
         remove = _object_ids(REMOVE_OBJ_IDS, sent[REMOVE_OBJ_IDS])
+    take_snapshot = TAKE_SNAPSHOT in sent and bool(_scalar(TAKE_SNAPSHOT, sent[TAKE_SNAPSHOT]))
+    restore = _restore_snapshot(sent)
     request = FrameRequest(
         sequence_id=sequence_id,
         start=bool(start),
@@ -279,6 +315,8 @@ def parse_frame_request(
         masks=_mask_prompts(sent),
         remove=remove,
         options=_options(sent, samurai_defaults) if start else SequenceOptions(),
+        take_snapshot=take_snapshot,
+        restore=restore,
     )
     both = sorted(set(request.masks) & (set(request.points) | set(request.boxes)))
     if both:
@@ -288,15 +326,38 @@ def parse_frame_request(
     return request
 
 
+def is_plain_frame(request: FrameRequest) -> bool:
+    """A new frame of a held sequence, perhaps its last (END), and nothing else (no START,
+    prompt, removal or snapshot): such frames of different sequences are tracked together."""
+    return (
+        request.image is not None
+        and not (request.start or request.take_snapshot)
+        and request.restore is None
+        and not request.prompted_ids
+        and not request.remove
+    )
+
+
 class VideoRequestHandler:
     """Applies FrameRequests to the trackers of a SequenceStore."""
 
     def __init__(
-        self, store: SequenceStore, settings: VideoSettings, limits: RequestLimits
+        self,
+        store: SequenceStore,
+        settings: VideoSettings,
+        limits: RequestLimits,
+        model: Mapping[str, str] | None = None,
+        batch_limits: BatchLimits | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.limits = limits
+        # snapshots.model_identity of the served model: what snapshots are taken and restored
+        # for (None: this handler refuses snapshots)
+        self.model = None if model is None else dict(model)
+        # network batch limits of frames tracked together, and what they ran (metrics)
+        self.batch_limits = batch_limits or BatchLimits()
+        self.batch_stats = BatchStats()
 
     def handle(self, request: FrameRequest) -> FrameResult | None:
         """Track / correct as the request says; None when it tracks nothing. A refused or
@@ -307,10 +368,92 @@ class VideoRequestHandler:
         """`handle`, then the response tensors in the sequence's answer format (chosen at
         START; the default format for an END alone of a sequence not held)."""
         result, options = self._handle(request)
+        return self._answer(request, result, options)
+
+    def _answer(
+        self, request: FrameRequest, result: FrameResult | None, options: SequenceOptions
+    ) -> dict[str, np.ndarray]:
+        """The response tensors of a handled request."""
         image = request.image
         size = None if image is None else (int(image.shape[0]), int(image.shape[1]))
         state_bytes = self.state_bytes(request.sequence_id)
-        return answer_tensors(result, options.answer, state_bytes, size)
+        tensors = answer_tensors(result, options.answer, state_bytes, size)
+        tensors[SNAPSHOT] = np.frombuffer(request.snapshot or b"", dtype=np.uint8)
+        return tensors
+
+    # -- several requests in one batch (python_backend/video/batching.py) ------------------
+
+    def respond_all(
+        self, requests: Sequence[FrameRequest]
+    ) -> list[dict[str, np.ndarray] | Exception]:
+        """`respond` to each request of one batch, in order: each request's tensors, or the
+        exception that refused it (that request alone). New frames of different sequences
+        (`is_plain_frame`: no START, prompt, removal or snapshot) are tracked
+        together (`batching.track_together`); the others run one by one, after the frames
+        of their own sequence that came before them."""
+        outcomes: list[dict[str, np.ndarray] | Exception | None] = [None] * len(requests)
+        together: dict[SequenceId, int] = {}  # sequence -> index of its frame waiting
+
+        def flush() -> None:
+            indices = list(together.values())
+            answers = self._track_together([requests[i] for i in indices])
+            for i, outcome in zip(indices, answers):
+                outcomes[i] = outcome
+            together.clear()
+
+        for i, request in enumerate(requests):
+            if request.sequence_id in together:
+                flush()
+            if is_plain_frame(request):
+                together[request.sequence_id] = i
+                continue
+            try:
+                outcomes[i] = self.respond(request)
+            except Exception as exc:
+                outcomes[i] = exc
+        flush()
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _track_together(
+        self, requests: Sequence[FrameRequest]
+    ) -> list[dict[str, np.ndarray] | Exception]:
+        """Plain new frames of different sequences: each checked as `_handle` checks it, then
+        all tracked together; each request's tensors or exception."""
+        if not requests:
+            return []
+        self.store.evict_idle()
+        outcomes: list[dict[str, np.ndarray] | Exception] = []
+        items: list[TrackItem] = []
+        checked: list[tuple[int, SequenceOptions]] = []
+        for request in requests:
+            outcomes.append(InputError("not tracked"))  # replaced below
+            try:
+                tracker = self.store.get(request.sequence_id)
+                options = self.store.options(request.sequence_id)
+                frame_idx, _ = self._check(tracker, request, options.answer)
+            except Exception as exc:
+                self.refused(request.sequence_id, False, request.end, exc)
+                outcomes[-1] = exc
+                continue
+            assert request.image is not None and frame_idx is not None  # a plain frame
+            items.append(TrackItem(tracker, frame_idx, request.image))
+            checked.append((len(outcomes) - 1, options))
+        results = track_together(items, self.batch_limits, self.batch_stats)
+        for (k, options), result in zip(checked, results):
+            request = requests[k]
+            if isinstance(result, Exception):
+                self.refused(request.sequence_id, False, request.end, result)
+                outcomes[k] = result
+                continue
+            if request.end:
+                self.store.end(request.sequence_id)
+            else:  # idle time counts from the end of the last request
+                self.store.touch(request.sequence_id)
+            try:
+                outcomes[k] = self._answer(request, result, options)
+            except Exception as exc:
+                outcomes[k] = exc
+        return outcomes
 
     def _handle(self, request: FrameRequest) -> tuple[FrameResult | None, SequenceOptions]:
         """(what `handle` returns, the options of the request's sequence)."""
@@ -321,12 +464,16 @@ class VideoRequestHandler:
             self.store.end(sequence_id)  # END alone always succeeds, held or not
             return None, options
         try:
-            if request.start:
+            if request.start and request.restore is not None:
+                tracker, options = self._restored(sequence_id, request.restore)
+            elif request.start:
                 options = request.options
                 tracker = self.store.new_tracker(sequence_id, options)
             else:
                 tracker = self.store.get(sequence_id)
                 options = self.store.options(sequence_id)
+            if request.take_snapshot:
+                request.snapshot = self._snapshot(tracker, options)
             result = self._apply(tracker, request, options.answer)
             if request.start and not request.end:
                 self.store.hold(sequence_id, tracker, options)
@@ -338,6 +485,46 @@ class VideoRequestHandler:
         else:  # idle time counts from the end of the last request, not its start
             self.store.touch(sequence_id)
         return result, options
+
+    # -- snapshots (python_backend/video/snapshots.py) -------------------------------------
+
+    def _model(self) -> Mapping[str, str]:
+        if self.model is None:
+            raise SnapshotError("this server was started without a model identity: no snapshots")
+        return self.model
+
+    def _snapshot(self, tracker: VideoTracker, options: SequenceOptions) -> bytes:
+        """The sequence's snapshot bytes, with its answer format; SnapshotError beyond the
+        server's max_snapshot_bytes."""
+        answer = options.answer
+        sequence = {
+            "answer": answer.kind,
+            "answer_size": None if answer.size is None else list(answer.size),
+        }
+        return tracker.snapshot(self._model(), sequence, self.settings.max_snapshot_bytes)
+
+    def _restored(
+        self, sequence_id: SequenceId, data: bytes
+    ) -> tuple[VideoTracker, SequenceOptions]:
+        """A fresh tracker for a START of `sequence_id` from snapshot `data`, with the options
+        the snapshot holds (not held yet); SnapshotError when the snapshot is refused."""
+        snapshot = read_snapshot(
+            data, self._model(), self.settings.memory_storage, self.settings.max_snapshot_bytes
+        )
+        size = snapshot.sequence.get("answer_size")
+        try:
+            answer = AnswerFormat(
+                snapshot.sequence.get("answer", AnswerFormat().kind),
+                None if size is None else (int(size[0]), int(size[1])),
+            )
+        except InputError as exc:
+            raise SnapshotError(f"the sequence snapshot holds a bad answer format: {exc}") from None
+        options = SequenceOptions(
+            num_frames=snapshot.num_frames, samurai=snapshot.samurai, answer=answer
+        )
+        tracker = self.store.new_tracker(sequence_id, options)
+        restore_tracker(tracker, snapshot)
+        return tracker, options
 
     def _held_options(self, sequence_id: SequenceId) -> SequenceOptions:
         """The options of a held sequence; the defaults when the id holds none."""

@@ -8,8 +8,6 @@ presence (logit <= threshold: mask logits NO_OBJ_SCORE, pointer blended with `no
 decoder (mask as dense prompt through `mask_downsample`). Logits are [N, 1, 256, 256].
 
 Both work on torch tensors on the tracker's device and read nothing back to the host.
-`upscaled_mask_box` is the exception, by design: SAMURAI's Kalman filter runs on the host, and
-the box of a candidate mask is measured there on the candidate's low-res logits (numpy).
 
 Design notes: docs/video-tracker.md (decoder heads)
 """
@@ -24,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
-from sam2_triton.python_backend.boxes import mask_bounds, mask_edge_box
 from sam2_triton.python_backend.masks import TokenChoice, stability_scores_torch
 
 NO_OBJ_SCORE = -1024.0  # SAM 2's mask logit for "object absent"
@@ -216,49 +213,3 @@ class MaskPromptHead:
             object_score_logits=score_logits,
             present=(score_logits > presence_threshold).reshape(-1),
         )
-
-
-def _bilinear_taps(
-    size_in: int, start: int, stop: int, scale: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Output indices start .. stop-1 of a `scale`-times bilinear upsampling of `size_in` samples
-    (align_corners=False, as torch computes it in float32): (first source index, second,
-    weight of the first, weight of the second), each [stop - start]."""
-    dst = np.arange(start, stop, dtype=np.float32)
-    src = (dst + np.float32(0.5)) * np.float32(1.0 / scale) - np.float32(0.5)
-    src = np.maximum(src, np.float32(0.0))
-    first = np.floor(src).astype(np.int64)
-    second = np.minimum(first + 1, size_in - 1)
-    weight = (src - first).astype(np.float32)
-    return first, second, np.float32(1.0) - weight, weight
-
-
-def upscaled_mask_box(logits: np.ndarray, scale: int = MASK_DOWNSAMPLE_STRIDE) -> np.ndarray | None:
-    """Pixel-edge xyxy box (float64 [4], None if empty) of the pixels > 0 of `logits` [h, w]
-    upsampled `scale` times (bilinear, align_corners=False: SAM 2's low-res -> 1024 resize).
-
-    Only the upsampled rows and columns whose taps reach a positive low-res row / column are
-    computed (any other upsampled pixel mixes values <= 0), so a box costs a small band instead
-    of a 1024x1024 map. The interpolation is torch's (horizontal, then vertical, float32), in
-    numpy; it matches `F.interpolate` on random and smooth maps (tests/test_video_samurai.py).
-    """
-    bounds, present = mask_bounds((logits > 0)[None])
-    if not present[0]:
-        return None
-    left, top, right, bottom = (int(v) for v in bounds[0])
-    height, width = logits.shape
-    y_range = (max(scale * (top - 1), 0), min(scale * (bottom + 2), scale * height))
-    x_range = (max(scale * (left - 1), 0), min(scale * (right + 2), scale * width))
-    y_first, y_second, y_w0, y_w1 = _bilinear_taps(height, *y_range, scale)
-    x_first, x_second, x_w0, x_w1 = _bilinear_taps(width, *x_range, scale)
-    first_row = int(y_first[0])
-    band = np.asarray(logits[first_row : int(y_second[-1]) + 1], dtype=np.float32)
-    horizontal = x_w0 * band[:, x_first] + x_w1 * band[:, x_second]
-    upsampled = (
-        y_w0[:, None] * horizontal[y_first - first_row]
-        + y_w1[:, None] * horizontal[y_second - first_row]
-    ) > 0
-    box = mask_edge_box(upsampled)  # in the band's pixels
-    if box is None:
-        return None
-    return box + np.array([x_range[0], y_range[0], x_range[0], y_range[0]], dtype=np.float64)

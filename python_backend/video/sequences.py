@@ -26,6 +26,7 @@ from sam2_triton.configs import dataclass_from_parameters
 from sam2_triton.python_backend.errors import InputError, ServerFullError, UnknownSequenceError
 from sam2_triton.python_backend.samurai import SamuraiSettings
 from sam2_triton.python_backend.video.answers import AnswerFormat
+from sam2_triton.python_backend.video.holes import HOLE_FILLINGS
 from sam2_triton.python_backend.video.tracker import VideoTracker
 from sam2_triton.wire import MAX_SEQUENCE_ID_BYTES
 
@@ -69,16 +70,32 @@ class VideoSettings:
     idle_timeout_s: float  # a sequence idle this long is evicted
     preprocessing: str  # "video" (SAM2VideoPredictor's frame loading) or "image"
     memory_storage: str  # "bfloat16" (as SAM 2 stores memories) or "float32"
+    max_snapshot_bytes: int  # a sequence snapshot taken or restored holds at most this many bytes
+    # "reference": SAM 2's hole filling (holes of up to the model's fill_hole_area low-res
+    # pixels become foreground, as SAM2VideoPredictor with its CUDA extension); "off": none
+    hole_filling: str = "reference"
+    # frames of different sequences one execute takes (Triton's max_batch_size; 1: one at a
+    # time) and how long Triton waits for more (sequence_batching oldest max_queue_delay)
+    max_batch_frames: int = 8
+    batch_queue_delay_us: int = 1000
 
     def __post_init__(self) -> None:
-        if min(self.max_objects, self.max_sequences, self.max_prompted_frames) < 1:
-            raise ValueError("max_objects, max_sequences and max_prompted_frames must be >= 1")
+        counts = (self.max_objects, self.max_sequences, self.max_prompted_frames)
+        if min(*counts, self.max_snapshot_bytes) < 1:
+            raise ValueError(
+                "max_objects, max_sequences, max_prompted_frames and max_snapshot_bytes must be "
+                ">= 1"
+            )
         if not self.idle_timeout_s > 0:
             raise ValueError(f"idle_timeout_s must be > 0, not {self.idle_timeout_s}")
         if self.preprocessing not in PREPROCESSING_MODES:
             raise ValueError(f"preprocessing must be one of {PREPROCESSING_MODES}")
         if self.memory_storage not in MEMORY_STORAGES:
             raise ValueError(f"memory_storage must be one of {MEMORY_STORAGES}")
+        if self.hole_filling not in HOLE_FILLINGS:
+            raise ValueError(f"hole_filling must be one of {HOLE_FILLINGS}")
+        if self.max_batch_frames < 1 or self.batch_queue_delay_us < 0:
+            raise ValueError("max_batch_frames must be >= 1 and batch_queue_delay_us >= 0")
 
     @property
     def triton_sequence_slots(self) -> int:

@@ -18,12 +18,16 @@ is a torch tensor on `self.device` (default: the networks' device). Prompts and 
 on the host and are uploaded when applied; values come back to the host only through
 `self.transfers` (`HostTransfers`), a fixed number of times per frame whatever the number of
 objects: one packed [N, 3] tensor of scores, object-score logits and presence per frame (and,
-in SAMURAI mode, one of the candidate masks the Kalman filter measures). A `FrameResult`'s
+in SAMURAI mode, two small ones: the candidates' low-res bounds and IoUs, then their boxes at
+1024, measured on the device, for the Kalman filter). A `FrameResult`'s
 full-size masks and boxes are computed on the device when first read, one transfer each.
 
 A frame runs in phases, each a method with explicit inputs and outputs (`_FrameWork`): encode
 the frame, condition the tracked objects on their memories, decode, encode the memories, then
 move the scalars to the host and commit. Nothing changes the tracker before the commit.
+`plan_track` and the phases' input builders (`attention_inputs`, `decoder_inputs`,
+`memory_encoder_inputs`) and output readers (`decoded_outputs`) let
+python_backend/video/batching.py run the phases of several trackers in shared network batches.
 
 Design notes (one frame step by step, corrections, SAMURAI mode, pointer positions, data path,
 differences from the offline predictor): docs/video-tracker.md
@@ -33,13 +37,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from sam2_triton.export.contract import IMAGE_SIZE, LOW_RES_MASK_SIZE
-from sam2_triton.python_backend.boxes import mask_bounds_torch
+from sam2_triton.python_backend.boxes import mask_bounds_torch, upsampled_mask_bounds_torch
 from sam2_triton.python_backend.errors import InputError
 from sam2_triton.python_backend.masks import (
     check_mask_budget,
@@ -50,6 +54,7 @@ from sam2_triton.python_backend.samurai import (
     FrameRecord,
     ObjectMotionState,
     SamuraiSettings,
+    boxes_read,
     choose_box,
     reachable_memory_frames,
     select_memory_frames,
@@ -69,8 +74,8 @@ from sam2_triton.python_backend.video.heads import (
     HeadSettings,
     MaskPromptHead,
     choose_outputs,
-    upscaled_mask_box,
 )
+from sam2_triton.python_backend.video.holes import fill_hole_area, fill_holes
 from sam2_triton.python_backend.video.memory_bank import (
     MemoryBank,
     MemorySettings,
@@ -87,7 +92,6 @@ PAD_COORDS = np.zeros((1, 2), np.float32)  # SAM 2's prompt without clicks: (0, 
 PAD_LABELS = np.full((1,), PADDING_LABEL, np.int32)
 FEATURE_NAMES = ("image_embed", "high_res_feats_0", "high_res_feats_1")
 NUM_CANDIDATES = 3  # SAMURAI chooses among the multimask tokens 1-3
-CANDIDATE_VALUES = NUM_CANDIDATES * LOW_RES_MASK_SIZE * LOW_RES_MASK_SIZE  # logits per row
 
 
 @dataclass
@@ -176,14 +180,26 @@ class _PendingPrompt:
 class _ObjectOutput:
     """One object's answer on one frame: row `row` of a batch of head outputs (device)."""
 
-    heads: HeadOutputs
+    heads: HeadOutputs  # low_res_masks: after hole filling (what SAM 2 answers and keeps)
     row: int
     prompted: bool  # from the user's prompt: memory encoded from the binarized mask
+    # float32 [B, 1, 256, 256], the batch the memory encoder reads row `row` of when it is not
+    # heads.low_res_masks: a tracked row's logits before hole filling (holes.py); this frame only
+    unfilled_masks: torch.Tensor | None = None
 
     @property
     def low_res(self) -> torch.Tensor:
-        """float32 [1, 256, 256] mask logits (NO_OBJ_SCORE where absent)."""
+        """float32 [1, 256, 256] mask logits (NO_OBJ_SCORE where absent), holes filled."""
         return self.heads.low_res_masks[self.row]
+
+    @property
+    def memory_logits(self) -> _RowOf:
+        """The logits [1, 256, 256] the memory encoder reads: as SAM2VideoPredictor, a tracked
+        frame's before hole filling (track_step encodes them), a prompted frame's after it
+        (propagate_in_video_preflight encodes the stored, filled masks)."""
+        if self.unfilled_masks is not None:
+            return _RowOf(self.unfilled_masks, self.row)
+        return _RowOf(self.heads.low_res_masks, self.row)
 
     @property
     def pointer(self) -> torch.Tensor:
@@ -319,6 +335,7 @@ class _FrameWork:
     conditioned_ids: list[int]
     motion: _MotionStep
     tracking: bool  # a new frame (track), not a correction
+    image: np.ndarray | None = None  # the new frame, host uint8 [H, W, 3] (track only)
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     conditioned: dict[int, _RowOf] = field(default_factory=dict)
     outputs: dict[int, _ObjectOutput] = field(default_factory=dict)
@@ -338,6 +355,7 @@ class VideoTracker:
         samurai: SamuraiSettings | None = None,
         max_mask_bytes: int | None = None,
         device: str | torch.device | None = None,
+        hole_filling: str = "reference",
     ) -> None:
         settings = metadata["settings"]
         if not settings.get("directly_add_no_mem_embed", True):
@@ -364,6 +382,7 @@ class VideoTracker:
             SAM2_PRESENCE_THRESHOLD if samurai is None else float(samurai.min_obj_score_logits)
         )
         self.binarize_prompted = bool(settings.get("binarize_mask_from_pts_for_mem_enc", False))
+        self.fill_hole_area = fill_hole_area(settings, hole_filling)  # 0: masks kept as decoded
         self.no_mem_embed = torch.as_tensor(
             np.asarray(metadata["constants"]["no_mem_embed"], dtype=np.float32).reshape(
                 1, -1, 1, 1
@@ -563,6 +582,19 @@ class VideoTracker:
     def track(self, frame_idx: int, image: np.ndarray) -> FrameResult:
         """Segment every object on the new frame `frame_idx` (RGB uint8 [H, W, 3]), applying
         the prompts pending for it, and update memory."""
+        work = self.plan_track(frame_idx, image)
+        assert work.image is not None  # plan_track keeps the checked frame
+        if not work.decode:  # nothing to track: no network call
+            self._commit_frame(_LastFrame(work.frame_idx, None, work.image.copy()), work.size)
+            return self._empty_result(work.frame_idx, work.size)
+        work.features = self._encode_frame(work.image)
+        return self._run(work)
+
+    def plan_track(self, frame_idx: int, image: np.ndarray) -> _FrameWork:
+        """The work of tracking `image` (RGB uint8 [H, W, 3]) as the new frame `frame_idx`,
+        checked (InputError says why it cannot be tracked) and with no phase run yet; the
+        tracker does not change. `decode` is empty when there is nothing to track.
+        python_backend/video/batching.py runs the phases of several trackers' plans together."""
         frame_idx = self.check_new_frame(frame_idx)
         image = check_frame(image)
         size = (int(image.shape[0]), int(image.shape[1]))
@@ -571,18 +603,15 @@ class VideoTracker:
         for obj_id, prompt in self.pending.items():
             if prompt.mask is not None:
                 self.check_mask_size(obj_id, prompt.mask, size)
-        if not self.objects and not self.pending:  # nothing to track: no network call
-            self._commit_frame(_LastFrame(frame_idx, None, image.copy()), size)
-            return self._empty_result(frame_idx, size)
         obj_ids = self.obj_ids
         prompted = [o for o in obj_ids if o in self.pending]
         tracked = [o for o in obj_ids if o not in self.pending]
         motion = _MotionStep(frame_idx)
         if self.samurai is not None:
             motion.states = {o: self._motion_state(o).copy() for o in tracked}
-        work = _FrameWork(frame_idx, size, prompted + tracked, tracked, motion, tracking=True)
-        work.features = self._encode_frame(image)
-        return self._run(work)
+        return _FrameWork(
+            frame_idx, size, prompted + tracked, tracked, motion, tracking=True, image=image
+        )
 
     @torch.inference_mode()
     def correct(self, frame_idx: int) -> FrameResult:
@@ -685,9 +714,13 @@ class VideoTracker:
 
     def _encode_frame(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         """Image-encoder outputs [1, ...] of a host frame, on the device."""
-        pixels = preprocess_frame(image, self.preprocessing, self.device)
-        encoded = self.networks.encode(pixels)
+        encoded = self.networks.encode(self.frame_pixels(image))
         return {name: encoded[name] for name in FEATURE_NAMES}
+
+    def frame_pixels(self, image: np.ndarray) -> torch.Tensor:
+        """The image encoder's input float32 [1, 3, 1024, 1024] of a host frame, on the device
+        (the sequence's preprocessing)."""
+        return preprocess_frame(image, self.preprocessing, self.device)
 
     def _last_features(self) -> dict[str, torch.Tensor]:
         """The last frame's features (encoded now if it was tracked with no object)."""
@@ -696,7 +729,12 @@ class VideoTracker:
             raise InputError("no frame was tracked yet")
         if last.features is not None:
             return last.features
-        assert last.image is not None  # kept exactly while the features are not
+        if last.image is None:  # restored from a snapshot, which leaves the features out
+            raise InputError(
+                f"frame {last.frame_idx} cannot be corrected: the sequence was restored from a "
+                "snapshot taken on it, and snapshots leave that frame's features out; correct "
+                "a frame tracked after the restore"
+            )
         return self._encode_frame(last.image)
 
     def _mask_prompt_head(self) -> MaskPromptHead:
@@ -745,33 +783,41 @@ class VideoTracker:
     ) -> dict[int, _RowOf]:
         """Memory-conditioned features [256, 64, 64] per object (rows of the attention
         outputs): one memory-attention batch per distinct (memories, pointers) signature."""
-        selections = {o: self._selection(o, frame_idx) for o in obj_ids}
-        groups: dict[tuple[int, int], list[int]] = {}
-        for obj_id in obj_ids:
-            groups.setdefault(selections[obj_id].signature, []).append(obj_id)
         conditioned: dict[int, _RowOf] = {}
-        for ids in groups.values():
-            batch = self._attend(features["image_embed"], [selections[o] for o in ids])
-            conditioned.update((o, _RowOf(batch, g)) for g, o in enumerate(ids))
+        for group in self.attention_groups(obj_ids, frame_idx).values():
+            inputs = self.attention_inputs(features, [selection for _, selection in group])
+            batch = self.networks.attend(inputs)["conditioned_features"]
+            conditioned.update((o, _RowOf(batch, g)) for g, (o, _) in enumerate(group))
         return conditioned
 
-    def _attend(self, image_embed: torch.Tensor, selections: Sequence[Selection]) -> torch.Tensor:
-        """Memory-conditioned features [G, 256, 64, 64] of objects with equal (M, P): the
-        frame's features expanded (not copied) to the batch, memories and pointers stacked."""
+    def attention_groups(
+        self, obj_ids: Sequence[int], frame_idx: int
+    ) -> dict[tuple[int, int], list[tuple[int, Selection]]]:
+        """(object id, memory selection) of `obj_ids` on frame `frame_idx`, grouped by the
+        selection's (memories, pointers) signature: one memory-attention batch each."""
+        groups: dict[tuple[int, int], list[tuple[int, Selection]]] = {}
+        for obj_id in obj_ids:
+            selection = self._selection(obj_id, frame_idx)
+            groups.setdefault(selection.signature, []).append((obj_id, selection))
+        return groups
+
+    def attention_inputs(
+        self, features: Mapping[str, torch.Tensor], selections: Sequence[Selection]
+    ) -> dict[str, torch.Tensor]:
+        """Memory-attention inputs of G objects with equal (M, P) on one frame: the frame's
+        features expanded (not copied) to [G, 256, 64, 64], memories and pointers stacked."""
         g = len(selections)
-        return self.networks.attend(
-            {
-                "current_features": image_embed.expand(g, -1, -1, -1),
-                "memory_features": stack_memory_features(selections),
-                "memory_temporal_positions": self._upload(
-                    np.stack([s.memory_temporal_positions for s in selections])
-                ),
-                "object_pointers": stack_object_pointers(selections, self.device),
-                "object_pointer_positions": self._upload(
-                    np.stack([s.object_pointer_positions for s in selections])
-                ),
-            }
-        )["conditioned_features"]
+        return {
+            "current_features": features["image_embed"].expand(g, -1, -1, -1),
+            "memory_features": stack_memory_features(selections),
+            "memory_temporal_positions": self._upload(
+                np.stack([s.memory_temporal_positions for s in selections])
+            ),
+            "object_pointers": stack_object_pointers(selections, self.device),
+            "object_pointer_positions": self._upload(
+                np.stack([s.object_pointer_positions for s in selections])
+            ),
+        }
 
     # -- phase 3: decode ------------------------------------------------------------------------
 
@@ -867,6 +913,9 @@ class VideoTracker:
             clicks.labels,
             mask_input,
             multimask,
+            motion_choice=(
+                multimask and self.samurai is not None and self.samurai.filter_on_click_prompts
+            ),
         )
 
     def _model_points(self, clicks: _Clicks, size: tuple[int, int]) -> np.ndarray:
@@ -884,24 +933,42 @@ class VideoTracker:
             by_points.setdefault(row.coords.shape[0], []).append(row)
         outputs: dict[int, _ObjectOutput] = {}
         for group in by_points.values():
-            decoded = self._decode(group, features)
-            tokens = self._motion_tokens(group, decoded, motion)
-            heads = choose_outputs(
-                decoded,
-                self._upload(np.array([r.multimask for r in group])),
-                self.head_settings,
-                self.presence_threshold,
-                tokens,
-            )
-            for i, row in enumerate(group):
-                outputs[row.obj_id] = _ObjectOutput(heads, i, row.prompted)
-            outputs.update(self._mask_outputs(group, heads))
+            decoded = self.networks.decode(self.decoder_inputs(group, features))
+            outputs.update(self.decoded_outputs(group, decoded, motion))
         return outputs
 
-    def _decode(
+    def decoded_outputs(
+        self, rows: Sequence[_Row], decoded: Mapping[str, torch.Tensor], motion: _MotionStep
+    ) -> dict[int, _ObjectOutput]:
+        """The objects' outputs of one decoder batch of `rows` (its outputs `decoded`, one row
+        each): heads chosen per row on the device (SAMURAI: by motion, noted in `motion`)."""
+        outputs: dict[int, _ObjectOutput] = {}
+        tokens = self._motion_tokens(rows, decoded, motion)
+        heads = choose_outputs(
+            decoded,
+            self._upload(np.array([r.multimask for r in rows])),
+            self.head_settings,
+            self.presence_threshold,
+            tokens,
+        )
+        filled = self._filled(heads)
+        for i, row in enumerate(rows):
+            unfilled = None if row.prompted or filled is heads else heads.low_res_masks
+            outputs[row.obj_id] = _ObjectOutput(filled, i, row.prompted, unfilled)
+        outputs.update(self._mask_outputs(rows, heads))
+        return outputs
+
+    def _filled(self, heads: HeadOutputs) -> HeadOutputs:
+        """`heads` with SAM 2's hole filling applied to its low-res logits (holes.py), or
+        `heads` itself when hole filling is off."""
+        if self.fill_hole_area == 0:
+            return heads
+        return replace(heads, low_res_masks=fill_holes(heads.low_res_masks, self.fill_hole_area))
+
+    def decoder_inputs(
         self, rows: Sequence[_Row], features: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """One mask-decoder call for `rows`. Rows sharing one embedding send it once (one
+        """Mask-decoder inputs of one call for `rows`. Rows sharing one embedding send it once (one
         image); otherwise the embeddings are stacked (the attention output itself when the rows
         are its rows in order) and the high-res features expanded (not copied) to the rows."""
         n = len(rows)
@@ -921,72 +988,111 @@ class VideoTracker:
             )
         else:
             mask_input = torch.zeros((n, 1, *size), dtype=torch.float32, device=self.device)
-        return self.networks.decode(
-            {
-                "image_embed": embeds,
-                **high_res,
-                "point_coords": self._upload(np.stack([r.coords for r in rows]), np.float32),
-                "point_labels": self._upload(np.stack([r.labels for r in rows]), np.int32),
-                "mask_input": mask_input,
-                "has_mask_input": self._upload(
-                    np.array([r.mask_input is not None for r in rows]), np.float32
-                ),
-            }
-        )
+        return {
+            "image_embed": embeds,
+            **high_res,
+            "point_coords": self._upload(np.stack([r.coords for r in rows]), np.float32),
+            "point_labels": self._upload(np.stack([r.labels for r in rows]), np.int32),
+            "mask_input": mask_input,
+            "has_mask_input": self._upload(
+                np.array([r.mask_input is not None for r in rows]), np.float32
+            ),
+        }
 
     def _motion_tokens(
         self, rows: Sequence[_Row], decoded: Mapping[str, torch.Tensor], motion: _MotionStep
     ) -> torch.Tensor | None:
         """SAMURAI's token (1-3) per row choosing by motion (0 elsewhere), int64 on the device;
-        updates the copies of the objects' motion state and notes each choice's motion score.
+        steps the copies of the objects' motion state (`_step_state`) and notes each choice's
+        motion score.
 
-        The Kalman filter runs on the host: the candidates of the rows that choose by motion
-        come over in one transfer (`_candidate_transfer`), and their boxes are measured there
-        (`upscaled_mask_box`)."""
+        The Kalman filter runs on the host; the candidates' boxes are measured on the device
+        (`_candidate_boxes`) and only they and the predicted IoUs come over."""
         chosen = [i for i, row in enumerate(rows) if row.motion_choice]
         if not chosen:
             return None
-        candidates = self._candidate_transfer(decoded, chosen)
+        states = [self._step_state(rows[i].obj_id, motion) for i in chosen]
+        boxes, found, ious = self._candidate_boxes(decoded, chosen, states)
         tokens = np.zeros((len(rows),), np.int64)
-        for values, i in zip(candidates, chosen):
-            logits = values[:CANDIDATE_VALUES].reshape(
-                NUM_CANDIDATES, LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE
-            )
-            ious = values[CANDIDATE_VALUES : CANDIDATE_VALUES + NUM_CANDIDATES]
-            present = values[CANDIDATE_VALUES + NUM_CANDIDATES] > self.presence_threshold
+        for j, i in enumerate(chosen):
             obj_id = rows[i].obj_id
             index, motion_score = choose_box(
-                motion.states[obj_id],
-                _candidate_boxes(logits, bool(present)),
-                ious,
+                states[j],
+                [box if present else None for box, present in zip(boxes[j], found[j])],
+                ious[j],
                 self._samurai_settings(),
             )
             tokens[i] = 1 + index
             motion.motion_scores[obj_id] = motion_score
         return self._upload(tokens)
 
-    def _candidate_transfer(
-        self, decoded: Mapping[str, torch.Tensor], chosen: list[int]
-    ) -> np.ndarray:
-        """One transfer of float32 [R, 3 * 256 * 256 + 4] for the decoder rows `chosen`: the
-        candidates' low-res logits (tokens 1-3), their predicted IoUs, the object-score logit."""
-        masks = decoded["masks"]
+    def _step_state(self, obj_id: int, motion: _MotionStep) -> ObjectMotionState:
+        """The copy of `obj_id`'s motion state this frame steps: made on its first step (a
+        fresh state for an object prompted for the first time); committed by `_store_motion`."""
+        state = motion.states.get(obj_id)
+        if state is None:
+            tracked = self.objects.get(obj_id)
+            state = ObjectMotionState() if tracked is None else self._motion_state(obj_id).copy()
+            motion.states[obj_id] = state
+        return state
+
+    def _candidate_boxes(
+        self,
+        decoded: Mapping[str, torch.Tensor],
+        chosen: list[int],
+        states: Sequence[ObjectMotionState],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SAMURAI's boxes of the candidates (tokens 1-3) of the decoder rows `chosen` [R]: the
+        inclusive pixel bounds of each candidate's logits > 0 upsampled to the 1024x1024 model
+        frame (bilinear, as `_forward_sam_heads` measures them), after the absent-object
+        substitution (logit <= presence threshold: every candidate empty).
+
+        Two transfers whatever R: (low-res bounds, their presence, predicted IoUs) float32
+        [R, 3 * 6], then the upsampled bounds of the non-empty candidates whose boxes the rows'
+        filter steps read (`boxes_read`: one per row until its filter is stable), measured on
+        the device (`upsampled_mask_bounds_torch`). Returns host arrays: boxes float64
+        [R, 3, 4], found bool [R, 3] (False: empty or not read), predicted IoUs float32
+        [R, 3]."""
+        masks = decoded["masks"]  # [B, 4, 256, 256]
+        count, tokens = len(chosen), masks.shape[1]
         if chosen == list(range(masks.shape[0])):
-            candidates = masks[:, 1:]
+            positive = masks[:, 1:] > 0
             ious = decoded["iou_scores"][:, 1:]
             score_logits = decoded["object_score_logits"].reshape(-1)
         else:
-            candidates = masks[chosen, 1:]
+            positive = masks[chosen, 1:] > 0
             ious = decoded["iou_scores"][chosen, 1:]
             score_logits = decoded["object_score_logits"].reshape(-1)[chosen]
-        count = len(chosen)
-        packed = torch.empty(
-            (count, CANDIDATE_VALUES + NUM_CANDIDATES + 1), dtype=torch.float32, device=self.device
+        present = (score_logits > self.presence_threshold).repeat_interleave(NUM_CANDIDATES)
+        size = (LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE)
+        low_res, low_res_found = mask_bounds_torch(positive.reshape(-1, *size))
+        packed = torch.cat(
+            [
+                low_res.to(torch.float32).reshape(count, NUM_CANDIDATES * 4),
+                (low_res_found & present).to(torch.float32).reshape(count, NUM_CANDIDATES),
+                ious.to(torch.float32),
+            ],
+            dim=1,
         )
-        packed[:, :CANDIDATE_VALUES].view(count, *candidates.shape[1:]).copy_(candidates)
-        packed[:, CANDIDATE_VALUES : CANDIDATE_VALUES + NUM_CANDIDATES].copy_(ious)
-        packed[:, -1].copy_(score_logits)
-        return self.transfers.to_host(packed)
+        host = self.transfers.to_host(packed)
+        host_ious = host[:, NUM_CANDIDATES * 5 :].astype(np.float32)
+        settings = self._samurai_settings()
+        read = np.stack([boxes_read(s, i, settings) for s, i in zip(states, host_ious)])
+        # candidate k of chosen row j is row tokens * chosen[j] + 1 + k of the flat logits
+        rows = (tokens * np.asarray(chosen)[:, None] + 1 + np.arange(NUM_CANDIDATES)).reshape(-1)
+        bounds, found = upsampled_mask_bounds_torch(
+            masks.flatten(0, 1),
+            host[:, : NUM_CANDIDATES * 4].reshape(-1, 4).astype(np.int64),
+            (host[:, NUM_CANDIDATES * 4 : NUM_CANDIDATES * 5] > 0).reshape(-1) & read.reshape(-1),
+            IMAGE_SIZE // LOW_RES_MASK_SIZE,
+            rows,
+        )
+        upsampled = self.transfers.to_host(torch.cat([bounds, found[:, None].to(bounds.dtype)], 1))
+        return (
+            upsampled[:, :4].astype(np.float64).reshape(count, NUM_CANDIDATES, 4),
+            (upsampled[:, 4] > 0).reshape(count, NUM_CANDIDATES),
+            host_ious,
+        )
 
     def _mask_outputs(self, rows: Sequence[_Row], heads: HeadOutputs) -> dict[int, _ObjectOutput]:
         """The outputs of the mask prompts among `rows` (one batch): the masks themselves,
@@ -995,11 +1101,13 @@ class VideoTracker:
         masks = [row.mask for row in rows if row.mask is not None]
         if not masks:
             return {}
-        mask_heads = self._mask_prompt_head().outputs(
-            torch.cat(masks),
-            heads.object_pointers[index],
-            self.head_settings,
-            self.presence_threshold,
+        mask_heads = self._filled(
+            self._mask_prompt_head().outputs(
+                torch.cat(masks),
+                heads.object_pointers[index],
+                self.head_settings,
+                self.presence_threshold,
+            )
         )
         return {rows[i].obj_id: _ObjectOutput(mask_heads, j, True) for j, i in enumerate(index)}
 
@@ -1010,17 +1118,24 @@ class VideoTracker:
     ) -> torch.Tensor:
         """This frame's memories float32 [N, 64, 64, 64] of the objects in `outputs` (in its
         order), one batch (each bank stores a converted copy of its row)."""
+        return self.networks.encode_memory(self.memory_encoder_inputs(features, outputs))[
+            "memory_features"
+        ]
+
+    def memory_encoder_inputs(
+        self, features: Mapping[str, torch.Tensor], outputs: Mapping[int, _ObjectOutput]
+    ) -> dict[str, torch.Tensor]:
+        """Memory-encoder inputs of the objects in `outputs` (in its order) on one frame: the
+        frame's features expanded (not copied) to [N, 256, 64, 64], the outputs stacked."""
         decoded = list(outputs.values())
-        return self.networks.encode_memory(
-            {
-                "image_embed": features["image_embed"].expand(len(decoded), -1, -1, -1),
-                "mask_logits": _stack_outputs(decoded, "low_res_masks"),
-                "object_score_logits": _stack_outputs(decoded, "object_score_logits"),
-                "is_mask_from_points": self._upload(
-                    np.array([o.prompted and self.binarize_prompted for o in decoded]), np.float32
-                ),
-            }
-        )["memory_features"]
+        return {
+            "image_embed": features["image_embed"].expand(len(decoded), -1, -1, -1),
+            "mask_logits": _stack_rows([o.memory_logits for o in decoded]),
+            "object_score_logits": _stack_outputs(decoded, "object_score_logits"),
+            "is_mask_from_points": self._upload(
+                np.array([o.prompted and self.binarize_prompted for o in decoded]), np.float32
+            ),
+        }
 
     # -- phase 5: host values, commit ----------------------------------------------------------
 
@@ -1040,7 +1155,7 @@ class VideoTracker:
     def _commit(self, work: _FrameWork, scalars: Mapping[int, np.ndarray]) -> None:
         """Write the frame's outputs and memories into the objects' state, then the frame."""
         assert work.memories is not None
-        motion = work.motion if work.tracking else None
+        motion = work.motion
         for i, (obj_id, output) in enumerate(work.outputs.items()):
             score, score_logit, _ = (float(v) for v in scalars[obj_id])
             self._store(
@@ -1073,7 +1188,7 @@ class VideoTracker:
                 output=output,
             )
         state.bank.add(frame_idx, memory, output.pointer, object_score_logit, prompted)
-        state.output = output
+        state.output = replace(output, unfilled_masks=None)  # kept: what later frames read
         prompt = self.pending.get(obj_id)
         state.clicks = prompt.rounds[-1] if prompt is not None and prompt.rounds else None
         if self.samurai is not None:
@@ -1091,15 +1206,22 @@ class VideoTracker:
         prompted: bool,
         motion: _MotionStep | None,
     ) -> None:
-        if prompted or motion is None:  # a prompted frame is a conditioning frame: no record,
-            motion_state = self._motion_state(obj_id)  # and the filter restarts
-            motion_state.restart()
+        """Commit the object's motion state of this frame: the stepped copy where the filter
+        stepped (tracked, or a single-click prompt / correction: SAMURAI steps on every
+        multimask call), else the state as it was (a box, multi-click or mask prompt leaves it
+        alone: SAMURAI never restarts it, unless `restart_filter_on_prompt`). A tracked frame
+        gets a record; a prompted frame is a conditioning frame and has none."""
+        stepped = None if motion is None else motion.states.get(obj_id)
+        if stepped is not None:
+            state.motion = stepped
+        motion_state = self._motion_state(obj_id)
+        if prompted:
+            if self._samurai_settings().restart_filter_on_prompt:
+                motion_state.restart()
             motion_state.records.pop(frame_idx, None)
         else:
-            motion_state = state.motion = motion.states[obj_id]
-            motion_state.add_record(
-                FrameRecord(frame_idx, score, object_score_logit, motion.motion_scores.get(obj_id))
-            )
+            motion_score = None if motion is None else motion.motion_scores.get(obj_id)
+            motion_state.add_record(FrameRecord(frame_idx, score, object_score_logit, motion_score))
         keep = reachable_memory_frames(
             motion_state.records,
             frame_idx,
@@ -1138,11 +1260,49 @@ class VideoTracker:
         """A host array (prompt values, positions, flags) as a tensor on the device."""
         return upload(array if dtype is None else array.astype(dtype, copy=False), self.device)
 
+    # -- snapshots (python_backend/video/snapshots.py) ----------------------------------------
 
-def _candidate_boxes(logits: np.ndarray, present: bool) -> list[np.ndarray | None]:
-    """SAMURAI's candidate boxes on the 1024x1024 model frame: [K, 256, 256] low-res logits ->
-    K xyxy boxes of the upsampled masks (None if empty; all empty where the object is absent:
-    SAM 2 sets absent logits to NO_OBJ_SCORE)."""
-    if not present:
-        return [None] * logits.shape[0]
-    return [upscaled_mask_box(candidate, IMAGE_SIZE // LOW_RES_MASK_SIZE) for candidate in logits]
+    def snapshot(
+        self,
+        model: Mapping[str, str],
+        sequence: Mapping | None = None,
+        max_bytes: int | None = None,
+    ) -> bytes:
+        """The sequence's state as versioned snapshot bytes (`snapshots.snapshot_tracker`):
+        `model` is `snapshots.model_identity` of this tracker's export; SnapshotError beyond
+        `max_bytes`. The tracker is not changed."""
+        from sam2_triton.python_backend.video.snapshots import snapshot_tracker
+
+        return snapshot_tracker(self, model, sequence, max_bytes)
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        data: bytes,
+        networks: VideoNetworks,
+        metadata: Mapping,
+        precision: str = "fp32",
+        max_bytes: int | None = None,
+        **settings,
+    ) -> VideoTracker:
+        """A tracker that goes on exactly where the snapshotted one stood; `settings` are the
+        restoring server's (memory_storage, max_mask_bytes, device). SnapshotError when the
+        snapshot is refused (`snapshots.read_snapshot`)."""
+        from sam2_triton.python_backend.video.snapshots import (
+            model_identity,
+            read_snapshot,
+            restore_tracker,
+        )
+
+        storage = settings.get("memory_storage", "bfloat16")
+        snapshot = read_snapshot(data, model_identity(metadata, precision), storage, max_bytes)
+        tracker = cls(
+            networks,
+            metadata,
+            num_frames=snapshot.num_frames,
+            samurai=snapshot.samurai,
+            preprocessing=snapshot.state["preprocessing"],
+            **settings,
+        )
+        restore_tracker(tracker, snapshot)
+        return tracker
