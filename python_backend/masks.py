@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sam2_triton.python_backend.errors import InputError
+from sam2_triton.python_backend.workspace import shared_workspace
 
 MASK_THRESHOLD = 0.0  # logits above this are foreground (SAM2ImagePredictor default)
 # SAM 2 clamps low-res logits to +-32: those the image predictor returns, and the previous logits
@@ -167,8 +168,9 @@ def masks_at_original_size_torch(
 
     With `max_mask_bytes`, InputError before anything is allocated when the masks would not
     fit. Masks are upscaled UPSCALE_CHUNK_PIXELS at a time, each on its own (the result equals
-    `upscale_logits` of all at once), into one reused float32 buffer: the intermediate stays
-    bounded, and a fresh buffer per chunk would cost page faults (about twice the time on CPU).
+    `upscale_logits` of all at once), into one float32 scratch from the thread's workspace
+    (python_backend/workspace.py): the intermediate stays bounded, and a fresh buffer would
+    cost page faults on CPU (16 masks at 1280x720: 32 ms fresh, 12 ms into a reused one).
     """
     height, width = (int(s) for s in original_size)
     shape = (*logits.shape[:-2], height, width)
@@ -177,16 +179,16 @@ def masks_at_original_size_torch(
     planes = logits.to(torch.float32).reshape(-1, 1, *logits.shape[-2:])
     masks = torch.empty((planes.shape[0], 1, height, width), dtype=torch.bool, device=logits.device)
     chunk = max(1, UPSCALE_CHUNK_PIXELS // max(1, height * width))
-    scratch = torch.empty(
-        (min(chunk, planes.shape[0]), 1, height, width), dtype=torch.float32, device=logits.device
-    )
-    for start in range(0, planes.shape[0], chunk):
-        part = planes[start : start + chunk]
-        # F.interpolate(mode="bilinear", align_corners=False)'s kernel, writing into scratch
-        upscaled = torch.ops.aten.upsample_bilinear2d.out(
-            part, [height, width], False, None, None, out=scratch[: len(part)]
-        )
-        torch.gt(upscaled, MASK_THRESHOLD, out=masks[start : start + chunk])
+    workspace = shared_workspace(logits.device)
+    with workspace.scope():
+        scratch = workspace.take((min(chunk, planes.shape[0]), 1, height, width), torch.float32)
+        for start in range(0, planes.shape[0], chunk):
+            part = planes[start : start + chunk]
+            # F.interpolate(mode="bilinear", align_corners=False)'s kernel, writing into scratch
+            upscaled = torch.ops.aten.upsample_bilinear2d.out(
+                part, [height, width], False, None, None, out=scratch[: len(part)]
+            )
+            torch.gt(upscaled, MASK_THRESHOLD, out=masks[start : start + chunk])
     return masks.reshape(shape)
 
 

@@ -23,6 +23,7 @@ Design notes: docs/serving.md (frames of concurrent videos in one batch).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -194,25 +195,29 @@ def _condition(
     plans: Sequence[tuple[VideoTracker, _FrameWork]], limits: BatchLimits, calls: dict[str, int]
 ) -> None:
     """Phase 2: memory attention, one batch per (memories, pointers) signature over every
-    sequence's tracked objects."""
-    by_signature: dict[tuple[int, int], list[tuple[_FrameWork, list[int], _Part]]] = {}
-    for tracker, work in plans:
-        groups = tracker.attention_groups(work.conditioned_ids, work.frame_idx)
-        for signature, group in groups.items():
-            inputs = tracker.attention_inputs(work.features, [s for _, s in group])
-            part = _Part(inputs, len(group))
-            by_signature.setdefault(signature, []).append((work, [o for o, _ in group], part))
-    for entries in by_signature.values():
-        outputs = _run_packed(
-            "memory_attention",
-            lambda inputs: plans[0][0].networks.attend(inputs),
-            [part for _, _, part in entries],
-            limits.memory_attention,
-            calls,
-        )
-        for (work, obj_ids, _), out in zip(entries, outputs):
-            batch = out["conditioned_features"]
-            work.conditioned.update((o, _RowOf(batch, g)) for g, o in enumerate(obj_ids))
+    sequence's tracked objects (the stacked memories in the trackers' workspaces until every
+    call has run)."""
+    with contextlib.ExitStack() as scopes:
+        for tracker, _ in plans:
+            scopes.enter_context(tracker.workspace.scope())
+        by_signature: dict[tuple[int, int], list[tuple[_FrameWork, list[int], _Part]]] = {}
+        for tracker, work in plans:
+            groups = tracker.attention_groups(work.conditioned_ids, work.frame_idx)
+            for signature, group in groups.items():
+                inputs = tracker.attention_inputs(work.features, [s for _, s in group])
+                part = _Part(inputs, len(group))
+                by_signature.setdefault(signature, []).append((work, [o for o, _ in group], part))
+        for entries in by_signature.values():
+            outputs = _run_packed(
+                "memory_attention",
+                lambda inputs: plans[0][0].networks.attend(inputs),
+                [part for _, _, part in entries],
+                limits.memory_attention,
+                calls,
+            )
+            for (work, obj_ids, _), out in zip(entries, outputs):
+                batch = out["conditioned_features"]
+                work.conditioned.update((o, _RowOf(batch, g)) for g, o in enumerate(obj_ids))
 
 
 def _decode(

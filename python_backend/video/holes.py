@@ -67,11 +67,7 @@ def hole_pixels(logits: torch.Tensor, max_area: int) -> torch.Tensor:
     if pixels >= MAX_EXACT_LABEL:
         raise ValueError(f"masks of {h}x{w} pixels are too large to label exactly")
     background = logits <= 0
-    index = torch.arange(1, pixels + 1, dtype=torch.float32, device=logits.device)
-    inside = background.to(torch.float32)  # 1 on background, 0 on foreground
-    labels = index.reshape(1, 1, h, w) * inside
-    for _ in range(min(max_area, pixels) - 1):
-        labels = _window_max(labels, 0.0) * inside  # labels >= 0: a 0 border changes nothing
+    labels = _propagated_labels(background, min(max_area, pixels) - 1)
     largest = _window_max(labels, 0.0)  # over background neighbours (> 0)
     smallest = -_window_max(torch.where(background, -labels, float("-inf")), float("-inf"))
     unsettled = background & ((largest != labels) | (smallest != labels))
@@ -85,6 +81,27 @@ def hole_pixels(logits: torch.Tensor, max_area: int) -> torch.Tensor:
     )
     small = (area <= max_area) & (open_pixels == 0)
     return background & small.gather(0, slots).reshape(n, c, h, w)
+
+
+def _propagated_labels(background: torch.Tensor, rounds: int) -> torch.Tensor:
+    """float32 [N, C, H, W]: step 1 of the module docstring on bool `background`. Each round
+    is `_window_max(labels, 0) * inside` computed in place: the labels live inside a zero
+    border (labels >= 0, so the border changes no maximum) and the row maxima in one reused
+    buffer, so a round allocates nothing (about a third faster on CPU than fresh tensors)."""
+    n, c, h, w = background.shape
+    inside = background.to(torch.float32)  # 1 on background, 0 on foreground
+    index = torch.arange(1, h * w + 1, dtype=torch.float32, device=background.device)
+    padded = torch.zeros((n, c, h + 2, w + 2), dtype=torch.float32, device=background.device)
+    labels = padded[..., 1:-1, 1:-1]
+    torch.mul(index.reshape(h, w), inside, out=labels)
+    rows = torch.empty((n, c, h + 2, w), dtype=torch.float32, device=background.device)
+    for _ in range(rounds):
+        torch.maximum(padded[..., :-2], padded[..., 1:-1], out=rows)
+        torch.maximum(rows, padded[..., 2:], out=rows)
+        torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :], out=labels)  # rows is complete
+        torch.maximum(labels, rows[..., 2:, :], out=labels)
+        labels.mul_(inside)
+    return labels
 
 
 def _window_max(values: torch.Tensor, border: float) -> torch.Tensor:

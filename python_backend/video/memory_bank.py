@@ -141,12 +141,26 @@ def _check_signature(selections: Sequence[Selection]) -> tuple[int, int]:
     return signature
 
 
-def stack_memory_features(selections: Sequence[Selection]) -> torch.Tensor:
-    """float32 [G, M, 64, 64, 64] of selections with equal (M, P): one stack on the device,
-    then one conversion to float32."""
+def memory_features_shape(selections: Sequence[Selection]) -> tuple[int, ...]:
+    """[G, M, 64, 64, 64]: the shape `stack_memory_features` returns for `selections`."""
     count, _ = _check_signature(selections)
-    stacked = torch.stack([m for s in selections for m in s.memories])
-    return stacked.to(torch.float32).view(len(selections), count, *MEMORY_SHAPE)
+    return (len(selections), count, *MEMORY_SHAPE)
+
+
+def stack_memory_features(
+    selections: Sequence[Selection], out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """float32 [G, M, 64, 64, 64] of selections with equal (M, P): one stack on the device,
+    converting to float32 as it copies, into `out` (a contiguous float32 tensor of that shape,
+    e.g. a workspace view) or a new tensor."""
+    shape = memory_features_shape(selections)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32, device=selections[0].memories[0].device)
+    elif tuple(out.shape) != shape or out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous float32 tensor of shape {shape}")
+    memories = [m for s in selections for m in s.memories]
+    torch.stack(memories, out=out.view(len(memories), *MEMORY_SHAPE))
+    return out
 
 
 def stack_object_pointers(

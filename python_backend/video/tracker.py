@@ -80,12 +80,14 @@ from sam2_triton.python_backend.video.memory_bank import (
     MemoryBank,
     MemorySettings,
     Selection,
+    memory_features_shape,
     stack_memory_features,
     stack_object_pointers,
     storage_dtype,
     tensor_nbytes,
 )
 from sam2_triton.python_backend.video.networks import VideoNetworks
+from sam2_triton.python_backend.workspace import Workspace, shared_workspace
 from sam2_triton.wire import BOX_CORNER_LABELS, CLICK_LABELS, PADDING_LABEL
 
 PAD_COORDS = np.zeros((1, 2), np.float32)  # SAM 2's prompt without clicks: (0, 0) as padding
@@ -395,6 +397,11 @@ class VideoTracker:
         self.last_frame: int = -1
         self.frame_size: tuple[int, int] | None = None  # (H, W) of the first frame
         self._last: _LastFrame | None = None
+
+    @property
+    def workspace(self) -> Workspace:
+        """Reusable device memory for per-frame network inputs (this device, this thread)."""
+        return shared_workspace(self.device)
 
     @property
     def obj_ids(self) -> list[int]:
@@ -785,8 +792,9 @@ class VideoTracker:
         outputs): one memory-attention batch per distinct (memories, pointers) signature."""
         conditioned: dict[int, _RowOf] = {}
         for group in self.attention_groups(obj_ids, frame_idx).values():
-            inputs = self.attention_inputs(features, [selection for _, selection in group])
-            batch = self.networks.attend(inputs)["conditioned_features"]
+            with self.workspace.scope():
+                inputs = self.attention_inputs(features, [selection for _, selection in group])
+                batch = self.networks.attend(inputs)["conditioned_features"]
             conditioned.update((o, _RowOf(batch, g)) for g, (o, _) in enumerate(group))
         return conditioned
 
@@ -805,11 +813,14 @@ class VideoTracker:
         self, features: Mapping[str, torch.Tensor], selections: Sequence[Selection]
     ) -> dict[str, torch.Tensor]:
         """Memory-attention inputs of G objects with equal (M, P) on one frame: the frame's
-        features expanded (not copied) to [G, 256, 64, 64], memories and pointers stacked."""
+        features expanded (not copied) to [G, 256, 64, 64], memories and pointers stacked (the
+        memories into the workspace: call inside a `workspace.scope()` that also holds the
+        network call)."""
         g = len(selections)
+        memories = self.workspace.take(memory_features_shape(selections), torch.float32)
         return {
             "current_features": features["image_embed"].expand(g, -1, -1, -1),
-            "memory_features": stack_memory_features(selections),
+            "memory_features": stack_memory_features(selections, out=memories),
             "memory_temporal_positions": self._upload(
                 np.stack([s.memory_temporal_positions for s in selections])
             ),
