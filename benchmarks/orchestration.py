@@ -350,8 +350,10 @@ def measure(
     """The benchmark's record: header, settings, and one entry per case under "cases"."""
     if frames < 1 or warmup < 1:
         raise ValueError("at least 1 warm-up frame (the prompt) and 1 measured frame")
+    from sam2_triton.python_backend.host_threads import limit_host_blas_threads
     from sam2_triton.python_backend.video.device import resolve_device
 
+    limit_host_blas_threads()  # as track_video's process runs the tracker
     resolved = resolve_device(device)
     width, height = size
     clip = synthetic_clip(warmup + frames, width, height, max(objects))

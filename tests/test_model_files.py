@@ -547,6 +547,15 @@ def track_video(repositories, bls):
     assert not model.model.evictor._thread.is_alive()
 
 
+def test_track_video_runs_numpy_blas_on_one_thread(track_video):
+    """initialize left numpy's BLAS one thread (python_backend/host_threads.py): its busy
+    pool would take the cores from torch's threads."""
+    from threadpoolctl import threadpool_info
+
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)
+
+
 def test_track_video_routes_sequences_and_fails_requests_alone(track_video, bls):
     a, b, never = next(_corrids), next(_corrids), next(_corrids)
     started_a, started_b, unknown = track_video.execute(

@@ -15,6 +15,7 @@ from pathlib import Path
 from sam2_triton.configs import RequestLimits
 from sam2_triton.export.metadata import load_metadata
 from sam2_triton.python_backend.errors import InputError
+from sam2_triton.python_backend.host_threads import limit_host_blas_threads
 from sam2_triton.python_backend.metrics import TRACK_VIDEO_METRICS
 from sam2_triton.python_backend.samurai import SamuraiSettings
 from sam2_triton.python_backend.triton_io import (
@@ -51,6 +52,7 @@ EVICTION_CHECKS_PER_TIMEOUT = 4
 
 class TritonPythonModel:
     def initialize(self, args):
+        limit_host_blas_threads()  # numpy's BLAS threads would fight torch's for the cores
         params = model_parameters(args)
         self.limits = RequestLimits.from_parameters(params)
         self.samurai_defaults = SamuraiSettings(**json.loads(params["samurai_defaults"]))
