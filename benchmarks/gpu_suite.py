@@ -4,7 +4,7 @@ tracker, in process and served, on the same frames, objects and concurrent video
     python -m sam2_triton.benchmarks.gpu_suite [--device cuda] [--model tiny] \
         [--checkpoint FILE | --random-weights] [--frames DIR] [--num-frames 30] \
         [--size 960x540] [--objects 1 3 8] [--streams 1 4 16] [--repeat 3] \
-        [--systems official official_vos tracker tracker_tensorrt served] \
+        [--systems official official_vos tracker tracker_tensorrt served] [--served-url H:P] \
         [--work-dir build/gpu_suite] [--json gpu_suite.json] [--plot gpu_suite.png]
 
 Systems (`--systems`, all by default), each measured on the same videos:
@@ -18,7 +18,8 @@ Systems (`--systems`, all by default), each measured on the same videos:
 * tracker_tensorrt: the same tracker on TensorRT engines (gpu-bf16 profile, built here from an
   ONNX export) where TensorRT and a GPU are present;
 * served: `track_video` of a Triton server (the one carried by nvidia-pytriton) on a repository
-  of `--served-profile` (cpu on the CPU, gpu-torch on CUDA), one client per video.
+  of `--served-profile` (cpu on the CPU, gpu-torch on CUDA), one client per video; or, with
+  `--served-url HOST:PORT`, of a server already running (its own model and weights).
 
 A system that cannot run here is recorded with the reason instead of a number (the report's
 "systems" entry), and the others go on. Cases: each `--objects` count on one video, and each
@@ -444,6 +445,7 @@ class Context:
     protocol: str
     served_profile: str
     ports: tuple[int, int, int]
+    served_url: str | None = None  # a running server's track_video instead of starting one
     random_weights: bool = False
     official_model: Any = None  # the eager SAM2VideoPredictor, shared by official_vos
     _metadata: dict[str, Any] | None = None
@@ -552,6 +554,9 @@ def prepare_served(ctx: Context) -> Runner:
     from sam2_triton.serving.local_server import LocalTritonServer, pytriton_server_dir
     from sam2_triton.serving.repository import build_repository
 
+    if ctx.served_url is not None:  # the user's server: its model and profile, left running
+        description = f"the server at {ctx.served_url}, {ctx.protocol}"
+        return ServedRunner(ctx.served_url, ctx.protocol, description, lambda: None)
     try:
         pytriton_server_dir()
     except Exception as exc:  # not installed, or without a stub for this Python
@@ -697,6 +702,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         args.protocol,
         args.served_profile or SERVED_PROFILE.get(device.type, "cpu"),
         (args.http_port, args.grpc_port, args.metrics_port),
+        served_url=args.served_url,
         random_weights=args.random_weights,
     )
     systems: dict[str, dict[str, Any]] = {}
@@ -787,6 +793,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--served-profile", help="profile of the served repository (cpu: cpu, cuda: gpu-torch)"
+    )
+    parser.add_argument(
+        "--served-url",
+        help="HOST:PORT of a running server (--protocol) to measure as `served` instead of "
+        "starting one; its own model and weights",
     )
     parser.add_argument("--work-dir", default="build/gpu_suite", help="clips, export, repository")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="grpc")

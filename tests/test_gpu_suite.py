@@ -1,6 +1,6 @@
 """benchmarks/gpu_suite.py: the videos, plans and table it is made of, and its CPU version run
-tiny (official predictor and this tracker in process; the served part runs in
-`make bench-gpu DEVICE=cpu`, which starts a Triton server and is too slow for the suite)."""
+tiny: the official predictor and this tracker in process, and the served part against the
+session's Triton server (`--served-url`; `make bench-gpu DEVICE=cpu` starts its own)."""
 
 from __future__ import annotations
 
@@ -128,3 +128,24 @@ def test_cpu_version_tiny(tmp_path):
     for system in ("official", "tracker"):
         assert {k[1:]: v for k, v in measured.items() if k[0] == system} == expected
     assert (tmp_path / "gpu_suite.png").is_file()
+
+
+@pytest.mark.served
+def test_cpu_version_served_part(served, tmp_path):
+    """The suite's served part on the session's server (its test export): one client per
+    video, every case of the report measured with its fields."""
+    json_path = tmp_path / "gpu_suite.json"
+    argv = ["--device", "cpu", "--random-weights", "--num-frames", "2", "--size", "160x96"]
+    argv += ["--objects", "1", "2", "--streams", "1", "2", "--warmup-runs", "0"]
+    argv += ["--systems", "served", "--served-url", served.grpc_url, "--protocol", "grpc"]
+    argv += ["--work-dir", str(tmp_path / "work"), "--json", str(json_path)]
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        gpu_suite.main(argv)
+    record = json.loads(json_path.read_text())
+    entry = record["systems"]["served"]
+    assert entry["status"] == "measured", entry
+    assert served.grpc_url in entry["description"]
+    frames = {(c["objects"], c["streams"]): c["frames"] for c in record["cases"]}
+    assert frames == {(1, 1): 1, (2, 1): 1, (1, 2): 2}
+    for case in record["cases"]:
+        assert set(case) == CASE_FIELDS and case["system"] == "served" and case["fps"] > 0
