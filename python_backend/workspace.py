@@ -9,9 +9,10 @@ caching allocator already reuses blocks; the workspace is then merely one more r
 
 Use: `with workspace.scope(): inputs = ...take(...)...; outputs = network(inputs)`. Views taken
 inside a scope stay valid until the outermost scope ends; then the whole storage is free again
-(bump allocation, no per-tensor bookkeeping). Every network call of this package returns after
-it has read its inputs (synchronous BLS, ONNX Runtime runs, PyTorch on the caller's stream),
-so nothing reads a view after its scope. What a scope needs beyond the storage is allocated
+(bump allocation, no per-tensor bookkeeping). Every network of this package has read its inputs
+when its call returns (BLS calls, ONNX Runtime runs) or reads them in the order of torch's
+current CUDA stream (PyTorch modules, TensorRT contexts enqueued on it), so a view is never
+overwritten before its network has read it. What a scope needs beyond the storage is allocated
 plainly, and the storage grows to the scope's high-water mark when the scope ends, up to
 `max_bytes`: a workspace never holds more than that.
 
