@@ -32,6 +32,7 @@ from test_video_tracking import (
     iou,
     rect_logits,
     synthetic_frames,
+    write_jpeg_frames,
 )
 
 from sam2_triton.python_backend.video.holes import (
@@ -362,7 +363,6 @@ def test_mask_prompt_with_holes_matches_sam2_video_predictor(exported, tmp_path)
     """Object 1 from a mask prompt with holes, object 2 from a click, tracked over 3 frames:
     the reference fills the small hole on frame 0 (its answer, and the memory frames 1 and 2
     read), and our masks match it."""
-    from PIL import Image
     from sam2.utils import misc
 
     from sam2_triton.python_backend.masks import upscale_logits
@@ -371,13 +371,7 @@ def test_mask_prompt_with_holes_matches_sam2_video_predictor(exported, tmp_path)
     assert exported.model.fill_hole_area == SAM2_FILL_HOLE_AREA
     assert isinstance(misc.get_connected_components, CountingComponents)  # conftest installed it
     frames_dir = tmp_path / "frames"
-    frames_dir.mkdir()
-    for t, frame in enumerate(synthetic_frames(NUM_HOLE_FRAMES)):
-        Image.fromarray(frame).save(frames_dir / f"{t:05d}.jpg", quality=95)
-    decoded = [
-        np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
-        for t in range(NUM_HOLE_FRAMES)
-    ]
+    decoded = write_jpeg_frames(frames_dir, synthetic_frames(NUM_HOLE_FRAMES))
     stand_in = misc.get_connected_components
     hole_pixels_before = stand_in.hole_pixels
     with torch.inference_mode(), warnings.catch_warnings():

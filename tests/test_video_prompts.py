@@ -27,6 +27,7 @@ from test_video_tracking import (
     fake_tracker,
     iou,
     synthetic_frames,
+    write_jpeg_frames,
 )
 
 from sam2_triton.python_backend.errors import InputError
@@ -273,16 +274,9 @@ def _tracker_corrections(export_dir, frames):
 @pytest.mark.slow
 def test_corrections_and_mask_prompts_match_sam2_video_predictor(exported, tmp_path):
     """Object 1 from a mask prompt, object 2 from a click; both corrected on frame 1."""
-    from PIL import Image
 
     frames_dir = tmp_path / "frames"
-    frames_dir.mkdir()
-    for t, frame in enumerate(synthetic_frames(NUM_PARITY_FRAMES)):
-        Image.fromarray(frame).save(frames_dir / f"{t:05d}.jpg", quality=95)
-    decoded = [
-        np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
-        for t in range(NUM_PARITY_FRAMES)
-    ]
+    decoded = write_jpeg_frames(frames_dir, synthetic_frames(NUM_PARITY_FRAMES))
     start = time.perf_counter()
     reference = _reference_corrections(exported.model, frames_dir)
     reference_s = time.perf_counter() - start

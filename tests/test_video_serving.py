@@ -19,7 +19,16 @@ import time
 
 import numpy as np
 import pytest
-from test_video_tracking import BOX, CLICK, HEIGHT, NUM_FRAMES, WIDTH, iou, synthetic_frames
+from test_video_tracking import (
+    BOX,
+    CLICK,
+    HEIGHT,
+    NUM_FRAMES,
+    WIDTH,
+    iou,
+    synthetic_frames,
+    write_jpeg_frames,
+)
 
 from sam2_triton import rle, wire
 from sam2_triton.benchmarks.all_sizes import VIDEO_PARITY_FRAMES_ENV
@@ -118,18 +127,10 @@ def reference_logits(model, frames_dir, num_frames):
 
 @pytest.mark.slow
 def test_served_tracking_matches_sam2_video_predictor(served, worst_values, tmp_path):
-    from PIL import Image
 
     frames_dir = tmp_path / "frames"
-    frames_dir.mkdir()
-    frames = synthetic_frames(PARITY_FRAMES)
-    for t, frame in enumerate(frames):
-        Image.fromarray(frame).save(frames_dir / f"{t:05d}.jpg", quality=95)
     # the server gets the JPEG-decoded pixels the reference reads, losslessly (PNG)
-    decoded = [
-        np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
-        for t in range(PARITY_FRAMES)
-    ]
+    decoded = write_jpeg_frames(frames_dir, synthetic_frames(PARITY_FRAMES))
 
     start = time.perf_counter()
     reference = reference_logits(served.exported.model, frames_dir, PARITY_FRAMES)

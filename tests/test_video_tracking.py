@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,20 @@ def synthetic_frames(num_frames: int = NUM_FRAMES) -> list:
         image[square] = (40, 200, 230)
         frames.append(image.clip(0, 255).astype(np.uint8))
     return frames
+
+
+def write_jpeg_frames(folder: Path, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Writes `frames` as the JPEG folder SAM2VideoPredictor reads (00000.jpg, ...; quality 95)
+    into `folder` (created); returns them as that loader decodes them (PIL, RGB): the pixels
+    the tracker is given, so that both sides see the same frames."""
+    from PIL import Image
+
+    folder.mkdir()
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=95)
+    return [
+        np.asarray(Image.open(folder / f"{t:05d}.jpg").convert("RGB")) for t in range(len(frames))
+    ]
 
 
 CLICK = ([[40.0, 40.0]], [1])  # obj 1: one positive click on the disc (frame 0)
@@ -93,17 +108,8 @@ def run_tracker(export_dir, frames, num_frames):
 
 @pytest.mark.slow
 def test_tracker_matches_sam2_video_predictor(exported, tmp_path):
-    from PIL import Image
-
     frames_dir = tmp_path / "frames"
-    frames_dir.mkdir()
-    for t, frame in enumerate(synthetic_frames()):
-        Image.fromarray(frame).save(frames_dir / f"{t:05d}.jpg", quality=95)
-    # the tracker gets the frames as the reference decodes them (PIL, RGB)
-    decoded = [
-        np.asarray(Image.open(frames_dir / f"{t:05d}.jpg").convert("RGB"))
-        for t in range(NUM_FRAMES)
-    ]
+    decoded = write_jpeg_frames(frames_dir, synthetic_frames())
 
     start = time.perf_counter()
     reference = run_reference(exported.model, frames_dir, NUM_FRAMES)
